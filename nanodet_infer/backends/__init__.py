@@ -1,0 +1,72 @@
+"""Inference backends: thin adapters over ONNX Runtime and OpenVINO behind :class:`Backend`.
+
+Neither engine is imported until a backend of that kind is created, so ``import nanodet_infer``
+stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from ..errors import BackendUnavailableError, InvalidArgumentError
+from .base import Backend, Shape
+
+BACKENDS = ("auto", "onnxruntime", "openvino")
+
+__all__ = ["BACKENDS", "Backend", "Shape", "create_backend"]
+
+
+def create_backend(
+    path: str | Path,
+    backend: str = "auto",
+    *,
+    num_threads: int | None = None,
+    precision: str = "f32",
+) -> Backend:
+    """Load the model at ``path`` on the named backend.
+
+    ``backend="auto"`` picks OpenVINO when it imports, else ONNX Runtime (an ``.xml`` IR always
+    needs OpenVINO). ``num_threads=None`` keeps the engine's default thread count; ``precision`` is
+    ``"f32"`` (default, fp32 parity), or ``"bf16"`` / ``"f16"`` (OpenVINO only).
+
+    Raises :class:`InvalidArgumentError` for an unknown backend or a bad option,
+    :class:`BackendUnavailableError` when the engine is not installed, :class:`ModelLoadError` when the
+    file is missing or not a loadable model.
+    """
+    if backend not in BACKENDS:
+        raise InvalidArgumentError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if num_threads is not None and (type(num_threads) is not int or num_threads < 1):
+        raise InvalidArgumentError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+    if backend == "auto":
+        backend = _auto_backend(Path(path))
+    if backend == "openvino":
+        from .openvino import OpenVinoBackend
+
+        return OpenVinoBackend(path, num_threads=num_threads, precision=precision)
+    from .onnxruntime import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(path, num_threads=num_threads, precision=precision)
+
+
+def _auto_backend(path: Path) -> str:
+    if _importable("openvino"):
+        return "openvino"
+    if path.suffix.lower() == ".xml":
+        raise BackendUnavailableError(
+            f"{path.name!r} is an OpenVINO IR but OpenVINO is not installed; install it with `pip install openvino`"
+        )
+    if _importable("onnxruntime"):
+        return "onnxruntime"
+    raise BackendUnavailableError(
+        "neither OpenVINO nor ONNX Runtime is installed; install one with `pip install openvino` "
+        "or `pip install onnxruntime`"
+    )
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,90 @@
+"""NanoDet-Plus box decoding: priors, the Integral (DFL expectation) and distance → box.
+
+Coordinates are network-input pixels, boxes xyxy. Every function here works row by row with a fixed
+operation order, so decoding a subset of priors gives bit-identical rows to decoding all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from .errors import InvalidArgumentError
+
+
+def make_priors(canvas_size: Sequence[int], strides: Sequence[int], offset: float = 0.0) -> np.ndarray:
+    """Prior points of a ``canvas_size`` ``(W, H)`` input: float32 ``[N, 3]`` rows ``(x, y, stride)``.
+
+    Level by level in ``strides`` order, row-major (y outer, x inner) within a level, with
+    ``ceil(H / s) x ceil(W / s)`` points at ``((i + offset) * s, (j + offset) * s)``; NanoDet-Plus uses
+    ``offset=0``. The result is cached per arguments and read-only.
+    """
+    return _priors(int(canvas_size[0]), int(canvas_size[1]), tuple(int(s) for s in strides), float(offset))
+
+
+@lru_cache(maxsize=32)
+def _priors(width: int, height: int, strides: tuple[int, ...], offset: float) -> np.ndarray:
+    if width < 1 or height < 1 or not strides or min(strides) < 1:
+        raise InvalidArgumentError(f"invalid canvas {width}x{height} or strides {list(strides)}")
+    levels = []
+    for stride in strides:
+        cols, rows = -(-width // stride), -(-height // stride)
+        xs = (np.arange(cols, dtype=np.float32) + np.float32(offset)) * np.float32(stride)
+        ys = (np.arange(rows, dtype=np.float32) + np.float32(offset)) * np.float32(stride)
+        level = np.empty((rows, cols, 3), dtype=np.float32)
+        level[:, :, 0] = xs[None, :]
+        level[:, :, 1] = ys[:, None]
+        level[:, :, 2] = stride
+        levels.append(level.reshape(-1, 3))
+    priors = np.concatenate(levels)
+    priors.flags.writeable = False
+    return priors
+
+
+def num_priors(canvas_size: Sequence[int], strides: Sequence[int]) -> int:
+    """Number of priors (rows of the model output) for a ``canvas_size`` ``(W, H)`` input."""
+    w, h = int(canvas_size[0]), int(canvas_size[1])
+    return sum(-(-w // s) * -(-h // s) for s in strides)
+
+
+def integral(box_dist: np.ndarray, reg_max: int) -> np.ndarray:
+    """Expected bin per side: ``[K, 4*(reg_max+1)]`` raw logits → float32 ``[K, 4]`` (stride units).
+
+    Softmax over each side's ``reg_max + 1`` bins, then the expectation over bin values ``0..reg_max``;
+    side order left, top, right, bottom. Multiply by the prior's stride to get pixels.
+    """
+    logits = np.asarray(box_dist, dtype=np.float32).reshape(-1, 4, reg_max + 1)
+    weights = np.exp(logits - logits.max(axis=2, keepdims=True))
+    # Sums are spelled out bin by bin (not .sum(axis)) so their order never depends on K.
+    total = weights[:, :, 0].copy()
+    expected = np.zeros_like(total)
+    for b in range(1, reg_max + 1):
+        total += weights[:, :, b]
+        expected += weights[:, :, b] * np.float32(b)
+    expected /= total
+    return expected
+
+
+def distance2bbox(points: np.ndarray, distances: np.ndarray, max_size: Sequence[int]) -> np.ndarray:
+    """Boxes from points and side distances, clamped to the canvas.
+
+    ``points`` ``[K, 2]`` (x, y), ``distances`` ``[K, 4]`` (left, top, right, bottom) in pixels,
+    ``max_size`` ``(W, H)``. Returns float32 ``[K, 4]`` xyxy with x in ``[0, W]`` and y in ``[0, H]``.
+    """
+    points = np.asarray(points, dtype=np.float32)
+    distances = np.asarray(distances, dtype=np.float32)
+    boxes = np.empty((len(points), 4), dtype=np.float32)
+    np.subtract(points, distances[:, :2], out=boxes[:, :2])
+    np.add(points, distances[:, 2:], out=boxes[:, 2:])
+    np.clip(boxes[:, 0::2], 0, max_size[0], out=boxes[:, 0::2])
+    np.clip(boxes[:, 1::2], 0, max_size[1], out=boxes[:, 1::2])
+    return boxes
+
+
+def decode_boxes(box_dist: np.ndarray, priors: np.ndarray, reg_max: int, canvas_size: Sequence[int]) -> np.ndarray:
+    """Decode ``[K, 4*(reg_max+1)]`` logits at ``priors`` ``[K, 3]`` → float32 ``[K, 4]`` xyxy canvas pixels."""
+    distances = integral(box_dist, reg_max)
+    distances *= priors[:, 2:3]
+    return distance2bbox(priors[:, :2], distances, canvas_size)

@@ -1,0 +1,181 @@
+"""Class-aware greedy NMS with torchvision's semantics, vectorised in score-ordered chunks.
+
+Semantics (upstream NanoDet ``batched_nms`` → ``torchvision.ops.nms``): candidates are visited by score,
+descending (ties: lower index first, a stable sort); a candidate is dropped when its IoU with an already
+kept candidate *of the same class* is ``> iou_threshold``. IoU is computed in float32 as torchvision does,
+areas ``(x2 - x1) * (y2 - y1)`` (no +1), and compared with the threshold as a double would be.
+
+Speed: a candidate can only be suppressed by a kept candidate of higher score, so the first ``max_keep``
+kept boxes are final and the search stops there. Candidates are ordered in chunks (top-k by partition, so
+tens of thousands of candidates are never fully sorted), fetched in groups of ``_GROUP`` and pre-filtered
+against the boxes kept so far, then visited in blocks of ``_BLOCK``: a block is checked against the boxes
+kept since, then resolved internally with a vectorised fixed point of the greedy rule. Boxes are fetched
+per group, so a caller can decode them lazily (:func:`greedy_nms`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from .errors import InvalidArgumentError
+
+_BLOCK = 192  # candidates resolved at a time: keeps the [block, block] IoU matrix in cache
+_GROUP = 2048  # candidates fetched and pre-filtered against the kept boxes at a time
+
+
+def _threshold_f32(threshold: float) -> np.float32:
+    """The largest float32 ``t <= threshold``: for float32 ``x``, ``x > t`` iff ``x > threshold`` (double)."""
+    t = np.float32(threshold)
+    if float(t) > float(threshold):
+        t = np.nextafter(t, np.float32(-np.inf))
+    return t
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of float32 xyxy boxes ``a`` ``[M, 4]`` and ``b`` ``[K, 4]`` → float32 ``[M, K]``.
+
+    Same float32 operations as torchvision's NMS kernel (IoU is symmetric bit for bit); 0/0 (two empty
+    boxes) gives NaN, which never exceeds a threshold.
+    """
+    ax1, ay1, ax2, ay2 = np.ascontiguousarray(a.T)
+    bx1, by1, bx2, by2 = np.ascontiguousarray(b.T)
+    w = np.minimum(ax2[:, None], bx2[None, :])
+    w -= np.maximum(ax1[:, None], bx1[None, :])
+    np.maximum(w, 0, out=w)
+    h = np.minimum(ay2[:, None], by2[None, :])
+    h -= np.maximum(ay1[:, None], by1[None, :])
+    np.maximum(h, 0, out=h)
+    inter = np.multiply(w, h, out=w)
+    union = ((ax2 - ax1) * (ay2 - ay1))[:, None] + ((bx2 - bx1) * (by2 - by1))[None, :]
+    union -= inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.divide(inter, union, out=union)
+
+
+def _conflicts(
+    boxes_a: np.ndarray, cls_a: np.ndarray, boxes_b: np.ndarray, cls_b: np.ndarray, threshold: np.float32
+) -> np.ndarray:
+    """bool ``[M, K]``: same class and IoU above ``threshold`` (a float32 from :func:`_threshold_f32`)."""
+    over = box_iou(boxes_a, boxes_b) > threshold
+    over &= cls_a[:, None] == cls_b[None, :]
+    return over
+
+
+def _greedy_keep(over: np.ndarray) -> np.ndarray:
+    """Greedy NMS on a strictly upper-triangular conflict matrix ``[M, M]`` (row ``i`` suppresses ``j > i``).
+
+    Fixed point: a candidate is kept once no kept-or-undecided predecessor conflicts with it, and dropped
+    once a kept one does; the first undecided candidate is always decided, so this terminates, and each
+    round costs two matrix-vector products. Returns the bool keep mask.
+    """
+    m = len(over)
+    if not over.any():
+        return np.ones(m, dtype=bool)
+    weights = over.astype(np.float32)
+    kept = np.zeros(m, dtype=bool)
+    undecided = np.ones(m, dtype=bool)
+    while undecided.any():
+        newly = undecided & ((kept | undecided).astype(np.float32) @ weights == 0)
+        kept |= newly
+        undecided &= ~newly
+        undecided &= kept.astype(np.float32) @ weights == 0
+    return kept
+
+
+def _score_chunks(scores: np.ndarray, first: int) -> Iterator[np.ndarray]:
+    """Indices of ``scores`` by score descending (ties: index ascending), in chunks growing 4x."""
+    base = np.arange(len(scores))
+    rest = scores
+    size = first
+    while len(rest):
+        if len(rest) <= 2 * size:
+            yield base[np.argsort(-rest, kind="stable")]
+            return
+        kth = np.partition(rest, len(rest) - size)[len(rest) - size]
+        top = rest >= kth
+        picked = np.flatnonzero(top)
+        yield base[picked[np.argsort(-rest[picked], kind="stable")]]
+        below = np.flatnonzero(~top)
+        base, rest = base[below], rest[below]
+        size *= 4
+
+
+def greedy_nms(
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    iou_threshold: float,
+    max_keep: int | None,
+    boxes_of: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The NMS engine: boxes are fetched lazily, only for the candidates it visits.
+
+    ``scores`` float32 ``[M]``, ``class_ids`` integer ``[M]``; ``boxes_of(idx)`` returns the float32
+    ``[len(idx), 4]`` xyxy boxes of candidates ``idx`` (and must return the same box for a candidate on
+    every call). Returns ``(kept indices int64 [K], their boxes float32 [K, 4])``, by score descending.
+    """
+    n = len(scores)
+    limit = n if max_keep is None else min(max_keep, n)
+    kept = np.empty(limit, dtype=np.int64)
+    kept_boxes = np.empty((limit, 4), dtype=np.float32)
+    if limit == 0:
+        return kept, kept_boxes
+    kept_cls = np.empty(limit, dtype=class_ids.dtype)
+    threshold = _threshold_f32(iou_threshold)
+    count = 0
+    for chunk in _score_chunks(scores, max(_BLOCK, 2 * limit)):
+        for group_start in range(0, len(chunk), _GROUP):
+            # Pre-filter a group against everything kept so far (one [group, kept] IoU), then resolve the
+            # survivors block by block against the boxes kept since, and among themselves.
+            group = chunk[group_start : group_start + _GROUP]
+            group_boxes = boxes_of(group)
+            group_cls = class_ids[group]
+            checked = count
+            if count:
+                alive = ~_conflicts(group_boxes, group_cls, kept_boxes[:count], kept_cls[:count], threshold).any(1)
+                group, group_boxes, group_cls = group[alive], group_boxes[alive], group_cls[alive]
+            for start in range(0, len(group), _BLOCK):
+                block = group[start : start + _BLOCK]
+                block_boxes = group_boxes[start : start + _BLOCK]
+                block_cls = group_cls[start : start + _BLOCK]
+                if count > checked:
+                    recent = slice(checked, count)
+                    hit = _conflicts(block_boxes, block_cls, kept_boxes[recent], kept_cls[recent], threshold).any(1)
+                    alive = ~hit
+                    block, block_boxes, block_cls = block[alive], block_boxes[alive], block_cls[alive]
+                over = np.triu(_conflicts(block_boxes, block_cls, block_boxes, block_cls, threshold), 1)
+                survivors = np.flatnonzero(_greedy_keep(over))[: limit - count]
+                new = count + len(survivors)
+                kept[count:new] = block[survivors]
+                kept_boxes[count:new] = block_boxes[survivors]
+                kept_cls[count:new] = block_cls[survivors]
+                count = new
+                if count == limit:
+                    return kept, kept_boxes
+    return kept[:count], kept_boxes[:count]
+
+
+def batched_nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    iou_threshold: float,
+    max_keep: int | None = None,
+) -> np.ndarray:
+    """Class-aware greedy NMS. Returns int64 indices of the kept candidates, by score descending.
+
+    ``boxes`` float32 ``[M, 4]`` xyxy, ``scores`` ``[M]``, ``class_ids`` integer ``[M]``; at most
+    ``max_keep`` indices (all when None).
+    """
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    class_ids = np.asarray(class_ids).reshape(-1)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    if not len(scores) == len(class_ids) == len(boxes):
+        raise InvalidArgumentError(
+            f"batched_nms: {len(boxes)} boxes, {len(scores)} scores and {len(class_ids)} class ids; "
+            "give one of each per candidate"
+        )
+    if max_keep is not None and max_keep < 0:
+        raise InvalidArgumentError(f"max_keep must be >= 0 or None, got {max_keep}")
+    return greedy_nms(scores, class_ids, iou_threshold, max_keep, boxes.__getitem__)[0]

@@ -1,0 +1,98 @@
+"""Raw head outputs of one image → detections in network-input pixels (upstream ``get_bboxes``).
+
+Upstream decodes every prior, then ``multiclass_nms``: every (prior, class) pair whose score is
+``> score_threshold`` is a candidate, class-aware NMS, the best ``max_detections`` by score. Here
+(``candidate_first``) only the candidates NMS actually visits are decoded, in score order, and NMS stops
+once ``max_detections`` boxes are kept; the results are identical because decoding is row-wise and
+bit-exact per row (see :mod:`.decode`). ``candidate_first=False`` decodes every prior first and is the
+reference path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .decode import decode_boxes
+from .errors import InvalidArgumentError
+from .nms import greedy_nms
+
+
+def _check(scores: np.ndarray, box_dist: np.ndarray, priors: np.ndarray, reg_max: int) -> None:
+    if scores.ndim != 2 or box_dist.ndim != 2 or priors.ndim != 2 or priors.shape[1] != 3:
+        raise InvalidArgumentError(
+            f"expected scores [N, C], box_dist [N, 4*(reg_max+1)], priors [N, 3]; got {scores.shape}, "
+            f"{box_dist.shape}, {priors.shape}"
+        )
+    if not len(scores) == len(box_dist) == len(priors):
+        raise InvalidArgumentError(
+            f"{len(scores)} score rows, {len(box_dist)} box rows and {len(priors)} priors: the model output does "
+            "not match the input size (priors are made from the canvas size and strides)"
+        )
+    if box_dist.shape[1] != 4 * (reg_max + 1):
+        raise InvalidArgumentError(
+            f"box_dist has {box_dist.shape[1]} channels but reg_max={reg_max} needs {4 * (reg_max + 1)}"
+        )
+
+
+def postprocess(
+    scores: np.ndarray,
+    box_dist: np.ndarray,
+    priors: np.ndarray,
+    *,
+    reg_max: int,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int | None,
+    canvas_size: Sequence[int],
+    multi_label: bool = True,
+    candidate_first: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode and NMS one image's outputs.
+
+    ``scores`` ``[N, C]`` probabilities (already sigmoided), ``box_dist`` ``[N, 4*(reg_max+1)]`` raw DFL
+    logits (side order l, t, r, b), ``priors`` ``[N, 3]`` (x, y, stride) from :func:`.decode.make_priors`,
+    ``canvas_size`` ``(W, H)`` of the network input. A (prior, class) pair is a candidate when its score is
+    ``> score_threshold`` (compared in float32, as upstream's torch does); with ``multi_label=False`` only
+    each prior's best class can be (upstream's C++ demos). ``max_detections=None`` keeps all.
+
+    Returns ``(xyxy float32 [K, 4]`` network-input pixels, ``scores float32 [K]``, ``class_ids int64 [K])``,
+    sorted by score descending.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    box_dist = np.asarray(box_dist, dtype=np.float32)
+    priors = np.asarray(priors, dtype=np.float32)
+    _check(scores, box_dist, priors, reg_max)
+    if not 0.0 <= iou_threshold <= 1.0 or not 0.0 <= score_threshold <= 1.0:
+        raise InvalidArgumentError(
+            f"score_threshold and iou_threshold must lie in [0, 1], got {score_threshold} and {iou_threshold}"
+        )
+    if max_detections is not None and max_detections < 1:
+        raise InvalidArgumentError(f"max_detections must be >= 1 (or None for no limit), got {max_detections}")
+    threshold = np.float32(score_threshold)
+    num_classes = scores.shape[1]
+    if multi_label:  # every (prior, class) pair above the threshold, prior-major like upstream's nonzero()
+        pairs = np.flatnonzero(scores > threshold)
+        cand_priors, class_ids = np.divmod(pairs, num_classes)
+        cand_scores = scores[cand_priors, class_ids]
+    else:  # the best class of each prior, when above the threshold
+        best = scores.argmax(axis=1)
+        best_scores = np.take_along_axis(scores, best[:, None], axis=1)[:, 0]
+        cand_priors = np.flatnonzero(best_scores > threshold)
+        class_ids, cand_scores = best[cand_priors], best_scores[cand_priors]
+
+    if candidate_first:  # decode only the candidates NMS visits
+
+        def boxes_of(idx: np.ndarray) -> np.ndarray:
+            rows = cand_priors[idx]
+            return decode_boxes(box_dist[rows], priors[rows], reg_max, canvas_size)
+
+    else:  # decode every prior first, as upstream does
+        decoded = decode_boxes(box_dist, priors, reg_max, canvas_size)
+
+        def boxes_of(idx: np.ndarray) -> np.ndarray:
+            return decoded[cand_priors[idx]]
+
+    keep, boxes = greedy_nms(cand_scores, class_ids, iou_threshold, max_detections, boxes_of)
+    return boxes, cand_scores[keep], class_ids[keep].astype(np.int64)

@@ -1,0 +1,163 @@
+"""The one result type of the runtime: :class:`Detections` (one image), plus :class:`StageTimings`.
+
+Boxes are xyxy float32 in original-image pixels (x in ``[0, W]``, y in ``[0, H]``), sorted by score
+descending; ``class_ids`` index ``class_names``, which lists *all* classes of the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import BackendUnavailableError, InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Wall-clock milliseconds spent in each stage for one image (a batch's time is split evenly)."""
+
+    preprocess_ms: float
+    inference_ms: float
+    postprocess_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        """Sum of the three stages."""
+        return self.preprocess_ms + self.inference_ms + self.postprocess_ms
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detection: ``xyxy`` (x1, y1, x2, y2) original-image pixels, ``score``, ``class_id``, ``class_name``."""
+
+    xyxy: tuple[float, float, float, float]
+    score: float
+    class_id: int
+    class_name: str
+
+
+@dataclass(frozen=True, eq=False)
+class Detections:
+    """Detections of one image.
+
+    ``xyxy`` float32 ``[N, 4]`` original-image pixels, ``scores`` float32 ``[N]``, ``class_ids`` int64 ``[N]``,
+    ``class_names`` all model classes, ``image_size`` ``(W, H)``, ``timings`` when measured. The arrays are
+    read-only.
+    """
+
+    xyxy: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    class_names: tuple[str, ...]
+    image_size: tuple[int, int]
+    timings: StageTimings | None = None
+
+    def __post_init__(self) -> None:
+        xyxy = np.array(self.xyxy, dtype=np.float32).reshape(-1, 4)
+        scores = np.array(self.scores, dtype=np.float32).reshape(-1)
+        class_ids = np.array(self.class_ids, dtype=np.int64).reshape(-1)
+        if not len(xyxy) == len(scores) == len(class_ids):
+            raise InvalidArgumentError(
+                f"Detections needs one box, score and class id per detection; got {len(xyxy)}, {len(scores)} "
+                f"and {len(class_ids)}"
+            )
+        names = tuple(str(n) for n in self.class_names)
+        if len(class_ids) and (class_ids.min() < 0 or class_ids.max() >= len(names)):
+            raise InvalidArgumentError(f"class ids must lie in [0, {len(names)}) (one per class name)")
+        for array in (xyxy, scores, class_ids):
+            array.flags.writeable = False
+        object.__setattr__(self, "xyxy", xyxy)
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "class_ids", class_ids)
+        object.__setattr__(self, "class_names", names)
+        object.__setattr__(self, "image_size", (int(self.image_size[0]), int(self.image_size[1])))
+
+    @classmethod
+    def empty(
+        cls, class_names: Sequence[str], image_size: tuple[int, int], timings: StageTimings | None = None
+    ) -> Detections:
+        """No detections."""
+        return cls(
+            np.zeros((0, 4), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int64),
+            tuple(class_names),
+            image_size,
+            timings,
+        )
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __iter__(self) -> Iterator[Detection]:
+        for box, score, class_id in zip(self.xyxy.tolist(), self.scores.tolist(), self.class_ids.tolist(), strict=True):
+            yield Detection(tuple(box), score, class_id, self.class_names[class_id])
+
+    def __getitem__(self, index: int) -> Detection:
+        box = self.xyxy[index].tolist()
+        class_id = int(self.class_ids[index])
+        return Detection(tuple(box), float(self.scores[index]), class_id, self.class_names[class_id])
+
+    def __repr__(self) -> str:
+        return f"Detections(n={len(self)}, image_size={self.image_size}, classes={len(self.class_names)})"
+
+    @property
+    def labels(self) -> list[str]:
+        """Class name of each detection."""
+        return [self.class_names[i] for i in self.class_ids.tolist()]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict: ``image_size``, ``detections`` (``bbox`` xyxy, ``score``, ``class_id``, ``class_name``)
+        and ``timings_ms`` (or None)."""
+        timings = None
+        if self.timings is not None:
+            t = self.timings
+            timings = {
+                "preprocess": t.preprocess_ms,
+                "inference": t.inference_ms,
+                "postprocess": t.postprocess_ms,
+                "total": t.total_ms,
+            }
+        return {
+            "image_size": list(self.image_size),
+            "detections": [
+                {"bbox": list(d.xyxy), "score": d.score, "class_id": d.class_id, "class_name": d.class_name}
+                for d in self
+            ],
+            "timings_ms": timings,
+        }
+
+    def to_coco(self, image_id: int, category_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """COCO result rows: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``.
+
+        ``category_ids[class_id]`` gives the COCO category of each class (default: the class id itself).
+        """
+        if category_ids is not None and len(category_ids) != len(self.class_names):
+            raise InvalidArgumentError(
+                f"category_ids has {len(category_ids)} entries for {len(self.class_names)} classes; give one per class"
+            )
+        xywh = self.xyxy.astype(np.float64)
+        xywh[:, 2:] -= xywh[:, :2]
+        ids = self.class_ids.tolist() if category_ids is None else [int(category_ids[i]) for i in self.class_ids]
+        return [
+            {"image_id": image_id, "category_id": cat, "bbox": box, "score": score}
+            for cat, box, score in zip(ids, xywh.tolist(), self.scores.tolist(), strict=True)
+        ]
+
+    def to_supervision(self) -> Any:
+        """A ``supervision.Detections`` (class names in ``data["class_name"]``); needs ``pip install supervision``."""
+        try:
+            import supervision
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "to_supervision() needs the 'supervision' package: pip install supervision"
+            ) from exc
+        return supervision.Detections(
+            xyxy=self.xyxy.copy(),
+            confidence=self.scores.copy(),
+            class_id=self.class_ids.copy(),
+            data={"class_name": np.array(self.labels, dtype=str)},
+        )

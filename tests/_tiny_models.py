@@ -1,0 +1,75 @@
+"""Tiny ONNX graphs built with ``onnx.helper`` for backend and model-verification tests (test-only; needs onnx)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+def _save(graph: onnx.GraphProto, path: Path, metadata: dict[str, str] | None) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def conv_model(path: Path, *, dynamic: bool = True, metadata: dict[str, str] | None = None) -> Path:
+    """``x [B,3,H,W]`` → 1x1 conv (weights ``arange``) → ``y [B,2,H,W]``; B, H, W symbolic when ``dynamic``."""
+    dims = ["batch", 3, "height", "width"] if dynamic else [1, 3, 8, 8]
+    out_dims = ["batch", 2, "height", "width"] if dynamic else [1, 2, 8, 8]
+    weight = numpy_helper.from_array(conv_weight(), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_dims)],
+        initializer=[weight],
+    )
+    return _save(graph, path, metadata)
+
+
+def conv_weight() -> np.ndarray:
+    return (np.arange(6, dtype=np.float32).reshape(2, 3, 1, 1) - 2.5) / 4
+
+
+def fake_detector(
+    path: Path,
+    *,
+    size: tuple[int, int] = (64, 64),
+    num_priors: int = 85,
+    channels: tuple[int, ...] = (3, 32),
+    output_names: tuple[str, ...] = ("scores", "boxes"),
+    input_name: str = "images",
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """A graph shaped like a detector: input ``[1,3,H,W]``, outputs ``[1, num_priors, c]`` per ``channels``.
+
+    Every output is ``mean(x) * 0`` broadcast to its shape (all zeros), so nothing is detected. 85 priors is
+    a 64x64 input at strides 8/16/32/64.
+    """
+    width, height = size
+    nodes = [
+        helper.make_node("ReduceMean", [input_name], ["m"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["m", "axes"], ["m3"]),
+    ]
+    initializers = [numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "axes")]
+    outputs = []
+    for name, c in zip(output_names, channels, strict=True):
+        initializers.append(numpy_helper.from_array(np.zeros((1, num_priors, c), np.float32), f"{name}_zero"))
+        nodes.append(helper.make_node("Mul", ["m3", f"{name}_zero"], [name]))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, num_priors, c]))
+    graph = helper.make_graph(
+        nodes,
+        "fake_detector",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 3, height, width])],
+        outputs,
+        initializer=initializers,
+    )
+    return _save(graph, path, metadata)

@@ -1,0 +1,225 @@
+"""Priors, Integral, distance2bbox, NMS and postprocess: against plain reference implementations."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import PLUS320, SHAPES
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nanodet_infer.decode import distance2bbox, integral, make_priors, num_priors
+from nanodet_infer.errors import InvalidArgumentError
+from nanodet_infer.nms import batched_nms, box_iou
+from nanodet_infer.postprocess import postprocess
+
+STRIDES = (8, 16, 32, 64)
+
+
+# ---------------------------------------------------------------- reference implementations
+def reference_nms(boxes, scores, class_ids, iou_threshold, max_keep=None):
+    """torchvision-style greedy NMS, one candidate at a time (float32 IoU, compared as a double)."""
+    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+    kept: list[int] = []
+    for i in order:
+        if max_keep is not None and len(kept) == max_keep:
+            break
+        same = [k for k in kept if class_ids[k] == class_ids[i]]
+        if same:
+            ious = box_iou(boxes[i : i + 1], boxes[same])[0]
+            if np.any(ious.astype(np.float64) > iou_threshold):
+                continue
+        kept.append(i)
+    return np.array(kept, dtype=np.int64)
+
+
+def reference_decode(box_dist, priors, reg_max, canvas):
+    x = box_dist.astype(np.float64).reshape(-1, 4, reg_max + 1)
+    p = np.exp(x - x.max(axis=2, keepdims=True))
+    p /= p.sum(axis=2, keepdims=True)
+    d = (p * np.arange(reg_max + 1)).sum(axis=2) * priors[:, 2:3]
+    b = np.concatenate([priors[:, :2] - d[:, :2], priors[:, :2] + d[:, 2:]], axis=1)
+    b[:, 0::2] = b[:, 0::2].clip(0, canvas[0])
+    b[:, 1::2] = b[:, 1::2].clip(0, canvas[1])
+    return b
+
+
+def random_boxes(rng, n, size=100.0, min_wh=0.0):
+    xy = rng.uniform(0, size, (n, 2))
+    wh = rng.uniform(min_wh, size / 2, (n, 2))
+    return np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+
+
+# ---------------------------------------------------------------- priors and decoding
+def test_priors_layout() -> None:
+    priors = make_priors((320, 192), STRIDES)
+    assert priors.shape == (40 * 24 + 20 * 12 + 10 * 6 + 5 * 3, 3) == (num_priors((320, 192), STRIDES), 3)
+    assert priors.dtype == np.float32 and not priors.flags.writeable
+    np.testing.assert_array_equal(priors[:3], [[0, 0, 8], [8, 0, 8], [16, 0, 8]])  # x inner, offset 0
+    np.testing.assert_array_equal(priors[40], [0, 8, 8])  # second row of stride 8
+    np.testing.assert_array_equal(priors[960], [0, 0, 16])  # first prior of stride 16
+    np.testing.assert_array_equal(priors[-1], [256, 128, 64])
+    assert make_priors((320, 192), STRIDES) is priors  # cached
+    assert len(make_priors((256, 256), STRIDES)) == 1360  # the shapes model's output rows
+    assert len(make_priors((416, 416), STRIDES)) == 3598  # ceil(416/64) = 7
+    np.testing.assert_array_equal(make_priors((16, 16), (8,), offset=0.5)[:, :2], [[4, 4], [12, 4], [4, 12], [12, 12]])
+
+
+def test_integral_and_distance2bbox_match_a_float64_reference() -> None:
+    rng = np.random.default_rng(1)
+    priors = make_priors((256, 256), STRIDES)
+    box_dist = rng.normal(0, 3, (len(priors), 32)).astype(np.float32)
+    dist = integral(box_dist, 7)
+    assert dist.shape == (len(priors), 4) and dist.dtype == np.float32
+    assert dist.min() >= 0 and dist.max() <= 7
+    boxes = distance2bbox(priors[:, :2], dist * priors[:, 2:3], (256, 200))
+    np.testing.assert_allclose(boxes, reference_decode(box_dist, priors, 7, (256, 200)), atol=2e-4)  # float32
+    assert boxes[:, [0, 2]].max() <= 256 and boxes[:, [1, 3]].max() <= 200 and boxes.min() >= 0
+
+
+def test_integral_side_order_is_ltrb() -> None:
+    logits = np.full((1, 4, 8), -50.0, np.float32)
+    for side, value in enumerate((1, 2, 3, 4)):
+        logits[0, side, value] = 50.0
+    np.testing.assert_allclose(integral(logits.reshape(1, 32), 7), [[1, 2, 3, 4]], atol=1e-6)
+    box = distance2bbox(np.array([[100, 100]], np.float32), np.array([[1, 2, 3, 4]], np.float32), (320, 320))
+    np.testing.assert_array_equal(box, [[99, 98, 103, 104]])
+
+
+def test_integral_rows_do_not_depend_on_the_batch() -> None:
+    rng = np.random.default_rng(2)
+    box_dist = rng.normal(0, 4, (3000, 32)).astype(np.float32)
+    full = integral(box_dist, 7)
+    for rows in (np.array([5]), np.arange(7, 20), rng.choice(3000, 333, replace=False)):
+        np.testing.assert_array_equal(integral(box_dist[rows], 7), full[rows])  # bit-exact
+
+
+# ---------------------------------------------------------------- NMS
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 700),
+    classes=st.integers(1, 5),
+    iou=st.sampled_from([0.0, 0.3, 0.5, 0.6, 1.0]),
+    max_keep=st.one_of(st.none(), st.integers(0, 120)),
+)
+def test_batched_nms_equals_reference_greedy(seed, n, classes, iou, max_keep) -> None:
+    rng = np.random.default_rng(seed)
+    boxes = random_boxes(rng, n)
+    scores = rng.choice(np.linspace(0.05, 1, 50), n).astype(np.float32)  # many exact ties
+    class_ids = rng.integers(0, classes, n)
+    expected = reference_nms(boxes, scores, class_ids, iou, max_keep)
+    np.testing.assert_array_equal(batched_nms(boxes, scores, class_ids, iou, max_keep), expected)
+
+
+def test_batched_nms_many_candidates_exercises_chunks() -> None:
+    rng = np.random.default_rng(3)
+    n = 5000  # > 2 x first chunk: partitioned chunks, and several blocks per chunk
+    boxes = random_boxes(rng, n, size=60.0)  # crowded: heavy suppression
+    scores = rng.uniform(0, 1, n).astype(np.float32)
+    class_ids = rng.integers(0, 2, n)
+    for max_keep in (None, 100, 7):
+        expected = reference_nms(boxes, scores, class_ids, 0.5, max_keep)
+        np.testing.assert_array_equal(batched_nms(boxes, scores, class_ids, 0.5, max_keep), expected)
+
+
+def test_nms_threshold_is_strict_and_class_aware() -> None:
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 20], [0, 0, 10, 20]], np.float32)  # IoU(0, 1) = 0.5
+    scores = np.array([0.9, 0.8, 0.7], np.float32)
+    np.testing.assert_array_equal(batched_nms(boxes, scores, np.zeros(3), 0.5), [0, 1])  # 0.5 is not > 0.5
+    np.testing.assert_array_equal(batched_nms(boxes, scores, np.zeros(3), 0.49), [0])
+    np.testing.assert_array_equal(batched_nms(boxes, scores, np.array([0, 1, 2]), 0.0), [0, 1, 2])
+    third = np.array([[0, 0, 1, 3], [0, 0, 1, 1]], np.float32)  # IoU exactly 1/3 in float32
+    iou = float(box_iou(third[:1], third[1:])[0, 0])
+    assert np.float32(iou) == np.float32(1 / 3)
+    assert len(batched_nms(third, scores[:2], np.zeros(2), iou)) == 2  # equal to the threshold: kept
+    assert len(batched_nms(third, scores[:2], np.zeros(2), np.nextafter(iou, 0))) == 1
+
+
+def test_nms_degenerate_inputs_emit_no_warnings() -> None:
+    boxes = np.array([[5, 5, 5, 5], [5, 5, 5, 5], [0, 0, 0, 10]], np.float32)  # empty boxes: IoU 0/0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keep = batched_nms(boxes, np.array([0.9, 0.8, 0.7], np.float32), np.zeros(3), 0.5)
+    np.testing.assert_array_equal(keep, [0, 1, 2])
+    assert batched_nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0), 0.5).shape == (0,)
+    with pytest.raises(InvalidArgumentError):
+        batched_nms(boxes, np.zeros(2), np.zeros(3), 0.5)
+
+
+# ---------------------------------------------------------------- postprocess
+def _outputs(name: str):
+    if name == "plus320":
+        out = np.load(PLUS320 / "torch_output_sigmoid_seed0.npy")[0]
+        return out[:, :80], out[:, 80:], (320, 320)
+    out = np.load(SHAPES / "raw" / f"{name}_onnx_output.npy")[0]
+    return out[:, :3], out[:, 3:], (256, 256)
+
+
+def _run(scores, box_dist, canvas, **kw):
+    args = dict(reg_max=7, score_threshold=0.05, iou_threshold=0.6, max_detections=100, canvas_size=canvas)
+    args.update(kw)
+    return postprocess(scores, box_dist, make_priors(canvas, STRIDES), **args)
+
+
+def _assert_same(a, b) -> None:
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)  # bit-exact
+
+
+@pytest.mark.parametrize("name", ["val_00000", "val_00003", "seed0", "plus320"])
+@pytest.mark.parametrize("threshold", [0.0, 0.05, 0.35, 0.999])
+@pytest.mark.parametrize("multi_label", [True, False])
+def test_candidate_first_equals_all_priors(name, threshold, multi_label) -> None:
+    scores, box_dist, canvas = _outputs(name)
+    kw = dict(score_threshold=threshold, multi_label=multi_label)
+    fast = _run(scores, box_dist, canvas, **kw)
+    _assert_same(fast, _run(scores, box_dist, canvas, candidate_first=False, **kw))
+    assert fast[0].dtype == np.float32 and fast[1].dtype == np.float32 and fast[2].dtype == np.int64
+    assert len(fast[1]) <= 100 and np.all(np.diff(fast[1]) <= 0)
+
+
+def test_no_candidates_and_every_prior_a_candidate() -> None:
+    scores, box_dist, canvas = _outputs("val_00001")
+    none = _run(scores, box_dist, canvas, score_threshold=1.0)
+    assert [len(x) for x in none] == [0, 0, 0] and none[0].shape == (0, 4)
+    allp = _run(np.full_like(scores, 0.5), box_dist, canvas, max_detections=None, iou_threshold=1.0)
+    assert len(allp[1]) == scores.size  # IoU > 1 never happens: every (prior, class) pair survives
+    _assert_same(
+        allp,
+        _run(
+            np.full_like(scores, 0.5), box_dist, canvas, max_detections=None, iou_threshold=1.0, candidate_first=False
+        ),
+    )
+
+
+@pytest.mark.parametrize("multi_label", [True, False])
+def test_postprocess_equals_decode_all_then_reference_nms(multi_label) -> None:
+    scores, box_dist, canvas = _outputs("val_00002")
+    priors = make_priors(canvas, STRIDES)
+    decoded = reference_decode(box_dist, priors, 7, canvas)
+    if multi_label:
+        rows, cls = np.nonzero(scores > np.float32(0.05))
+    else:
+        rows = np.flatnonzero(scores.max(axis=1) > np.float32(0.05))
+        cls = scores[rows].argmax(axis=1)
+    cand_boxes = decoded[rows].astype(np.float32)
+    keep = reference_nms(cand_boxes, scores[rows, cls], cls, 0.6, 100)
+    boxes, out_scores, out_cls = _run(scores, box_dist, canvas, multi_label=multi_label)
+    np.testing.assert_array_equal(out_cls, cls[keep])
+    np.testing.assert_array_equal(out_scores, scores[rows, cls][keep])
+    np.testing.assert_allclose(boxes, cand_boxes[keep], atol=2e-4)  # float32 vs float64 decoding
+
+
+def test_postprocess_rejects_mismatched_shapes() -> None:
+    scores, box_dist, canvas = _outputs("val_00000")
+    with pytest.raises(InvalidArgumentError):
+        _run(scores, box_dist, (320, 320))  # 2125 priors for 1360 rows
+    with pytest.raises(InvalidArgumentError):
+        _run(scores, box_dist, canvas, reg_max=8)
+    with pytest.raises(InvalidArgumentError):
+        _run(scores, box_dist, canvas, max_detections=0)
+    with pytest.raises(InvalidArgumentError):
+        _run(scores, box_dist, canvas, iou_threshold=1.5)

@@ -1,0 +1,140 @@
+"""Detector fidelity on upstream's own ONNX export, plus batching, threads and timings.
+
+Reference: ``detections_upstream.json``, upstream's demo Predictor (PyTorch) at score 0.05 / IoU 0.6 /
+max 100. Tolerances (original-image pixels): boxes within 0.01 px, scores within 1e-5, same labels;
+a detection may differ only where :mod:`_parity` can name the reason (a score or IoU within 1e-5 of its
+threshold, or a max_detections tie).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+from _parity import SETTINGS, Det, assert_matches, compare, from_json
+from conftest import SHAPES
+
+from nanodet_infer import Detector
+
+UPSTREAM = SHAPES / "upstream_export.onnx"
+REFERENCE = json.loads((SHAPES / "detections_upstream.json").read_text())
+CLASS_NAMES = REFERENCE["class_names"]
+IMAGES = [SHAPES / "images" / item["file_name"] for item in REFERENCE["images"]]
+ENGINES = ("onnxruntime", "openvino")
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def detector(request) -> Detector:
+    return Detector(UPSTREAM, backend=request.param, num_classes=3, class_names=CLASS_NAMES, num_threads=1, **SETTINGS)
+
+
+@pytest.mark.parametrize("item", REFERENCE["images"], ids=[i["file_name"] for i in REFERENCE["images"]])
+def test_reproduces_upstream_detections(detector, item):
+    detections = detector(SHAPES / "images" / item["file_name"])
+    assert detections.image_size == (item["width"], item["height"])
+    assert detections.xyxy.dtype == np.float32 and detections.class_ids.dtype == np.int64
+    assert_matches(detections, item["detections"])
+    assert detections.class_names == tuple(CLASS_NAMES)
+
+
+def test_facts(detector):
+    meta = detector.metadata
+    assert (meta.num_classes, meta.reg_max, meta.strides, meta.input_size) == (3, 7, (8, 16, 32, 64), (256, 256))
+    assert not meta.dynamic_batch and not meta.dynamic_hw and not detector.keep_ratio
+    assert detector.backend_name in ENGINES and detector.input_size == (256, 256)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_num_classes_derived_from_the_output(engine):
+    plain = Detector(UPSTREAM, backend=engine, num_threads=1, **SETTINGS)
+    assert plain.metadata.num_classes == 3 and len(plain.metadata.class_names) == 3
+    named = Detector(UPSTREAM, backend=engine, class_names=CLASS_NAMES, num_threads=1, **SETTINGS)
+    assert named.metadata.class_names == tuple(CLASS_NAMES)
+    item = REFERENCE["images"][0]
+    assert_matches(plain(IMAGES[0]), item["detections"])
+
+
+def test_array_input_equals_path_input(detector):
+    image = cv2.imread(str(IMAGES[1]))
+    by_path, by_array = detector(IMAGES[1]), detector(image)
+    np.testing.assert_array_equal(by_path.xyxy, by_array.xyxy)
+    np.testing.assert_array_equal(by_path.scores, by_array.scores)
+    rgb_view = image[:, :, ::-1][:, :, ::-1]  # a non-contiguous view with the same pixels
+    np.testing.assert_array_equal(detector(rgb_view).xyxy, by_path.xyxy)
+
+
+def test_batch_on_static_batch_model_equals_single_calls(detector):
+    batch = detector.detect_batch(IMAGES[:6])
+    assert len(batch) == 6
+    for path, result in zip(IMAGES[:6], batch, strict=True):
+        single = detector(path)
+        np.testing.assert_array_equal(result.xyxy, single.xyxy)
+        np.testing.assert_array_equal(result.scores, single.scores)
+        np.testing.assert_array_equal(result.class_ids, single.class_ids)
+    assert detector.detect_batch([]) == []
+
+
+def test_timings_are_filled(detector):
+    timings = detector(IMAGES[0]).timings
+    for value in (timings.preprocess_ms, timings.inference_ms, timings.postprocess_ms):
+        assert isinstance(value, float) and value >= 0.0
+
+
+def test_threads_give_serial_results(detector):
+    """8 threads x 24 calls on one Detector: every result equals the serial one bit for bit."""
+    serial = {path: detector(path) for path in IMAGES[:8]}
+    failures: list[str] = []
+
+    def worker(offset: int) -> None:
+        for call in range(24):
+            path = IMAGES[(offset + call) % 8]
+            got, want = detector(path), serial[path]
+            same = (
+                np.array_equal(got.xyxy, want.xyxy)
+                and np.array_equal(got.scores, want.scores)
+                and np.array_equal(got.class_ids, want.class_ids)
+            )
+            if not same:
+                failures.append(f"thread {offset} call {call} {path.name}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+
+
+# ---------------------------------------------------------------- the comparison itself must not be vacuous
+def _expected(index: int) -> list[Det]:
+    return from_json(REFERENCE["images"][index]["detections"])
+
+
+def test_comparison_flags_a_missing_confident_detection():
+    expected = _expected(0)
+    result = compare(expected[1:], expected, **SETTINGS)
+    assert len(result.unexplained) == 1 and "only upstream" in result.unexplained[0]
+
+
+def test_comparison_flags_a_wrong_label_or_box():
+    expected = _expected(0)
+    relabelled = [replace(expected[0], label=(expected[0].label + 1) % 3), *expected[1:]]
+    assert len(compare(relabelled, expected, **SETTINGS).unexplained) == 2
+    shifted = [replace(expected[0], box=(expected[0].box[0] + 0.02, *expected[0].box[1:])), *expected[1:]]
+    assert compare(shifted, expected, **SETTINGS).unexplained
+
+
+def test_comparison_explains_a_borderline_score_and_iou():
+    expected = _expected(0)
+    borderline = Det(0, (1.0, 1.0, 9.0, 9.0), 0.050004)
+    result = compare(expected, [*expected, borderline], **SETTINGS)
+    assert not result.unexplained and "score threshold" in result.explained[0]
+    keeper = Det(1, (0.0, 0.0, 10.0, 10.0), 0.9)
+    # IoU of [0,0,10,10] and [0,0,10,6] is exactly 0.6: NMS may keep or drop the second box
+    touching = Det(1, (0.0, 0.0, 10.0, 6.0), 0.5)
+    result = compare([keeper], [keeper, touching], **SETTINGS)
+    assert not result.unexplained and "NMS threshold" in result.explained[0]
