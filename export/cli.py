@@ -1,0 +1,141 @@
+"""``nanodet-export``: upstream NanoDet-Plus checkpoint → ONNX / OpenVINO IR, parity-checked.
+
+Exit codes: 0 success; 2 bad input (missing/corrupt/unsafe checkpoint, wrong architecture or config,
+bad option); 1 export or parity check failed (or an unexpected error). Errors are one line on
+stderr; ``--verbose`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import NoReturn
+
+from nanodet_infer.errors import ExportError, NanoDetError
+
+from .api import FORMATS, PRODUCER, ExportReport, export_checkpoint
+from .resolve import parse_input_size, read_class_names
+
+EXIT_OK, EXIT_EXPORT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}; see --help\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = _Parser(
+        prog="nanodet-export",
+        description="Export an upstream NanoDet-Plus training checkpoint (.pth/.ckpt) to ONNX or OpenVINO IR "
+        "with embedded metadata, after checking it against PyTorch.",
+    )
+    parser.add_argument("--ckpt", required=True, help="upstream checkpoint: model_best.pth, *.ckpt (Lightning)")
+    parser.add_argument("--out", required=True, help="output file: .onnx, or .xml for --format openvino")
+    arch = parser.add_mutually_exclusive_group()
+    arch.add_argument("--config", help="upstream training YAML (default: infer the architecture from the weights)")
+    arch.add_argument("--preset", help="built-in config, e.g. nanodet-plus-m_320")
+    parser.add_argument("--input-size", metavar="W,H", help="network input width,height (multiples of 32)")
+    parser.add_argument("--dynamic", action="store_true", help="symbolic batch, height and width")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    parser.add_argument("--format", choices=tuple(FORMATS), default="onnx", help="output format (default onnx)")
+    parser.add_argument("--fp16", action="store_true", help="OpenVINO IR with FP16 weights (default FP32)")
+    parser.add_argument("--class-names", metavar="FILE", help="class names: one per line, or a JSON list")
+    parser.add_argument(
+        "--trust-checkpoint", action="store_true", help="allow full unpickling (runs code from the file!)"
+    )
+    parser.add_argument("--verbose", action="store_true", help="more detail; tracebacks on errors")
+    parser.add_argument("--version", action="version", version=PRODUCER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``nanodet-export``; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed)
+        return int(exc.code or 0)
+    try:
+        report = export_checkpoint(
+            args.ckpt,
+            args.out,
+            config=args.config,
+            preset=args.preset,
+            input_size=parse_input_size(args.input_size) if args.input_size else None,
+            dynamic=args.dynamic,
+            opset=args.opset,
+            simplify=not args.no_simplify,
+            fmt=args.format,
+            fp16=args.fp16,
+            class_names=read_class_names(args.class_names) if args.class_names else None,
+            trust_checkpoint=args.trust_checkpoint,
+        )
+    except ExportError as exc:
+        return _fail(exc, EXIT_EXPORT_FAILED, args.verbose)
+    except NanoDetError as exc:
+        return _fail(exc, EXIT_BAD_INPUT, args.verbose)
+    except Exception as exc:  # a bug, not bad input: say so, keep the traceback behind --verbose
+        return _fail(exc, EXIT_EXPORT_FAILED, args.verbose, prefix=f"internal error ({type(exc).__name__}): ")
+    print(summary(report, verbose=args.verbose))
+    return EXIT_OK
+
+
+def _fail(exc: BaseException, code: int, verbose: bool, prefix: str = "") -> int:
+    if verbose:
+        traceback.print_exc()
+    message = " ".join(str(exc).split())
+    hint = "" if verbose or not prefix else " (re-run with --verbose for the traceback)"
+    print(f"nanodet-export: error: {prefix}{message}{hint}", file=sys.stderr)
+    return code
+
+
+def summary(report: ExportReport, *, verbose: bool = False) -> str:
+    """A few human-readable lines about an export."""
+    meta = report.metadata
+    arch = meta.architecture
+    if report.used_ema is None:
+        weights = "in-memory model"
+    else:
+        weights = f"{'EMA (avg_model.*)' if report.used_ema else 'as stored'}, {report.source_format} checkpoint"
+    outputs = ", ".join(f"{name} {_dims(dims)}" for name, dims in report.output_shapes.items())
+    if report.max_abs_diff:
+        backend = "OpenVINO f32" if report.format == "openvino" else "onnxruntime"
+        deltas = ", ".join(
+            f"{name} {value:.2e} (<= {report.tolerance[name]:.0e})" for name, value in report.max_abs_diff.items()
+        )
+        checked = " and ".join(_dims(case.input_shape) for case in report.parity_cases)
+        parity = f"max |Δ| {deltas}; {backend} vs PyTorch on {checked}"
+    else:
+        parity = "not checked"
+    lines = [
+        f"{PRODUCER}: wrote {', '.join(str(p) for p in report.paths)} ({_size(report.file_size)}, "
+        f"{report.seconds:.1f} s)",
+        f"  architecture {arch.get('summary', '?')}, {meta.num_classes} classes, reg_max {meta.reg_max}, "
+        f"strides {list(meta.strides)}; {report.num_params / 1e6:.2f} M params exported, "
+        f"{report.aux_params_dropped / 1e6:.2f} M aux params dropped",
+        f"  weights      {weights}, sha256 {meta.source_sha256[:16] or '-'}",
+        f"  input        {meta.input_name} {_dims(report.input_shape)} float32, {meta.channel_order} "
+        f"(W,H = {meta.input_size[0]},{meta.input_size[1]})",
+        f"  outputs      {outputs}",
+        f"  parity       {parity}",
+    ]
+    if verbose:
+        for case in report.parity_cases:
+            deltas = ", ".join(f"{name} {value:.3e}" for name, value in case.max_abs_diff.items())
+            lines.append(f"    input {_dims(case.input_shape)}: {deltas}")
+    return "\n".join(lines)
+
+
+def _dims(dims: Sequence[int | str]) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1e6:.1f} MB" if num_bytes >= 1e6 else f"{num_bytes / 1e3:.0f} kB"

@@ -1,0 +1,118 @@
+"""Built-in parity check: the exported graph against the PyTorch deploy model on seeded inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from nanodet_infer.errors import ExportError
+
+from .onnx_export import BOXES_NAME, INPUT_NAME, SCORES_NAME
+
+#: Max |Δ| allowed between an FP32 export and PyTorch (onnxruntime / OpenVINO at f32 precision).
+FP32_TOLERANCE = 1e-4
+#: An FP16-weight OpenVINO IR (run at f32 precision) may differ by this fraction of the output's
+#: scale, ``max(1, max |PyTorch output|)``: weight rounding alone reaches a few per cent of it.
+FP16_RELATIVE_TOLERANCE = 5e-2
+
+Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ParityCase:
+    """One checked input shape: per output, the max |Δ| and the max |PyTorch output|."""
+
+    input_shape: tuple[int, ...]
+    max_abs_diff: dict[str, float]
+    max_abs_reference: dict[str, float]
+
+
+def inputs(size_wh: tuple[int, int], *, dynamic: bool) -> list[np.ndarray]:
+    """Seeded N(0, 1) inputs: the export size, and for ``dynamic`` also batch 2 at a non-square size."""
+    rng = np.random.default_rng(0)
+    width, height = size_wh
+    shapes = [(1, 3, height, width)]
+    if dynamic:
+        other_h = height - 32 if height > 64 else height + 32
+        other_w = width + 64
+        if other_w == other_h:
+            other_w += 32
+        shapes.append((2, 3, other_h, other_w))
+    return [rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
+
+
+def torch_runner(deploy: nn.Module) -> Runner:
+    """Run the PyTorch deploy module (``x -> (scores, boxes)``)."""
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            scores, boxes = deploy(torch.from_numpy(x))
+        return {SCORES_NAME: scores.numpy(), BOXES_NAME: boxes.numpy()}
+
+    return run
+
+
+def onnxruntime_runner(path: Path) -> Runner:
+    """Run an ONNX file on onnxruntime's CPU provider with every graph optimisation on."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        scores, boxes = session.run([SCORES_NAME, BOXES_NAME], {INPUT_NAME: x})
+        return {SCORES_NAME: scores, BOXES_NAME: boxes}
+
+    return run
+
+
+def openvino_runner(xml_path: Path) -> Runner:
+    """Run an OpenVINO IR on the CPU plugin at f32 inference precision (its default here is bf16)."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(
+        core.read_model(str(xml_path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1"}
+    )
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        result = compiled({INPUT_NAME: x})
+        return {name: result[compiled.output(name)] for name in (SCORES_NAME, BOXES_NAME)}
+
+    return run
+
+
+def compare(reference: Runner, candidate: Runner, samples: list[np.ndarray]) -> list[ParityCase]:
+    """Max |Δ| per output of ``candidate`` against ``reference`` on each sample (shapes must agree)."""
+    cases = []
+    for x in samples:
+        want, got = reference(x), candidate(x)
+        diffs, scales = {}, {}
+        for name, expected in want.items():
+            if got[name].shape != expected.shape:
+                raise ExportError(
+                    f"output {name!r} has shape {list(got[name].shape)} for input {list(x.shape)}, "
+                    f"PyTorch gives {list(expected.shape)}"
+                )
+            diffs[name] = float(np.max(np.abs(got[name].astype(np.float64) - expected)))
+            scales[name] = float(np.max(np.abs(expected)))
+        cases.append(ParityCase(tuple(x.shape), diffs, scales))
+    return cases
+
+
+def tolerances(cases: list[ParityCase], *, fp16: bool) -> dict[str, float]:
+    """The max |Δ| allowed per output: :data:`FP32_TOLERANCE`, or for FP16 weights
+    :data:`FP16_RELATIVE_TOLERANCE` times the output's scale."""
+    names = cases[0].max_abs_diff if cases else {}
+    if not fp16:
+        return {name: FP32_TOLERANCE for name in names}
+    return {
+        name: FP16_RELATIVE_TOLERANCE * max(1.0, *(case.max_abs_reference[name] for case in cases)) for name in names
+    }

@@ -1,0 +1,221 @@
+"""``nanodet-export`` command line: summary, exit codes, one-line errors, nothing left behind.
+
+Runs on seeded weights only (no shared fixtures): a 3-class NanoDet-Plus-m built from the shapes
+config and saved as an upstream-style ``.pth``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import PLUS320, SHAPES
+from nanodet_export import parity
+from nanodet_export.cli import main
+from nanodet_models import build_model, load_config
+
+SHAPES_YAML = SHAPES / "config.yml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def seeded_pth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "seeded.pth"
+    torch.save({"state_dict": build_model(load_config(SHAPES_YAML)).state_dict()}, path)
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """An empty directory for outputs (so "nothing left behind" can be checked by listing it)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    return out
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_one_line_error(err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("nanodet-export: error: ") and "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_success_prints_summary(capsys, seeded_pth, workdir):
+    code, out, err = _run(capsys, "--ckpt", seeded_pth, "--out", workdir / "m.onnx", "--input-size", "256,192")
+    assert (code, err) == (0, "")
+    assert "ShuffleNetV2 1.0x + GhostPAN(96) + NanoDetPlusHead, 3 classes" in out
+    assert "images [1, 3, 192, 256]" in out and "scores [1, 1020, 3], boxes [1, 1020, 32]" in out
+    assert "max |Δ| scores" in out and "pth checkpoint" in out and "MB" in out
+    assert sorted(p.name for p in workdir.iterdir()) == ["m.onnx"]
+
+
+def _garbage(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.pth"
+    path.write_text("these are not weights\n")
+    return path
+
+
+def _truncated(tmp_path: Path, seeded_pth: Path) -> Path:
+    path = tmp_path / "truncated.pth"
+    path.write_bytes(seeded_pth.read_bytes()[: seeded_pth.stat().st_size // 2])
+    return path
+
+
+def _foreign(tmp_path: Path) -> Path:
+    """A plain classifier's state dict: a checkpoint, but of another architecture."""
+    path = tmp_path / "resnet.pth"
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8, 2))
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in net.state_dict().items()}}, path)
+    return path
+
+
+def _reg_max_10_yaml(tmp_path: Path) -> Path:
+    path = tmp_path / "reg_max_10.yml"
+    path.write_text(SHAPES_YAML.read_text().replace("reg_max: 7", "reg_max: 10"))
+    return path
+
+
+def _names(tmp_path: Path, names: list[str]) -> Path:
+    path = tmp_path / "names.json"
+    path.write_text(json.dumps(names))
+    return path
+
+
+BAD_INPUTS = {
+    "missing file": (lambda tmp, ckpt: ["--ckpt", tmp / "nope.pth"], "does not exist"),
+    "not a checkpoint": (lambda tmp, ckpt: ["--ckpt", _garbage(tmp)], "notes.pth"),
+    "truncated": (lambda tmp, ckpt: ["--ckpt", _truncated(tmp, ckpt)], "truncated.pth"),
+    "other architecture": (lambda tmp, ckpt: ["--ckpt", _foreign(tmp)], "NanoDet-Plus"),
+    "num_classes disagrees": (
+        lambda tmp, ckpt: ["--ckpt", ckpt, "--config", PLUS320 / "config.yml"],
+        "num_classes=80",
+    ),
+    "reg_max disagrees": (lambda tmp, ckpt: ["--ckpt", ckpt, "--config", _reg_max_10_yaml(tmp)], "reg_max=10"),
+    "preset disagrees": (lambda tmp, ckpt: ["--ckpt", ckpt, "--preset", "nanodet-plus-m_320"], "num_classes"),
+    "class-name count": (
+        lambda tmp, ckpt: ["--ckpt", ckpt, "--class-names", _names(tmp, ["a", "b"])],
+        "2 class names",
+    ),
+    "input size not multiple of 32": (lambda tmp, ckpt: ["--ckpt", ckpt, "--input-size", "300,320"], "multiple of 32"),
+    "input size not W,H": (lambda tmp, ckpt: ["--ckpt", ckpt, "--input-size", "320"], "W,H"),
+    "unknown preset": (lambda tmp, ckpt: ["--ckpt", ckpt, "--preset", "yolo"], "unknown preset"),
+    "extension disagrees with format": (
+        lambda tmp, ckpt: ["--ckpt", ckpt, "--format", "openvino"],
+        "does not end in .xml",
+    ),
+    "fp16 with onnx": (lambda tmp, ckpt: ["--ckpt", ckpt, "--fp16"], "--fp16"),
+    "opset out of range": (lambda tmp, ckpt: ["--ckpt", ckpt, "--opset", "9"], "--opset 9"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_exit_2_one_line_no_output(case, capsys, seeded_pth, tmp_path, workdir):
+    build, needle = BAD_INPUTS[case]
+    code, out, err = _run(capsys, *build(tmp_path, seeded_pth), "--out", workdir / "model.onnx")
+    assert code == 2
+    _assert_one_line_error(err, needle)
+    assert out == ""
+    assert list(workdir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--preset", "nanodet-plus-m_320", "--config", "x.yml"], ["--opset", "new"], ["--format", "tflite"], []],
+    ids=["config and preset", "opset not int", "unknown format", "no ckpt"],
+)
+def test_usage_errors_are_one_line_exit_2(argv, capsys, seeded_pth, workdir):
+    ckpt = [] if not argv else ["--ckpt", seeded_pth]
+    code, _, err = _run(capsys, *ckpt, *argv, "--out", workdir / "m.onnx")
+    assert code == 2
+    _assert_one_line_error(err, "see --help")
+    assert list(workdir.iterdir()) == []
+
+
+def test_class_names_file_one_per_line(capsys, seeded_pth, tmp_path, workdir):
+    names = tmp_path / "names.txt"
+    names.write_text("disc\n\nbox\ntri\n")
+    code, _, err = _run(capsys, "--ckpt", seeded_pth, "--out", workdir / "m.onnx", "--class-names", names)
+    assert code == 0, err
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(workdir / "m.onnx")).metadata_props}
+    assert json.loads(props["nanodet.class_names"]) == ["disc", "box", "tri"]
+
+
+class _CreatesMarker:
+    """Unpickling this runs ``open(marker, "w")``: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_malicious_pickle_is_refused_without_trust(capsys, tmp_path, workdir):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"backbone.x": torch.zeros(1)}, "payload": _CreatesMarker(marker)}, evil)
+    assert not marker.exists()
+    code, _, err = _run(capsys, "--ckpt", evil, "--out", workdir / "model.onnx")
+    assert code == 2
+    _assert_one_line_error(err, "--trust-checkpoint")
+    assert not marker.exists()
+    assert list(workdir.iterdir()) == []
+
+
+def test_verbose_error_has_traceback(capsys, tmp_path, workdir):
+    code, _, err = _run(capsys, "--ckpt", tmp_path / "nope.pth", "--out", workdir / "m.onnx", "--verbose")
+    assert code == 2
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("nanodet-export: error: ")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_parity_failure_is_exit_1_and_writes_nothing(fmt, capsys, monkeypatch, seeded_pth, workdir):
+    existing = workdir / ("m.onnx" if fmt == "onnx" else "m.xml")
+    existing.write_text("previous model")  # must survive a failed export untouched
+    monkeypatch.setattr(parity, "compare", _perturbed(parity.compare))
+    code, _, err = _run(capsys, "--ckpt", seeded_pth, "--out", existing, "--format", fmt)
+    assert code == 1
+    _assert_one_line_error(err, "parity check failed")
+    assert sorted(p.name for p in workdir.iterdir()) == [existing.name]
+    assert existing.read_text() == "previous model"
+
+
+def _perturbed(compare):
+    """``parity.compare`` whose candidate is off by 1e-3, as a broken conversion would be."""
+
+    def wrapped(reference, candidate, samples):
+        return compare(reference, lambda x: {k: v + 1e-3 for k, v in candidate(x).items()}, samples)
+
+    return wrapped
+
+
+def test_output_directory_must_exist(capsys, seeded_pth, tmp_path):
+    code, _, err = _run(capsys, "--ckpt", seeded_pth, "--out", tmp_path / "missing" / "m.onnx")
+    assert code == 2
+    _assert_one_line_error(err, "does not exist")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_console_script_is_installed():
+    assert (Path(sys.executable).parent / "nanodet-export").is_file()
