@@ -1,0 +1,383 @@
+"""Latency of nanodet-infer on this machine, per stage and backend, side by side with what users run otherwise.
+
+``python benchmarks/latency.py`` (no arguments) builds the default model (see
+:mod:`benchmarks.default_model`) and measures, in one run, with the configurations interleaved:
+
+* our :class:`~nanodet_infer.Detector` per backend (ONNX Runtime, OpenVINO f32, OpenVINO bf16 where the
+  CPU has it) at 1 thread and all threads: preprocess, inference, postprocess and end-to-end;
+* bare ``backend.run`` on a pre-made tensor (overhead = end-to-end / bare);
+* the training-side PyTorch model + an upstream-style torch post-process (when torch is installed);
+* the post-process alone: ours (candidate-first) vs an all-priors decode vs the torch post-process, at
+  the deployment threshold and at 0.05 (the ~45k-candidate worst case), checking the results agree.
+
+It prints Markdown (stdout) and shows a progress bar (stderr). The JSON schema is in docs/benchmark.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import report  # noqa: E402
+from benchmarks.inputs import SYNTHETIC_SIZE, load_images, synthetic_image  # noqa: E402
+from benchmarks.timing import Entry, Measurement, measure_side_by_side  # noqa: E402
+from nanodet_infer.errors import BackendUnavailableError, NanoDetError  # noqa: E402
+
+WORST_CASE_THRESHOLD = 0.05
+BOX_TOLERANCE_PX = 1e-3
+
+
+# ---------------------------------------------------------------------------------------------- options
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options (see ``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="latency.py", description=__doc__.split("\n\n")[0],
+        epilog="Without --model: the built-in seeded NanoDet-Plus-m 320 (80 classes), cached in $NANODET_CACHE.",
+    )
+    parser.add_argument("--model", type=Path, default=None, help=".onnx or OpenVINO .xml (default: built-in model)")
+    parser.add_argument("--backend", default="all", choices=("all", "onnxruntime", "openvino"))
+    parser.add_argument("--threads", default=None,
+                        help="comma-separated thread counts (default: 1 and all logical cores)")
+    parser.add_argument("--size", default=None, help="W,H of the synthetic image (default 1280,720)")
+    parser.add_argument("--image", type=Path, default=None, help="an image file or folder instead of the synthetic one")
+    parser.add_argument("--batch", type=int, default=1, help="images per call (batched when the model allows)")
+    parser.add_argument("--iters", type=int, default=150, help="timed iterations per configuration")
+    parser.add_argument("--warmup", type=int, default=15, help="untimed iterations per configuration")
+    parser.add_argument("--score-threshold", type=float, default=0.35)
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--json", type=Path, default=None, help="write the results as JSON (docs/benchmark.md)")
+    parser.add_argument("--plot", type=Path, default=None, help="write latency box plots per stage (needs matplotlib)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.iters < 1 or args.warmup < 0 or args.batch < 1:
+        parser.error("--iters and --batch must be >= 1, --warmup >= 0")
+    try:
+        args.threads = _ints(args.threads) if args.threads else sorted({1, os.cpu_count() or 1})
+        args.size = tuple(_ints(args.size)) if args.size else SYNTHETIC_SIZE
+    except ValueError:
+        parser.error("--threads and --size take comma-separated integers")
+    if len(args.size) != 2 or min(args.size) < 1 or min(args.threads) < 1:
+        parser.error("--size takes W,H and --threads positive integers")
+    return args
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+# ---------------------------------------------------------------------------------------------- environment
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ov_capabilities() -> list[str]:
+    try:
+        import openvino as ov
+
+        return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    except Exception:  # noqa: BLE001 - OpenVINO absent or no CPU plugin: no OpenVINO rows
+        return []
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def environment(torch: Any) -> dict[str, Any]:
+    """Versions and CPU facts recorded with every result."""
+    import cv2
+
+    def version(module: str) -> str | None:
+        try:
+            return __import__(module).__version__
+        except ImportError:
+            return None
+
+    return {
+        "cpu": _cpu_name(), "logical_cores": os.cpu_count(), "python": platform.python_version(),
+        "numpy": np.__version__, "opencv": cv2.__version__, "onnxruntime": version("onnxruntime"),
+        "openvino": version("openvino"), "torch": torch.__version__ if torch is not None else None,
+        "openvino_cpu_capabilities": _ov_capabilities(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- configurations
+def engines(model: Path, choice: str, ov_model: Path | None) -> list[tuple[str, str, str, Path]]:
+    """``(label, backend, precision, path)`` per engine to measure."""
+    out: list[tuple[str, str, str, Path]] = []
+    if choice in ("all", "onnxruntime") and model.suffix.lower() == ".onnx":
+        out.append(("onnxruntime f32", "onnxruntime", "f32", model))
+    capabilities = _ov_capabilities()
+    if choice in ("all", "openvino") and capabilities:
+        path = ov_model or model
+        out.append(("openvino f32", "openvino", "f32", path))
+        if "BF16" in capabilities:
+            out.append(("openvino bf16", "openvino", "bf16", path))
+    return out
+
+
+def _stage_sums(results: list[Any]) -> dict[str, float]:
+    return {
+        "preprocess": sum(r.timings.preprocess_ms for r in results),
+        "inference": sum(r.timings.inference_ms for r in results),
+        "postprocess": sum(r.timings.postprocess_ms for r in results),
+    }
+
+
+def _batches(images: list[np.ndarray], batch: int) -> Callable[[], list[np.ndarray]]:
+    cycle = itertools.cycle(images)
+    return lambda: [next(cycle) for _ in range(batch)]
+
+
+def bare_tensor(detector: Any, image: np.ndarray, batch: int) -> np.ndarray:
+    """The preprocessed ``[B, 3, H, W]`` tensor of ``image`` repeated ``batch`` times."""
+    from nanodet_infer.preprocess import plan_input, preprocess
+
+    meta = detector.metadata
+    plan = plan_input((image.shape[1], image.shape[0]), meta.input_size, keep_ratio=detector.keep_ratio,
+                      dynamic_hw=meta.dynamic_hw)
+    one = preprocess(image, plan, meta.mean, meta.std, channel_order=meta.channel_order)
+    return np.ascontiguousarray(np.repeat(one[None], batch, axis=0))
+
+
+def _bare_call(backend: Any, tensor: np.ndarray) -> Callable[[], Any]:
+    if backend.input_shape[0] is None or tensor.shape[0] == 1:
+        return lambda: backend.run(tensor)
+    singles = [tensor[i : i + 1] for i in range(tensor.shape[0])]
+    return lambda: [backend.run(t) for t in singles]
+
+
+# ---------------------------------------------------------------------------------------------- main
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
+    """Measure everything ``args`` asks for; returns the JSON document and the raw measurements."""
+    from tqdm import tqdm
+
+    from nanodet_infer import Detector
+    from nanodet_infer.backends import create_backend
+
+    torch = None if args.no_torch else _torch()
+    notes: list[str] = []
+    torch_model = None
+    ov_model = None
+    if args.model is None:
+        from benchmarks.default_model import PRESET, ensure_default_model, load_torch_model
+
+        paths = ensure_default_model()
+        model_path, ov_model, name = paths.onnx, paths.xml, f"{PRESET} (built-in, seeded)"
+        if torch is not None:
+            torch_model = load_torch_model(paths)
+    else:
+        model_path, name = args.model, args.model.name
+        if torch is not None:
+            notes.append("The PyTorch model row needs the built-in model's weights, so it is not measured for --model; "
+                         "the PyTorch post-process comparison still runs.")
+    if args.no_torch or torch is None:
+        notes.append("PyTorch comparison skipped (" + ("--no-torch" if args.no_torch else "torch not installed") + ").")
+
+    if args.image is not None:
+        images, image_label = load_images(args.image), str(args.image)
+    else:
+        images = [synthetic_image(args.size)]
+        image_label = f"synthetic {args.size[0]}x{args.size[1]} BGR (seed 0)"
+    configs = engines(model_path, args.backend, ov_model)
+    if not configs:
+        raise BackendUnavailableError(f"no installed backend can run {model_path} with --backend {args.backend}")
+
+    rows: list[dict[str, Any]] = []
+    measurements: list[Measurement] = []
+    per_thread = len(configs) * 2 + (torch_model is not None)
+    total = len(args.threads) * per_thread * (args.iters + args.warmup) + 2 * _pp_calls(args, torch is not None)
+    bar = tqdm(total=total, desc="benchmark", unit="call", file=sys.stderr, disable=args.no_progress)
+    first_detector = None
+    for threads in args.threads:
+        entries: list[Entry] = []
+        pairs = []
+        for label, backend, precision, path in configs:
+            detector = Detector(path, backend=backend, num_threads=threads, precision=precision,
+                                score_threshold=args.score_threshold)
+            first_detector = first_detector or detector
+            bare = create_backend(path, backend, num_threads=threads, precision=precision)
+            tensor = bare_tensor(detector, images[0], args.batch)
+            next_batch = _batches(images, args.batch)
+            ours = Measurement(f"{label}, {threads} thr", "ours", {"engine": label, "threads": threads})
+            raw = Measurement(f"{label}, {threads} thr, bare", "bare", {"engine": label, "threads": threads})
+            entries.append(Entry(ours, lambda d=detector, nb=next_batch: d.detect_batch(nb()), _stage_sums))
+            entries.append(Entry(raw, _bare_call(bare, tensor)))
+            pairs.append((label, backend, precision, detector, ours, raw))
+        reference = None
+        if torch_model is not None:
+            from benchmarks.torch_reference import TorchPipeline
+
+            torch.set_num_threads(threads)
+            pipeline = TorchPipeline(torch_model, first_detector.metadata, args.score_threshold)
+            reference = Measurement(f"PyTorch, {threads} thr", "pytorch", {"threads": threads})
+            next_batch = _batches(images, args.batch)
+            entries.append(Entry(reference, lambda p=pipeline, nb=next_batch: p(nb()), lambda out: out[1]))
+        measure_side_by_side(entries, iters=args.iters, warmup=args.warmup, tick=bar.update)
+        measurements.extend(e.measurement for e in entries)
+        torch_e2e = reference.median() if reference is not None else None
+        for label, backend, precision, detector, ours, raw in pairs:
+            e2e = ours.median()
+            rows.append({
+                "engine": label, "backend": backend, "precision": precision, "threads": threads,
+                "stages_ms": ours.stats(), "bare_inference_ms": raw.stats()["end_to_end"],
+                "overhead": e2e / raw.median(), "images_per_s": 1e3 * args.batch / e2e,
+                "speedup_vs_pytorch": torch_e2e / e2e if torch_e2e else None,
+                "detections": len(detector(images[0])),
+            })
+        if reference is not None:
+            e2e = reference.median()
+            rows.append({
+                "engine": "PyTorch (training model) + torch post-process", "backend": "torch", "precision": "f32",
+                "threads": threads, "stages_ms": reference.stats(), "bare_inference_ms": None, "overhead": None,
+                "images_per_s": 1e3 * args.batch / e2e, "speedup_vs_pytorch": 1.0,
+                "detections": len(pipeline([images[0]])[0][0][0]),
+            })
+    postprocess_cases = compare_postprocess(first_detector, images[0], args, torch is not None, bar.update)
+    bar.close()
+    doc = {
+        "schema": report.SCHEMA,
+        "environment": environment(torch),
+        "model": {"name": name, "path": str(model_path), "default": args.model is None,
+                  "input_size": list(first_detector.metadata.input_size),
+                  "num_classes": first_detector.metadata.num_classes},
+        "settings": {"image": image_label, "image_size": [int(images[0].shape[1]), int(images[0].shape[0])],
+                     "batch": args.batch, "iters": args.iters, "warmup": args.warmup, "threads": args.threads,
+                     "score_threshold": args.score_threshold, "iou_threshold": first_detector.iou_threshold,
+                     "max_detections": first_detector.max_detections},
+        "pipelines": rows,
+        "postprocess": postprocess_cases,
+        "notes": notes,
+    }
+    return doc, measurements
+
+
+def _pp_calls(args: argparse.Namespace, with_torch: bool) -> int:
+    per_case = (2 + with_torch)
+    return per_case * (args.iters + args.warmup) + per_case * (_worst_iters(args) + 2)
+
+
+def _worst_iters(args: argparse.Namespace) -> int:
+    return max(3, args.iters // 15)
+
+
+def compare_postprocess(
+    detector: Any, image: np.ndarray, args: argparse.Namespace, with_torch: bool, tick: Callable[[], None]
+) -> list[dict[str, Any]]:
+    """Ours vs all-priors decode vs torch post-process on one image's model outputs, at 1 thread."""
+    from nanodet_infer.backends import create_backend
+    from nanodet_infer.decode import make_priors
+    from nanodet_infer.model_spec import resolve_model_spec
+    from nanodet_infer.postprocess import postprocess
+
+    meta = detector.metadata
+    tensor = bare_tensor(detector, image, 1)
+    path = args.model or _default_onnx()
+    backend = create_backend(path, "onnxruntime" if path.suffix.lower() == ".onnx" else "openvino", num_threads=1)
+    spec = resolve_model_spec(backend)
+    scores, boxes = (np.ascontiguousarray(a[0]) for a in spec.split_outputs(backend.run(tensor)))
+    canvas = (tensor.shape[3], tensor.shape[2])
+    priors = make_priors(canvas, meta.strides, meta.prior_offset)
+    cases = []
+    for threshold, iters, warmup in ((args.score_threshold, args.iters, args.warmup),
+                                     (WORST_CASE_THRESHOLD, _worst_iters(args), 2)):
+        options = {"reg_max": meta.reg_max, "score_threshold": threshold, "iou_threshold": detector.iou_threshold,
+                   "max_detections": detector.max_detections, "canvas_size": canvas}
+        ours = Measurement(f"ours, score>{threshold}", "postprocess")
+        full = Measurement(f"all-priors, score>{threshold}", "postprocess")
+        entries = [Entry(ours, lambda o=options: postprocess(scores, boxes, priors, **o)),
+                   Entry(full, lambda o=options: postprocess(scores, boxes, priors, candidate_first=False, **o))]
+        torch_run = None
+        if with_torch:
+            import torch
+
+            from benchmarks.torch_reference import torch_postprocess
+
+            torch.set_num_threads(1)
+            joint = torch.from_numpy(np.concatenate([scores, boxes], axis=1))
+            torch_run = Measurement(f"PyTorch, score>{threshold}", "postprocess")
+            entries.append(Entry(torch_run, lambda o=options, j=joint: torch_postprocess(
+                j, num_classes=meta.num_classes, strides=meta.strides, scores_are_logits=False, **o)))
+        measure_side_by_side(entries, iters=iters, warmup=warmup, tick=tick)
+        mine = postprocess(scores, boxes, priors, **options)
+        reference = postprocess(scores, boxes, priors, candidate_first=False, **options)
+        case = {
+            "score_threshold": threshold, "candidates": int((scores > np.float32(threshold)).sum()),
+            "detections": len(mine[0]), "ours_ms": ours.stats()["end_to_end"],
+            "all_priors_ms": full.stats()["end_to_end"], "all_priors_over_ours": full.median() / ours.median(),
+            "all_priors_identical": all(np.array_equal(a, b) for a, b in zip(mine, reference, strict=True)),
+            "pytorch_ms": None, "pytorch_over_ours": None, "pytorch_matches": None,
+        }
+        if torch_run is not None:
+            theirs = entries[-1].call()
+            case.update(pytorch_ms=torch_run.stats()["end_to_end"],
+                        pytorch_over_ours=torch_run.median() / ours.median(),
+                        pytorch_matches=same_detections(mine, theirs))
+        cases.append(case)
+    return cases
+
+
+def _default_onnx() -> Path:
+    from benchmarks.default_model import ensure_default_model
+
+    return ensure_default_model().onnx
+
+
+def same_detections(a: Sequence[np.ndarray], b: Sequence[np.ndarray], atol: float = BOX_TOLERANCE_PX) -> bool:
+    """Whether two ``(xyxy, scores, class_ids)`` results hold the same detections (any order of ties)."""
+    if len(a[1]) != len(b[1]):
+        return False
+
+    def canonical(result: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+        xyxy, scores, classes = (np.asarray(v) for v in result)
+        order = np.lexsort((xyxy[:, 1], xyxy[:, 0], classes, -scores))
+        return xyxy[order], scores[order], classes[order]
+
+    (ba, sa, ca), (bb, sb, cb) = canonical(a), canonical(b)
+    return bool(np.array_equal(ca, cb) and np.allclose(sa, sb, rtol=0, atol=1e-6) and np.allclose(ba, bb, atol=atol))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print Markdown; write ``--json`` / ``--plot``. Returns the exit status."""
+    args = parse_args(argv)
+    try:
+        doc, measurements = run(args)
+    except NanoDetError as exc:
+        print(f"latency.py: error: {exc}", file=sys.stderr)
+        return 2
+    print(report.markdown(doc))
+    if args.json is not None:
+        report.write_json(doc, args.json)
+        print(f"\nJSON written to {args.json}")
+    if args.plot is not None:
+        problem = report.plot(measurements, args.plot)
+        if problem:
+            print(f"latency.py: {problem}", file=sys.stderr)
+        else:
+            print(f"\nPlot written to {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

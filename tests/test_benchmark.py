@@ -1,0 +1,81 @@
+"""``benchmarks/latency.py`` runs end to end (tiny iteration counts) and its JSON follows docs/benchmark.md."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SHAPES
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import latency, report  # noqa: E402
+
+STATS_KEYS = {"median", "p90", "p99", "mean", "min", "n"}
+PIPELINE_KEYS = {"engine", "backend", "precision", "threads", "stages_ms", "bare_inference_ms", "overhead",
+                 "images_per_s", "speedup_vs_pytorch", "detections"}
+CASE_KEYS = {"score_threshold", "candidates", "detections", "ours_ms", "all_priors_ms", "all_priors_over_ours",
+             "all_priors_identical", "pytorch_ms", "pytorch_over_ours", "pytorch_matches"}
+TINY = ["--iters", "2", "--warmup", "1", "--threads", "1", "--no-progress"]
+
+
+def check_schema(doc: dict) -> None:
+    """The documented top-level layout (docs/benchmark.md)."""
+    assert doc["schema"] == report.SCHEMA
+    assert set(doc) == {"schema", "environment", "model", "settings", "pipelines", "postprocess", "notes"}
+    assert {"cpu", "logical_cores", "onnxruntime", "openvino", "torch", "openvino_cpu_capabilities"} <= set(
+        doc["environment"])
+    assert {"batch", "iters", "warmup", "threads", "score_threshold", "image", "image_size"} <= set(doc["settings"])
+    assert doc["pipelines"]
+    for row in doc["pipelines"]:
+        assert set(row) == PIPELINE_KEYS
+        for stage in ("preprocess", "inference", "postprocess", "end_to_end"):
+            assert set(row["stages_ms"][stage]) == STATS_KEYS
+            assert row["stages_ms"][stage]["n"] == 2
+    assert len(doc["postprocess"]) == 2
+    for case in doc["postprocess"]:
+        assert set(case) == CASE_KEYS
+        assert case["all_priors_identical"] is True
+
+
+@pytest.mark.slow
+def test_default_model_benchmark(tmp_path_factory, monkeypatch, capsys) -> None:
+    pytest.importorskip("torch")
+    monkeypatch.setenv("NANODET_CACHE", str(tmp_path_factory.mktemp("cache")))
+    out = tmp_path_factory.mktemp("bench")
+    assert latency.main([*TINY, "--json", str(out / "b.json"), "--plot", str(out / "b.png")]) == 0
+    doc = json.loads((out / "b.json").read_text())
+    check_schema(doc)
+    assert doc["model"]["default"] is True and doc["model"]["num_classes"] == 80
+    engines = {row["engine"] for row in doc["pipelines"]}
+    assert "onnxruntime f32" in engines and any(e.startswith("PyTorch") for e in engines)
+    worst = doc["postprocess"][1]
+    assert worst["score_threshold"] == 0.05 and 40_000 < worst["candidates"] < 50_000
+    assert all(case["pytorch_matches"] is True for case in doc["postprocess"])
+    assert (out / "b.png").stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "| engine | threads |" in printed and "Post-process alone" in printed
+
+
+def test_foreign_model_without_torch(tmp_path) -> None:
+    path = tmp_path / "b.json"
+    argv = [*TINY, "--model", str(SHAPES / "upstream_export.onnx"), "--backend", "onnxruntime", "--no-torch",
+            "--size", "640,360", "--json", str(path)]
+    assert latency.main(argv) == 0
+    doc = json.loads(path.read_text())
+    check_schema(doc)
+    assert [row["engine"] for row in doc["pipelines"]] == ["onnxruntime f32"]
+    assert doc["pipelines"][0]["speedup_vs_pytorch"] is None
+    assert all(case["pytorch_ms"] is None for case in doc["postprocess"])
+    assert doc["settings"]["image_size"] == [640, 360]
+
+
+def test_cli_bench_runs_the_benchmark(capsys) -> None:
+    from nanodet_infer.cli import main
+
+    argv = ["bench", *TINY, "--model", str(SHAPES / "upstream_export.onnx"), "--backend", "onnxruntime", "--no-torch"]
+    assert main(argv) == 0
+    assert "| onnxruntime f32 | 1 |" in capsys.readouterr().out
