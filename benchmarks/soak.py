@@ -86,8 +86,12 @@ def check_result(result: Any) -> str | None:
     xyxy, scores = result.xyxy, result.scores
     if not (np.isfinite(xyxy).all() and np.isfinite(scores).all()):
         return "non-finite box or score"
-    if len(xyxy) and (xyxy[:, 0::2].min() < 0 or xyxy[:, 0::2].max() > width or xyxy[:, 1::2].max() > height
-                      or xyxy[:, 1::2].min() < 0):
+    if len(xyxy) and (
+        xyxy[:, 0::2].min() < 0
+        or xyxy[:, 0::2].max() > width
+        or xyxy[:, 1::2].max() > height
+        or xyxy[:, 1::2].min() < 0
+    ):
         return "box outside the image"
     if np.any(np.diff(scores) > 0):
         return "scores not sorted"
@@ -146,8 +150,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=20000, help="detector calls in all (default 20000)")
     parser.add_argument("--warmup", type=int, default=500, help="calls before the first RSS sample (default 500)")
     parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "openvino"))
-    parser.add_argument("--model", type=Path, default=None,
-                        help="model file (default: the upstream shapes model of tests/data, num_classes=3)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model file (default: the upstream shapes model of tests/data, num_classes=3)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="engine threads (default 1)")
     parser.add_argument("--bad-every", type=int, default=50, help="a bad input every N calls (0: none)")
     parser.add_argument("--max-growth-mb", type=float, default=20.0, help="fail at this RSS growth (default 20)")
@@ -162,11 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the soak test; 0 when memory stayed bounded and every check passed, else 1."""
     args = parse_args(argv)
     facts = {"num_classes": 3} if args.model is None else {}
-    detector = Detector(args.model or DEFAULT_MODEL, backend=args.backend, num_threads=args.threads,
-                        score_threshold=0.05, **facts)
+    detector = Detector(
+        args.model or DEFAULT_MODEL, backend=args.backend, num_threads=args.threads, score_threshold=0.05, **facts
+    )
     figures = soak(detector, args.calls, args.warmup, args.bad_every)
-    figures.update(backend=args.backend, model=str(args.model or DEFAULT_MODEL.relative_to(ROOT)),
-                   max_growth_mb=args.max_growth_mb)
+    figures.update(
+        backend=args.backend, model=str(args.model or DEFAULT_MODEL.relative_to(ROOT)), max_growth_mb=args.max_growth_mb
+    )
     ok = figures["rss_growth_mb"] < args.max_growth_mb and figures["num_failures"] == 0
     print(
         f"soak {args.backend}: {figures['calls']} calls ({figures['bad_inputs_caught']} bad inputs caught), "

@@ -54,9 +54,18 @@ def integral(box_dist: np.ndarray, reg_max: int) -> np.ndarray:
 
     Softmax over each side's ``reg_max + 1`` bins, then the expectation over bin values ``0..reg_max``;
     side order left, top, right, bottom. Multiply by the prior's stride to get pixels.
+
+    Infinite logits take the softmax's limit: the bins equal to the side's maximum share the weight (one
+    ``+inf`` bin is one-hot, ``-inf`` bins below a larger one get none, all-equal bins are uniform), so only
+    a NaN logit makes a side undefined (NaN); :func:`.nms.greedy_nms` drops candidates whose box is not
+    finite. No warnings are emitted.
     """
     logits = np.asarray(box_dist, dtype=np.float32).reshape(-1, 4, reg_max + 1)
-    weights = np.exp(logits - logits.max(axis=2, keepdims=True))
+    peak = logits.max(axis=2, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf (fixed below), huge finite differences
+        weights = np.exp(logits - peak)
+    if np.isinf(peak).any():  # inf - inf gave NaN: the maximal bins get exp(0) = 1, as with a finite peak
+        weights[logits == peak] = 1.0
     # Sums are spelled out bin by bin (not .sum(axis)) so their order never depends on K.
     total = weights[:, :, 0].copy()
     expected = np.zeros_like(total)

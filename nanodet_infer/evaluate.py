@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,24 @@ def load_ground_truth(ann_file: str | Path) -> Any:
     if not path.is_file():
         raise ImageReadError(f"annotation file not found: {path}")
     coco_cls, _ = _pycocotools()
-    with contextlib.redirect_stdout(io.StringIO()):
-        return coco_cls(str(path))
+    try:
+        dataset = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgumentError(f"{path} is not a JSON file ({exc}); give a COCO instances_*.json") from None
+    if not isinstance(dataset, dict) or not all(
+        isinstance(dataset.get(key), list) for key in ("images", "annotations", "categories")
+    ):
+        raise InvalidArgumentError(
+            f"{path} is not a COCO annotation file: it needs 'images', 'annotations' and 'categories' lists"
+        )
+    gt = coco_cls()
+    gt.dataset = dataset
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt.createIndex()
+    except (KeyError, TypeError) as exc:
+        raise InvalidArgumentError(f"{path} has a malformed COCO entry (missing or wrong field {exc})") from None
+    return gt
 
 
 def category_ids_of(gt: Any) -> list[int]:

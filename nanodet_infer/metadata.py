@@ -42,8 +42,9 @@ within a level, with ``ceil(H / stride) * ceil(W / stride)`` priors per level.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import MetadataError
@@ -52,6 +53,11 @@ SCHEMA_VERSION = 1
 KEY_PREFIX = "nanodet."
 MODEL_FAMILY = "nanodet-plus"
 OV_RT_INFO_SECTION = "model_info"
+
+# Sanity bounds: a larger side would make the runtime allocate a huge canvas; a smaller std would
+# overflow float32 when normalising 0..255 pixels.
+MAX_INPUT_SIDE = 8192
+MIN_ABS_STD = 1e-6
 
 UPSTREAM_MEAN_BGR = (103.53, 116.28, 123.675)
 UPSTREAM_STD_BGR = (57.375, 57.12, 58.395)
@@ -112,10 +118,17 @@ class ModelMetadata:
             raise MetadataError(f"strides must be positive integers, got {list(self.strides)!r}")
         if list(self.strides) != sorted(set(self.strides)):
             raise MetadataError(f"strides must be strictly ascending, got {list(self.strides)!r}")
-        if len(self.input_size) != 2 or any(not isinstance(v, int) or v < 1 for v in self.input_size):
-            raise MetadataError(f"input_size must be [W, H] positive integers, got {self.input_size!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
-            raise MetadataError(f"mean/std must have 3 entries and std no zero: {self.mean!r} / {self.std!r}")
+        if len(self.input_size) != 2 or any(
+            not isinstance(v, int) or not 1 <= v <= MAX_INPUT_SIDE for v in self.input_size
+        ):
+            raise MetadataError(
+                f"input_size must be [W, H] integers in 1..{MAX_INPUT_SIDE}, got {list(self.input_size)!r}"
+            )
+        values = (*self.mean, *self.std)
+        if len(self.mean) != 3 or len(self.std) != 3 or not all(math.isfinite(v) for v in values):
+            raise MetadataError(f"mean/std must be 3 finite numbers each, got {self.mean!r} / {self.std!r}")
+        if any(abs(s) < MIN_ABS_STD for s in self.std):
+            raise MetadataError(f"std entries must be at least {MIN_ABS_STD} in magnitude, got {self.std!r}")
         if self.channel_order not in ("BGR", "RGB"):
             raise MetadataError(f"channel_order must be 'BGR' or 'RGB', got {self.channel_order!r}")
         if self.scores_activation not in ("sigmoid", "none"):

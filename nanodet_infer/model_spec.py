@@ -79,7 +79,8 @@ class ModelSpec:
                     f"num_classes={c}, reg_max={meta.reg_max} ({r} box channels)"
                 )
         if meta.scores_activation == "none":
-            scores = 1.0 / (1.0 + np.exp(-scores))
+            with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x < -88: the sigmoid is then 0
+                scores = 1.0 / (1.0 + np.exp(-scores))
         return scores, boxes
 
     def check_num_priors(self, num_rows: int, canvas_size: Sequence[int]) -> None:

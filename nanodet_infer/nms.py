@@ -3,7 +3,8 @@
 Semantics (upstream NanoDet ``batched_nms`` → ``torchvision.ops.nms``): candidates are visited by score,
 descending (ties: lower index first, a stable sort); a candidate is dropped when its IoU with an already
 kept candidate *of the same class* is ``> iou_threshold``. IoU is computed in float32 as torchvision does,
-areas ``(x2 - x1) * (y2 - y1)`` (no +1), and compared with the threshold as a double would be.
+areas ``(x2 - x1) * (y2 - y1)`` (no +1), and compared with the threshold as a double would be. A candidate
+whose box or score is not finite (e.g. decoded from NaN logits) is dropped: never kept, never suppressing.
 
 Speed: a candidate can only be suppressed by a kept candidate of higher score, so the first ``max_keep``
 kept boxes are final and the search stops there. Candidates are ordered in chunks (top-k by partition, so
@@ -114,6 +115,7 @@ def greedy_nms(
     ``scores`` float32 ``[M]``, ``class_ids`` integer ``[M]``; ``boxes_of(idx)`` returns the float32
     ``[len(idx), 4]`` xyxy boxes of candidates ``idx`` (and must return the same box for a candidate on
     every call). Returns ``(kept indices int64 [K], their boxes float32 [K, 4])``, by score descending.
+    Candidates whose box is not finite are dropped.
     """
     n = len(scores)
     limit = n if max_keep is None else min(max_keep, n)
@@ -131,6 +133,9 @@ def greedy_nms(
             group = chunk[group_start : group_start + _GROUP]
             group_boxes = boxes_of(group)
             group_cls = class_ids[group]
+            finite = np.isfinite(group_boxes).all(axis=1)
+            if not finite.all():
+                group, group_boxes, group_cls = group[finite], group_boxes[finite], group_cls[finite]
             checked = count
             if count:
                 alive = ~_conflicts(group_boxes, group_cls, kept_boxes[:count], kept_cls[:count], threshold).any(1)
@@ -166,7 +171,7 @@ def batched_nms(
     """Class-aware greedy NMS. Returns int64 indices of the kept candidates, by score descending.
 
     ``boxes`` float32 ``[M, 4]`` xyxy, ``scores`` ``[M]``, ``class_ids`` integer ``[M]``; at most
-    ``max_keep`` indices (all when None).
+    ``max_keep`` indices (all when None). Candidates with a non-finite score or box are dropped.
     """
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     class_ids = np.asarray(class_ids).reshape(-1)
@@ -178,4 +183,8 @@ def batched_nms(
         )
     if max_keep is not None and max_keep < 0:
         raise InvalidArgumentError(f"max_keep must be >= 0 or None, got {max_keep}")
+    valid = np.isfinite(scores)
+    if not valid.all():  # NaN / inf scores: not candidates (their boxes are dropped by greedy_nms)
+        rows = np.flatnonzero(valid)
+        return rows[greedy_nms(scores[rows], class_ids[rows], iou_threshold, max_keep, boxes[rows].__getitem__)[0]]
     return greedy_nms(scores, class_ids, iou_threshold, max_keep, boxes.__getitem__)[0]

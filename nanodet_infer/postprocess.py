@@ -6,6 +6,11 @@ Upstream decodes every prior, then ``multiclass_nms``: every (prior, class) pair
 once ``max_detections`` boxes are kept; the results are identical because decoding is row-wise and
 bit-exact per row (see :mod:`.decode`). ``candidate_first=False`` decodes every prior first and is the
 reference path.
+
+Non-finite model outputs never reach the result: a NaN or infinite score is not a candidate (a score
+is a probability; with ``multi_label=False`` a prior's best class is its best finite one), and a
+candidate whose box logits are undefined (NaN) is dropped by NMS; infinite box logits decode to the
+softmax's limit (:func:`.decode.integral`).
 """
 
 from __future__ import annotations
@@ -73,12 +78,19 @@ def postprocess(
     threshold = np.float32(score_threshold)
     num_classes = scores.shape[1]
     if multi_label:  # every (prior, class) pair above the threshold, prior-major like upstream's nonzero()
-        pairs = np.flatnonzero(scores > threshold)
+        pairs = np.flatnonzero(scores > threshold)  # NaN is never > threshold
         cand_priors, class_ids = np.divmod(pairs, num_classes)
         cand_scores = scores[cand_priors, class_ids]
+        finite = cand_scores != np.inf
+        if not finite.all():
+            cand_priors, class_ids, cand_scores = cand_priors[finite], class_ids[finite], cand_scores[finite]
     else:  # the best class of each prior, when above the threshold
         best = scores.argmax(axis=1)
         best_scores = np.take_along_axis(scores, best[:, None], axis=1)[:, 0]
+        if not np.isfinite(best_scores).all():  # argmax picks NaN / +inf: take the best finite class instead
+            scores = np.where(np.isfinite(scores), scores, -np.inf)
+            best = scores.argmax(axis=1)
+            best_scores = np.take_along_axis(scores, best[:, None], axis=1)[:, 0]
         cand_priors = np.flatnonzero(best_scores > threshold)
         class_ids, cand_scores = best[cand_priors], best_scores[cand_priors]
 

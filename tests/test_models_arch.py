@@ -120,6 +120,8 @@ def test_integral_is_expected_bin() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
 def test_deploy_traces_with_dynamic_batch_and_hw(shapes_model: M.NanoDetPlus) -> None:
     ort = pytest.importorskip("onnxruntime")
     buffer = io.BytesIO()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidArgumentError, ModelLoadError
+from ..errors import IncompatibleModelError, InvalidArgumentError, ModelLoadError
 
 Shape = tuple[int | None, ...]
 """A tensor shape; ``None`` marks a symbolic (dynamic) dimension."""
@@ -61,7 +61,9 @@ class Backend(ABC):
         """Run the model on ``tensor`` (float32 ``[B, 3, H, W]``).
 
         Returns one array per output, in :attr:`output_names` order, owned by the caller.
-        Raises :class:`InvalidArgumentError` when the tensor's dtype or shape does not fit the input.
+        Raises :class:`InvalidArgumentError` when the tensor's dtype or shape does not fit the input, and
+        :class:`IncompatibleModelError` when the engine fails to run the model on it (the engine's own
+        exception types never escape).
         """
         if not isinstance(tensor, np.ndarray) or tensor.dtype != np.float32 or tensor.ndim != len(self._input_shape):
             raise InvalidArgumentError(
@@ -73,7 +75,15 @@ class Backend(ABC):
                 raise InvalidArgumentError(
                     f"input shape {tuple(tensor.shape)} does not fit the model input {_fmt(self._input_shape)}"
                 )
-        return self._run(np.ascontiguousarray(tensor))
+        try:
+            return self._run(np.ascontiguousarray(tensor))
+        except MemoryError:
+            raise
+        except Exception as exc:  # the engines raise their own types (pybind11 errors, RuntimeError)
+            raise IncompatibleModelError(
+                f"{self.name} failed to run the model on a {list(tensor.shape)} input: {engine_message(exc)}; "
+                "the graph cannot run on this input; check its input size / dynamic axes (input_size)"
+            ) from None
 
     @abstractmethod
     def _run(self, tensor: np.ndarray) -> list[np.ndarray]:
@@ -96,6 +106,11 @@ def check_model_path(path: str | Path, suffixes: tuple[str, ...], backend: str) 
             + ("" if ".xml" in suffixes else " (OpenVINO IRs (.xml) need backend='openvino')")
         )
     return model
+
+
+def engine_message(exc: BaseException) -> str:
+    """An engine exception's text on one line (OpenVINO's span several lines of C++ detail)."""
+    return " ".join(str(exc).split())
 
 
 def _fmt(shape: Shape) -> str:

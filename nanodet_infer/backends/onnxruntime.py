@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailableError, IncompatibleModelError, InvalidArgumentError, ModelLoadError
-from .base import Backend, Shape, check_model_path
+from .base import Backend, Shape, check_model_path, engine_message
 
 
 class OnnxRuntimeBackend(Backend):
@@ -43,7 +43,7 @@ class OnnxRuntimeBackend(Backend):
             self._session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
             properties = dict(self._session.get_modelmeta().custom_metadata_map)
         except Exception as exc:  # onnxruntime raises its own pybind exception types
-            raise ModelLoadError(f"ONNX Runtime cannot load {str(model)!r}: {exc}") from None
+            raise ModelLoadError(f"ONNX Runtime cannot load {str(model)!r}: {engine_message(exc)}") from None
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             raise IncompatibleModelError(

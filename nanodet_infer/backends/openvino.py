@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, IncompatibleModelError, InvalidArgumentError, ModelLoadError
 from ..metadata import OV_RT_INFO_SECTION
-from .base import Backend, Shape, check_model_path
+from .base import Backend, Shape, check_model_path, engine_message
 
 PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
 """Our precision names → OpenVINO ``INFERENCE_PRECISION_HINT`` values."""
@@ -61,7 +61,7 @@ class OpenVinoBackend(Backend):
             properties = _read_properties(model)
             self._compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError/its own types with C++ detail
-            raise ModelLoadError(f"OpenVINO cannot load {str(model_path)!r}: {exc}") from None
+            raise ModelLoadError(f"OpenVINO cannot load {str(model_path)!r}: {engine_message(exc)}") from None
         if len(model.inputs) != 1:
             raise IncompatibleModelError(
                 f"{model_path.name!r} has {len(model.inputs)} inputs; a detector has exactly one"

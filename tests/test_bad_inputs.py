@@ -1,0 +1,629 @@
+"""Catalogue of hostile and unusual inputs: each gives the documented typed error or a correct result.
+
+Covers the runtime (:class:`Detector`), the ``nanodet-infer`` and ``nanodet-export`` command lines and
+``nanodet_models.read_checkpoint``. ``docs/robustness.md`` lists every case with its outcome, including the
+cases already covered elsewhere (``test_images``, ``test_detector_errors``, ``test_backends``,
+``test_export_cli``, ``test_models_checkpoint``), which are not repeated here.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from _tiny_models import OPSET, fake_detector
+from conftest import SHAPES
+from onnx import TensorProto, helper, numpy_helper
+
+from nanodet_infer import Detector
+from nanodet_infer.cli import main as infer_main
+from nanodet_infer.errors import (
+    CheckpointError,
+    IncompatibleModelError,
+    MetadataError,
+    ModelLoadError,
+    NanoDetError,
+)
+from nanodet_infer.metadata import ModelMetadata
+from nanodet_infer.results import Detections
+
+UPSTREAM = SHAPES / "upstream_export.onnx"
+IMAGE = SHAPES / "images" / "val_00000.jpg"
+ENGINES = ("onnxruntime", "openvino")
+NAMES = ("a", "b", "c")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    """The upstream shapes model (foreign: 3 classes), low threshold so there is something to check."""
+    return Detector(UPSTREAM, backend="onnxruntime", num_threads=1, num_classes=3, score_threshold=0.05)
+
+
+def metadata(**changes) -> dict[str, str]:
+    """Metadata of a 3-class 64x64 model, as nanodet-export writes it."""
+    meta = ModelMetadata(num_classes=3, class_names=NAMES, input_size=(64, 64), producer="test")
+    return meta.replace(**changes).to_properties()
+
+
+def assert_valid(result: Detections, size: tuple[int, int]) -> None:
+    """Finite, inside the ``(W, H)`` image, sorted by score."""
+    assert result.image_size == size
+    assert np.isfinite(result.xyxy).all() and np.isfinite(result.scores).all()
+    assert (result.xyxy >= 0).all()
+    assert (result.xyxy[:, 0::2] <= size[0]).all() and (result.xyxy[:, 1::2] <= size[1]).all()
+    assert (np.diff(result.scores) <= 0).all()
+
+
+def assert_same(a: Detections, b: Detections) -> None:
+    np.testing.assert_array_equal(a.xyxy, b.xyxy)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.class_ids, b.class_ids)
+
+
+def one_line_error(err: str, prog: str) -> str:
+    """The single stderr line of a command-line error (no traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{prog}: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def constant_outputs_model(path: Path, scores: np.ndarray, boxes: np.ndarray, meta: dict[str, str]) -> Path:
+    """A 64x64 model in our layout whose outputs are ``mean(x) * 0 + constant`` (constants may hold NaN/inf)."""
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["m"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["m", "axes"], ["m3"]),
+        helper.make_node("Mul", ["m3", "zero"], ["z"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([1, 2], np.int64), "axes"),
+        numpy_helper.from_array(np.zeros((1, 1, 1), np.float32), "zero"),
+    ]
+    outputs = []
+    for name, value in (("scores", scores), ("boxes", boxes)):
+        inits.append(numpy_helper.from_array(value[None].astype(np.float32), f"{name}_value"))
+        nodes.append(helper.make_node("Add", ["z", f"{name}_value"], [name]))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, *value.shape]))
+    graph = helper.make_graph(
+        nodes,
+        "constant",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+        outputs,
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path
+
+
+@contextmanager
+def never_opened(marker: str) -> Iterator[list[str]]:
+    """Record every Python-level ``open``/listing whose path contains ``marker`` while the block runs."""
+    seen: list[str] = []
+    active = [True]
+
+    def hook(event: str, args: tuple) -> None:
+        if active[0] and event in ("open", "os.listdir", "os.scandir") and args and marker in str(args[0]):
+            seen.append(f"{event} {args[0]}")
+
+    sys.addaudithook(hook)  # audit hooks cannot be removed: this one goes inert after the block
+    try:
+        yield seen
+    finally:
+        active[0] = False
+
+
+# ---------------------------------------------------------------------------------------------- images
+def _random(h: int, w: int, c: int = 3) -> np.ndarray:
+    return np.random.default_rng(h * 7919 + w).integers(0, 256, (h, w, c), dtype=np.uint8)
+
+
+RESULT_IMAGES: dict[str, Callable[[], np.ndarray]] = {
+    "1x1": lambda: _random(1, 1),
+    "1x5000 (1 row)": lambda: _random(1, 5000),
+    "5000x1 (1 column)": lambda: _random(5000, 1),
+    "33x17 odd size": lambda: _random(17, 33),
+    "8000x8000 huge (stride-0 view, 192 MB once converted)": lambda: np.broadcast_to(
+        np.array([[[30, 120, 200]]], np.uint8), (8000, 8000, 3)
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(RESULT_IMAGES))
+@pytest.mark.parametrize("keep_ratio", [False, True])
+def test_extreme_image_sizes_give_valid_results(case, keep_ratio, detector):
+    image = RESULT_IMAGES[case]()
+    det = (
+        Detector(
+            UPSTREAM, backend="onnxruntime", num_threads=1, num_classes=3, score_threshold=0.05, keep_ratio=keep_ratio
+        )
+        if keep_ratio
+        else detector
+    )
+    assert_valid(det(image), (image.shape[1], image.shape[0]))
+
+
+VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "non-contiguous (strided) view": lambda img: img[::2, ::3],
+    "negative strides (flipped)": lambda img: img[::-1, ::-1],
+    "Fortran order": np.asfortranarray,
+    "read-only": lambda img: _frozen(img),
+}
+
+
+def _frozen(image: np.ndarray) -> np.ndarray:
+    image = image.copy()
+    image.flags.writeable = False
+    return image
+
+
+@pytest.mark.parametrize("case", list(VIEWS))
+def test_array_layouts_equal_a_contiguous_copy(case, detector):
+    view = VIEWS[case](cv2.imread(str(IMAGE)))
+    result = detector(view)
+    assert len(result) > 0
+    assert_same(result, detector(np.ascontiguousarray(view)))
+    assert_valid(result, (view.shape[1], view.shape[0]))
+
+
+def test_truncated_jpeg_decodes_what_is_there(tmp_path, detector):
+    """OpenCV decodes a truncated JPEG's available rows (grey below), as upstream's cv2.imread does."""
+    data = IMAGE.read_bytes()
+    path = tmp_path / "truncated.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    full = cv2.imread(str(IMAGE))
+    result = detector(path)
+    assert_valid(result, (full.shape[1], full.shape[0]))
+
+
+# ---------------------------------------------------------------------------------------------- model files
+def _truncated_onnx(tmp: Path) -> Path:
+    path = tmp / "truncated.onnx"
+    data = UPSTREAM.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _ir_with_truncated_bin(tmp: Path) -> Path:
+    import openvino as ov
+
+    xml = tmp / "model.xml"
+    ov.save_model(ov.convert_model(str(UPSTREAM)), str(xml), compress_to_fp16=False)
+    weights = xml.with_suffix(".bin")
+    weights.write_bytes(weights.read_bytes()[:1000])
+    return xml
+
+
+def _garbage_xml(tmp: Path) -> Path:
+    xml = tmp / "garbage.xml"
+    xml.write_text("<net><layers><layer id='0' type='Parameter'")
+    xml.with_suffix(".bin").write_bytes(b"\0" * 64)
+    return xml
+
+
+def _external_weights(tmp: Path, location: str) -> Path:
+    """An ONNX model whose one weight is "external data" at ``location`` (outside the model's folder)."""
+    secret = tmp / "secret.bin"
+    np.ones(6, np.float32).tofile(secret)
+    folder = tmp / "models"
+    folder.mkdir(exist_ok=True)
+    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2, 3, 1, 1], data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", location.replace("SECRET", str(secret))), ("offset", "0"), ("length", "24")):
+        weight.external_data.add(key=key, value=value)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["images", "w"], ["scores"])],
+        "external",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2, 8, 8])],
+        initializer=[weight],
+    )
+    path = folder / "external.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8), str(path))
+    return path
+
+
+def _fails_at_run(tmp: Path) -> Path:
+    """A foreign-layout graph that loads but cannot run on 64x64 (Reshape of 3*64*64 values into rows of 35)."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["images", "shape"], ["output"])],
+        "reshape",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, "n", 35])],
+        initializer=[numpy_helper.from_array(np.array([1, -1, 35], np.int64), "shape")],
+    )
+    path = tmp / "reshape.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8), str(path))
+    return path
+
+
+MODEL_ERRORS: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], dict, type[NanoDetError], str]] = {
+    # case: (make the file, engines, Detector keywords, error, message fragment)
+    "truncated .onnx": (_truncated_onnx, ENGINES, {"num_classes": 3}, ModelLoadError, "cannot load"),
+    "IR with truncated .bin": (
+        _ir_with_truncated_bin,
+        ("openvino",),
+        {"num_classes": 3},
+        ModelLoadError,
+        "cannot load",
+    ),
+    "IR .xml not well-formed": (_garbage_xml, ("openvino",), {}, ModelLoadError, "cannot load"),
+    "external weights at an absolute path": (
+        lambda tmp: _external_weights(tmp, "SECRET"),
+        ENGINES,
+        {},
+        ModelLoadError,
+        "cannot load",
+    ),
+    "external weights at ../ outside the model folder": (
+        lambda tmp: _external_weights(tmp, "../secret.bin"),
+        ENGINES,
+        {},
+        ModelLoadError,
+        "cannot load",
+    ),
+    "missing boxes output": (
+        lambda tmp: fake_detector(tmp / "m.onnx", channels=(3,), output_names=("scores",), metadata=metadata()),
+        ENGINES,
+        {},
+        IncompatibleModelError,
+        "names output 'boxes'",
+    ),
+    "no metadata and two outputs": (
+        lambda tmp: fake_detector(tmp / "m.onnx"),
+        ENGINES,
+        {},
+        IncompatibleModelError,
+        "no nanodet metadata",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MODEL_ERRORS))
+def test_bad_model_files(case, tmp_path):
+    make, engines, kwargs, error, fragment = MODEL_ERRORS[case]
+    path = make(tmp_path)
+    for engine in engines:
+        with pytest.raises(error, match=fragment) as info:
+            Detector(path, backend=engine, **kwargs)
+        assert "\n" not in str(info.value)  # engines' multi-line C++ messages are folded into one line
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_model_that_fails_at_run_time(engine, tmp_path):
+    """Loads (shapes are symbolic) but the engine fails on the input: a typed error, not the engine's own."""
+    det = Detector(_fails_at_run(tmp_path), backend=engine, num_classes=3, input_size=(64, 64))
+    with pytest.raises(IncompatibleModelError, match="failed to run the model") as info:
+        det(np.zeros((64, 64, 3), np.uint8))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_extra_outputs_are_ignored(engine, tmp_path):
+    path = fake_detector(
+        tmp_path / "extra.onnx", channels=(3, 32, 5), output_names=("scores", "boxes", "extra"), metadata=metadata()
+    )
+    result = Detector(path, backend=engine)(np.zeros((30, 40, 3), np.uint8))
+    assert len(result) == 0 and result.image_size == (40, 30)
+
+
+def test_metadata_paths_are_never_opened(tmp_path):
+    """Paths in metadata are data, never opened: a class_names path to a valid JSON file is still refused."""
+    names = tmp_path / "names-marker.json"
+    names.write_text(json.dumps(list(NAMES)))
+    props = metadata() | {
+        "nanodet.class_names": str(names),
+        "nanodet.architecture": json.dumps({"config": str(names), "weights": "file://" + str(names)}),
+        "nanodet.producer": str(names),
+    }
+    bad = fake_detector(tmp_path / "bad.onnx", metadata=props)
+    props["nanodet.class_names"] = json.dumps(list(NAMES))
+    good = fake_detector(tmp_path / "good.onnx", metadata=props)
+    with never_opened("names-marker") as seen:
+        for engine in ENGINES:
+            with pytest.raises(MetadataError, match="class_names"):
+                Detector(bad, backend=engine)
+            det = Detector(good, backend=engine)
+            assert det.metadata.architecture["config"] == str(names) and len(det(np.zeros((9, 9, 3), np.uint8))) == 0
+    assert seen == []
+
+
+# ---------------------------------------------------------------------------------------------- NaN / inf outputs
+def _hostile_outputs() -> tuple[np.ndarray, np.ndarray]:
+    """Scores and box logits of a 64x64 model (85 priors, 3 classes, reg_max 7) full of NaN/inf.
+
+    Expected: exactly two detections, prior 2 (score 0.9, class 2, +inf in bin 2 of every side: a 32x32
+    box at (16, 0), clipped) and prior 10 (0.7, class 1, all weight on bin 0: a zero-size box at (16, 8)).
+    """
+    scores = np.zeros((85, 3), np.float32)
+    boxes = np.zeros((85, 32), np.float32)
+    scores[0, 0] = np.nan
+    scores[1, 1] = np.inf  # not a probability: dropped
+    scores[4, 0] = -np.inf
+    scores[2, 2] = 0.9
+    boxes[2].reshape(4, 8)[:, 2] = np.inf
+    scores[3, 0] = 0.8
+    boxes[3, 5] = np.nan  # undefined box: dropped
+    scores[5, 1] = 0.95
+    boxes[5, 8:16] = -np.inf  # every bin of a side -inf: uniform (the limit of equal logits)
+    scores[10, 1] = 0.7
+    boxes[10] = -np.inf
+    boxes[10].reshape(4, 8)[:, 0] = 0.0  # zero distances: x1 == x2, y1 == y2
+    boxes[20:30] = np.nan  # NaN rows without a candidate score change nothing
+    scores[30:40, :] = np.nan
+    return scores, boxes
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_nan_and_inf_model_outputs(engine, tmp_path):
+    scores, boxes = _hostile_outputs()
+    path = constant_outputs_model(tmp_path / "hostile.onnx", scores, boxes, metadata())
+    det = Detector(path, backend=engine, score_threshold=0.5, num_threads=1)
+    result = det(np.zeros((64, 128, 3), np.uint8))  # stretch: x scale 2, y scale 1
+    assert_valid(result, (128, 64))
+    np.testing.assert_array_equal(result.scores, np.float32([0.95, 0.9, 0.7]))
+    np.testing.assert_array_equal(result.class_ids, [1, 2, 1])
+    # prior 5 at (40, 0): every side uniform (zeros, or all -inf), 3.5 * 8 = 28 px: [12, -28, 68, 28] clipped
+    np.testing.assert_allclose(result.xyxy, [[24, 0, 128, 28], [0, 0, 64, 16], [32, 8, 32, 8]], atol=1e-4)
+
+
+def test_extreme_score_logits_of_a_logits_model(tmp_path):
+    """``scores_activation="none"``: the runtime's sigmoid of -100 / -inf / +inf logits, without overflow warnings."""
+    scores = np.full((85, 3), -100.0, np.float32)
+    scores[4, 1] = -np.inf
+    scores[2, 0] = np.inf  # the sigmoid's limit: probability 1
+    scores[9, 2] = 5.0
+    scores[11, 0] = np.nan  # stays NaN: not a candidate
+    path = constant_outputs_model(
+        tmp_path / "logits.onnx", scores, np.zeros((85, 32), np.float32), metadata(scores_activation="none")
+    )
+    result = Detector(path, backend="onnxruntime", score_threshold=0.5)(np.zeros((64, 64, 3), np.uint8))
+    assert_valid(result, (64, 64))
+    np.testing.assert_allclose(result.scores, [1.0, 1 / (1 + np.exp(-5.0))], rtol=1e-6)
+    np.testing.assert_array_equal(result.class_ids, [0, 2])
+
+
+def test_zero_size_detections_are_kept_and_exported(tmp_path):
+    """x1 == x2: a valid (degenerate) detection; IoU 0/0 never suppresses, COCO width 0."""
+    scores = np.zeros((85, 3), np.float32)
+    boxes = np.full((85, 32), -np.inf, np.float32)
+    boxes.reshape(85, 4, 8)[:, :, 0] = 0.0  # every box has zero size
+    scores[[0, 1, 9], 0] = [0.9, 0.8, 0.7]
+    path = constant_outputs_model(tmp_path / "zero.onnx", scores, boxes, metadata())
+    result = Detector(path, backend="onnxruntime", score_threshold=0.5)(np.zeros((64, 64, 3), np.uint8))
+    np.testing.assert_array_equal(result.xyxy, [[0, 0, 0, 0], [8, 0, 8, 0], [8, 8, 8, 8]])
+    assert [row["bbox"][2:] for row in result.to_coco(1)] == [[0.0, 0.0]] * 3
+
+
+@pytest.mark.parametrize(
+    "key, value", [("std", "[NaN, 1, 1]"), ("mean", "[Infinity, 0, 0]"), ("std", "[1e-300, 1, 1]")]
+)
+def test_non_finite_normalisation_metadata_is_refused(key, value, tmp_path):
+    path = fake_detector(tmp_path / "m.onnx", metadata=metadata() | {f"nanodet.{key}": value})
+    with pytest.raises(MetadataError):
+        Detector(path, backend="onnxruntime")
+
+
+# ---------------------------------------------------------------------------------------------- nanodet-infer
+def _infer(capsys, *argv) -> tuple[int, str, str]:
+    code = infer_main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_corrupt_model_is_one_line_exit_2(capsys, tmp_path):
+    code, _, err = _infer(
+        capsys,
+        "detect",
+        IMAGE,
+        "--model",
+        _truncated_onnx(tmp_path),
+        "--backend",
+        "openvino",
+        "--num-classes",
+        "3",
+        "--no-progress",
+    )
+    assert code == 2
+    assert "cannot load" in one_line_error(err, "nanodet-infer")
+
+
+def test_cli_model_failing_at_run_time_is_one_line_exit_2(capsys, tmp_path):
+    code, _, err = _infer(
+        capsys,
+        "detect",
+        IMAGE,
+        "--model",
+        _fails_at_run(tmp_path),
+        "--backend",
+        "onnxruntime",
+        "--num-classes",
+        "3",
+        "--input-size",
+        "64,64",
+        "--no-progress",
+    )
+    assert code == 2
+    assert "failed to run the model" in one_line_error(err, "nanodet-infer")
+
+
+def test_cli_undecodable_image_is_one_line_exit_2(capsys, tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    code, _, err = _infer(capsys, "detect", empty, "--model", UPSTREAM, "--num-classes", "3", "--no-progress")
+    assert code == 2
+    assert "not a decodable image" in one_line_error(err, "nanodet-infer")
+
+
+def test_cli_unicode_class_names(capsys, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("圆形\nrectangle ▭\ntriángulo\n", encoding="utf-8")
+    out_json = tmp_path / "out.json"
+    code, out, err = _infer(
+        capsys,
+        "detect",
+        IMAGE,
+        "--model",
+        UPSTREAM,
+        "--backend",
+        "onnxruntime",
+        "--class-names",
+        names,
+        "--json",
+        out_json,
+        "--no-progress",
+    )
+    assert (code, err) == (0, "")
+    assert "7 detections (4 圆形, 2 triángulo, 1 rectangle ▭)" in out  # upstream's 7 detections of this image
+    assert len(json.loads(out_json.read_text(encoding="utf-8"))) == 7
+
+
+@pytest.mark.parametrize("content", ["not json at all", '{"images": 3}'])
+def test_cli_eval_malformed_annotations_is_one_line_exit_2(content, capsys, tmp_path):
+    ann = tmp_path / "ann.json"
+    ann.write_text(content)
+    code, _, err = _infer(
+        capsys,
+        "eval",
+        "--model",
+        UPSTREAM,
+        "--num-classes",
+        "3",
+        "--ann",
+        ann,
+        "--images",
+        SHAPES / "images",
+        "--no-progress",
+    )
+    assert code == 2
+    one_line_error(err, "nanodet-infer")
+
+
+# ---------------------------------------------------------------------------------------------- nanodet-export
+class _CreatesMarker:
+    """Unpickling this runs ``open(marker, "w")``: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _export(capsys, *argv) -> tuple[int, str, str]:
+    from nanodet_export.cli import main
+
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _random_zip(tmp: Path) -> Path:
+    import zipfile
+
+    path = tmp / "random.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("hello.txt", "not a checkpoint")
+    return path
+
+
+def _text(tmp: Path, name: str, data: bytes) -> Path:
+    path = tmp / name
+    path.write_bytes(data)
+    return path
+
+
+EXPORT_ERRORS: dict[str, tuple[Callable[[Path], list], str]] = {
+    "--ckpt is an ONNX model": (lambda tmp: ["--ckpt", UPSTREAM], "not a readable PyTorch checkpoint"),
+    "--ckpt is a zip that is not a checkpoint": (lambda tmp: ["--ckpt", _random_zip(tmp)], "not a readable PyTorch"),
+    "--ckpt is a directory": (lambda tmp: ["--ckpt", tmp], "is not a file"),
+    "--class-names not UTF-8": (
+        lambda tmp: ["--ckpt", UPSTREAM, "--class-names", _text(tmp, "n.txt", "caf\xe9\n".encode("latin-1"))],
+        "UTF-8",
+    ),
+    "--class-names JSON of numbers": (
+        lambda tmp: ["--ckpt", UPSTREAM, "--class-names", _text(tmp, "n.json", b"[1, 2, 3]")],
+        "JSON list of strings",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(EXPORT_ERRORS))
+def test_export_bad_inputs(case, capsys, tmp_path):
+    build, fragment = EXPORT_ERRORS[case]
+    out = tmp_path / "out"
+    out.mkdir()
+    code, stdout, err = _export(capsys, *build(tmp_path), "--out", out / "m.onnx")
+    assert (code, stdout) == (2, "")
+    assert fragment in one_line_error(err, "nanodet-export")
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".ckpt"])
+def test_export_refuses_plain_pickle_that_runs_code(suffix, capsys, tmp_path):
+    """A non-zip pickle (``pickle.dump``) whose loading would create a marker file: refused, marker absent."""
+    marker = tmp_path / "pwned"
+    evil = tmp_path / f"evil{suffix}"
+    with evil.open("wb") as handle:
+        pickle.dump({"state_dict": {}, "payload": _CreatesMarker(marker)}, handle)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = _export(capsys, "--ckpt", evil, "--out", out / "m.onnx")
+    assert code == 2 and "--trust-checkpoint" in one_line_error(err, "nanodet-export")
+    assert not marker.exists() and list(out.iterdir()) == []
+
+
+def test_read_checkpoint_random_zip(tmp_path):
+    from nanodet_models import read_checkpoint
+
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        read_checkpoint(_random_zip(tmp_path))
+    with pytest.raises(ModelLoadError, match="is not a file"):
+        read_checkpoint(tmp_path)
+
+
+UNICODE_NAMES = ["猫 cat", 'café, "quoted"', "🚗"]
+
+
+@pytest.fixture(scope="session")
+def unicode_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One export of a seeded 3-class model (shapes config) at 64x64 with unicode class names (JSON list)."""
+    import torch
+    from nanodet_export.cli import main
+    from nanodet_models import build_model, load_config
+
+    tmp = tmp_path_factory.mktemp("unicode")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        ckpt = tmp / "seeded.pth"
+        torch.save({"state_dict": build_model(load_config(SHAPES / "config.yml")).state_dict()}, ckpt)
+        names = tmp / "names.json"
+        names.write_text(json.dumps(UNICODE_NAMES, ensure_ascii=False), encoding="utf-8")
+        out = tmp / "unicode.onnx"
+        code = main(["--ckpt", str(ckpt), "--out", str(out), "--input-size", "64,64", "--class-names", str(names)])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    return out
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_unicode_class_names_round_trip(engine, unicode_export):
+    det = Detector(unicode_export, backend=engine, score_threshold=0.0, num_threads=1)
+    assert list(det.metadata.class_names) == UNICODE_NAMES
+    result = det(cv2.imread(str(IMAGE)))
+    assert len(result) > 0 and set(result.labels) <= set(UNICODE_NAMES)
+    assert list(result.class_names) == UNICODE_NAMES
+    assert json.loads(json.dumps(result.to_dict(), ensure_ascii=False))["detections"][0]["class_name"] in UNICODE_NAMES
