@@ -146,7 +146,10 @@ def _load(path: Path, trust: bool) -> Any:
 
 
 def _corrupt(path: Path, exc: BaseException) -> CheckpointError:
-    reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip()
+    if "WeightsUnpickler error:" in text:  # torch's weights-only boilerplate: keep only its actual finding
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    reason = text.splitlines()[0][:160] if text else type(exc).__name__
     return CheckpointError(
         f"{path} is not a readable PyTorch checkpoint (truncated, corrupt or another kind of file: {reason}); "
         "pass the .ckpt or .pth written by NanoDet training"

@@ -1,0 +1,85 @@
+"""The metadata schema (the exporter ↔ runtime contract): round trip, validation, error messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nanodet_infer.errors import IncompatibleModelError, MetadataError
+from nanodet_infer.metadata import KEY_PREFIX, MAX_INPUT_SIDE, SCHEMA_VERSION, ModelMetadata
+
+
+def _meta(**changes) -> ModelMetadata:
+    base = {"num_classes": 3, "class_names": ("circle", "rectangle", "triangle"), "input_size": (320, 192)}
+    return ModelMetadata(**(base | changes))
+
+
+def test_round_trip_keeps_every_field() -> None:
+    meta = _meta(
+        dynamic_hw=True, keep_ratio=True, source_sha256="ab" * 32, architecture={"backbone": {"name": "ShuffleNetV2"}}
+    )
+    props = meta.to_properties()
+    assert all(key.startswith(KEY_PREFIX) and isinstance(value, str) for key, value in props.items())
+    assert json.loads(props["nanodet.input_size"]) == [320, 192]  # [W, H], never swapped
+    assert ModelMetadata.from_properties(props) == meta
+
+
+def test_unicode_class_names_round_trip() -> None:
+    meta = _meta(class_names=("圆形", "triángulo", "▭"))
+    assert ModelMetadata.from_properties(meta.to_properties()).class_names == ("圆形", "triángulo", "▭")
+
+
+def test_unknown_keys_are_ignored_for_forward_compatibility() -> None:
+    props = _meta().to_properties() | {"nanodet.some_future_key": "1", "other.key": "x"}
+    assert ModelMetadata.from_properties(props) == _meta()
+
+
+def test_metadata_error_is_an_incompatible_model_error() -> None:
+    assert issubclass(MetadataError, IncompatibleModelError) and issubclass(MetadataError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "props, fragment",
+    [
+        ({}, "carries no nanodet metadata"),
+        ({"nanodet.num_classes": "3"}, "'nanodet.schema_version' is missing"),
+    ],
+)
+def test_missing_metadata_names_the_fix(props, fragment) -> None:
+    with pytest.raises(MetadataError, match=fragment):
+        ModelMetadata.from_properties(props)
+
+
+@pytest.mark.parametrize(
+    "key, text, fragment",
+    [
+        ("num_classes", "three", "not valid JSON"),
+        ("num_classes", "3.5", "should be int"),
+        ("strides", "[8, 16, true]", "should be int list"),
+        ("keep_ratio", "1", "should be bool"),
+        ("class_names", '["a", 2, "c"]', "should be str list"),
+        ("schema_version", str(SCHEMA_VERSION + 1), "not supported"),
+        ("model_family", "yolo", "only 'nanodet-plus'"),
+        ("class_names", '["a", "b"]', "2 class names for num_classes=3"),
+        ("strides", "[16, 8]", "strictly ascending"),
+        ("input_size", f"[{MAX_INPUT_SIDE + 1}, 320]", f"integers in 1..{MAX_INPUT_SIDE}"),
+        ("input_size", "[320]", "input_size must be"),
+        ("mean", "[NaN, 0, 0]", "finite"),
+        ("std", "[0, 1, 1]", "at least"),
+        ("channel_order", "BRG", "channel_order"),
+        ("scores_activation", "softmax", "scores_activation"),
+        ("box_side_order", "ltrb?", "box_side_order"),
+    ],
+)
+def test_bad_values_are_metadata_errors(key, text, fragment) -> None:
+    props = _meta().to_properties() | {KEY_PREFIX + key: text}
+    with pytest.raises(MetadataError, match=fragment):
+        ModelMetadata.from_properties(props)
+
+
+def test_replace_validates() -> None:
+    assert _meta().replace(keep_ratio=True).keep_ratio is True
+    with pytest.raises(MetadataError, match="reg_max"):
+        _meta().replace(reg_max=0)
+    assert _meta().num_box_channels == 32
