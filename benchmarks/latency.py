@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
     rows: list[dict[str, Any]] = []
     measurements: list[Measurement] = []
     per_thread = len(configs) * 2 + (torch_model is not None)
-    total = len(args.threads) * per_thread * (args.iters + args.warmup) + 2 * _pp_calls(args, torch is not None)
+    total = len(args.threads) * per_thread * (args.iters + args.warmup) + _pp_calls(args, torch is not None)
     bar = tqdm(total=total, desc="benchmark", unit="call", file=sys.stderr, disable=args.no_progress)
     first_detector = None
     for threads in args.threads:
