@@ -29,3 +29,13 @@ def shared_fixtures() -> Path:
             pytest.fail(message + " (NANODET_REQUIRE_SHARED=1 forbids skipping)")
         pytest.skip(message)
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run torch on one thread for a module: on 2 shared cores its OpenMP pool thrashes; one is faster."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -32,13 +32,7 @@ GHOSTNET_YAML = DATA / "layouts" / "ghostnet-plus-320.yml"
 RAW_INPUTS = sorted((SHAPES / "raw").glob("*_input.npy"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Two shared cores: torch's OpenMP pool thrashes against other processes; one thread is faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
