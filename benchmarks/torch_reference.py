@@ -6,8 +6,8 @@ logits, keep every (prior, class) pair above the score threshold, class-aware NM
 ``max_detections``. torchvision is not a dependency, so NMS is written here in torch, vectorised:
 greedy NMS is the unique solution of ``keep[i] = not any(keep[j] and iou[j, i] > t for j < i)``
 (boxes sorted by score), found block by block by iterating that rule until nothing changes.
-Like upstream's ``batched_nms``, classes are separated by a coordinate offset for small candidate
-sets and handled one class at a time for large ones.
+Like upstream's ``batched_nms``, IoU is computed on boxes shifted by ``class * (max + 1)``, in one NMS
+below 10000 candidates and one class at a time above.
 
 Importing this module imports torch; :mod:`benchmarks.latency` imports it only when torch is installed.
 """
@@ -23,8 +23,8 @@ import torch
 from nanodet_infer.metadata import ModelMetadata
 from nanodet_infer.preprocess import boxes_to_original, plan_input, preprocess
 
-#: Above this many candidates NMS runs per class (upstream's ``batched_nms`` switches at 10000).
-_OFFSET_TRICK_MAX = 2000
+#: From this many candidates on, NMS runs per class (upstream's ``batched_nms`` ``split_thr``).
+_SPLIT_THRESHOLD = 10000
 #: Boxes per block of the blocked greedy NMS.
 _BLOCK = 64
 
@@ -81,14 +81,15 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
     """Class-aware NMS: indices kept, sorted by descending score."""
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long)
-    if boxes.shape[0] <= _OFFSET_TRICK_MAX:
-        offsets = labels.to(boxes.dtype)[:, None] * (boxes.max() + 1)
-        keep = nms(boxes + offsets, scores, iou_threshold)
+    # As upstream: IoU on boxes shifted by class (float32), one NMS below split_thr, per class above it.
+    shifted = boxes + (labels.to(boxes.dtype) * (boxes.max() + 1))[:, None]
+    if boxes.shape[0] < _SPLIT_THRESHOLD:
+        keep = nms(shifted, scores, iou_threshold)
     else:
         parts = []
         for label in torch.unique(labels):
             index = torch.nonzero(labels == label).flatten()
-            parts.append(index[nms(boxes[index], scores[index], iou_threshold)])
+            parts.append(index[nms(shifted[index], scores[index], iou_threshold)])
         keep = torch.cat(parts)
     return keep[torch.argsort(scores[keep], descending=True, stable=True)]
 

@@ -1,17 +1,28 @@
-"""Class-aware greedy NMS with torchvision's semantics, vectorised in score-ordered chunks.
+"""Class-aware greedy NMS with upstream's float32 arithmetic, vectorised in score-ordered chunks.
 
 Semantics (upstream NanoDet ``batched_nms`` → ``torchvision.ops.nms``): candidates are visited by score,
 descending (ties: lower index first, a stable sort); a candidate is dropped when its IoU with an already
-kept candidate *of the same class* is ``> iou_threshold``. IoU is computed in float32 as torchvision does,
-areas ``(x2 - x1) * (y2 - y1)`` (no +1), and compared with the threshold as a double would be. A candidate
-whose box or score is not finite (e.g. decoded from NaN logits) is dropped: never kept, never suppressing.
+kept candidate *of the same class* is ``> iou_threshold``. Upstream separates classes by the offset trick:
+every box is shifted by ``class_id * (max_coordinate + 1)`` (``max_coordinate``: the largest of all four
+coordinates of all candidate boxes), all in float32, and the IoU is computed on the *shifted* boxes. The
+shift rounds coordinates to the float32 spacing at the offset (about 0.002 px for class 79 of a 320-px
+model), so near-threshold decisions depend on it; it is reproduced here bit for bit (:func:`shift_by_class`),
+with torchvision's float32 IoU (:func:`box_iou`) compared with the threshold as a double would be. The
+same-class condition is redundant with the offset (shifted boxes of different classes never overlap) and
+makes the result equal to upstream's per-class path as well (``split_thr``, 10000 candidates and more).
+The returned boxes are the unshifted ones.
+
+A candidate whose box or score is not finite (e.g. decoded from NaN logits) is dropped: never kept, never
+suppressing, and not counted in ``max_coordinate`` (which is taken over the finite boxes of the remaining
+candidates), so the others are decided exactly as if it were not there. Upstream's ``boxes.max()`` would
+turn NaN and shift every box to NaN instead, which suppresses nothing.
 
 Speed: a candidate can only be suppressed by a kept candidate of higher score, so the first ``max_keep``
 kept boxes are final and the search stops there. Candidates are ordered in chunks (top-k by partition, so
 tens of thousands of candidates are never fully sorted), fetched in groups of ``_GROUP`` and pre-filtered
 against the boxes kept so far, then visited in blocks of ``_BLOCK``: a block is checked against the boxes
 kept since, then resolved internally with a vectorised fixed point of the greedy rule. Boxes are fetched
-per group, so a caller can decode them lazily (:func:`greedy_nms`).
+(and shifted) per group, so a caller can produce them lazily (:func:`greedy_nms`).
 """
 
 from __future__ import annotations
@@ -34,24 +45,51 @@ def _threshold_f32(threshold: float) -> np.float32:
     return t
 
 
+def max_coordinate(boxes: np.ndarray) -> np.float32:
+    """Upstream's ``boxes.max()`` over the finite rows of float32 xyxy ``boxes`` ``[M, 4]`` (0 when none).
+
+    Rows with a NaN or infinite coordinate are left out: NMS drops those candidates.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    finite = np.isfinite(boxes).all(axis=1)
+    if not finite.all():
+        boxes = boxes[finite]
+    return boxes.max() if len(boxes) else np.float32(0)
+
+
+def shift_by_class(boxes: np.ndarray, class_ids: np.ndarray, max_coord: np.float32) -> np.ndarray:
+    """Upstream's offset trick: float32 ``boxes [M, 4] + (class_ids * (max_coord + 1))[:, None]`` → ``[M, 4]``.
+
+    Every step is float32 like torch's (``labels.to(boxes) * (max_coordinate + 1)``, then the sum), so the
+    result is bit-identical; coordinates beyond float32's range become inf, with no warning.
+    """
+    step = np.float32(max_coord) + np.float32(1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        offsets = np.asarray(class_ids).astype(np.float32) * step
+        return boxes + offsets[:, None]
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU of float32 xyxy boxes ``a`` ``[M, 4]`` and ``b`` ``[K, 4]`` → float32 ``[M, K]``.
 
-    Same float32 operations as torchvision's NMS kernel (IoU is symmetric bit for bit); 0/0 (two empty
-    boxes) gives NaN, which never exceeds a threshold.
+    Exactly torchvision's NMS kernel arithmetic in float32 (areas ``(x2 - x1) * (y2 - y1)``, no +1;
+    ``inter / (area_a + area_b - inter)``); IoU is symmetric bit for bit. NMS calls it on boxes shifted by
+    :func:`shift_by_class`, as upstream does, which can differ from the IoU of the unshifted boxes in the
+    last bits. 0/0 (two empty boxes) and inf - inf (coordinates beyond float32's range) give NaN, which
+    never exceeds a threshold; no warning is emitted.
     """
     ax1, ay1, ax2, ay2 = np.ascontiguousarray(a.T)
     bx1, by1, bx2, by2 = np.ascontiguousarray(b.T)
-    w = np.minimum(ax2[:, None], bx2[None, :])
-    w -= np.maximum(ax1[:, None], bx1[None, :])
-    np.maximum(w, 0, out=w)
-    h = np.minimum(ay2[:, None], by2[None, :])
-    h -= np.maximum(ay1[:, None], by1[None, :])
-    np.maximum(h, 0, out=h)
-    inter = np.multiply(w, h, out=w)
-    union = ((ax2 - ax1) * (ay2 - ay1))[:, None] + ((bx2 - bx1) * (by2 - by1))[None, :]
-    union -= inter
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        w = np.minimum(ax2[:, None], bx2[None, :])
+        w -= np.maximum(ax1[:, None], bx1[None, :])
+        np.maximum(w, 0, out=w)
+        h = np.minimum(ay2[:, None], by2[None, :])
+        h -= np.maximum(ay1[:, None], by1[None, :])
+        np.maximum(h, 0, out=h)
+        inter = np.multiply(w, h, out=w)
+        union = ((ax2 - ax1) * (ay2 - ay1))[:, None] + ((bx2 - bx1) * (by2 - by1))[None, :]
+        union -= inter
         return np.divide(inter, union, out=union)
 
 
@@ -109,13 +147,16 @@ def greedy_nms(
     iou_threshold: float,
     max_keep: int | None,
     boxes_of: Callable[[np.ndarray], np.ndarray],
+    max_coord: np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The NMS engine: boxes are fetched lazily, only for the candidates it visits.
 
     ``scores`` float32 ``[M]``, ``class_ids`` integer ``[M]``; ``boxes_of(idx)`` returns the float32
     ``[len(idx), 4]`` xyxy boxes of candidates ``idx`` (and must return the same box for a candidate on
-    every call). Returns ``(kept indices int64 [K], their boxes float32 [K, 4])``, by score descending.
-    Candidates whose box is not finite are dropped.
+    every call); ``max_coord`` is upstream's ``max_coordinate``, :func:`max_coordinate` of the boxes of all
+    ``M`` candidates (the caller knows it without fetching them all through ``boxes_of``). IoU is computed
+    on the boxes shifted by :func:`shift_by_class`. Returns ``(kept indices int64 [K], their unshifted
+    boxes float32 [K, 4])``, by score descending. Candidates whose box is not finite are dropped.
     """
     n = len(scores)
     limit = n if max_keep is None else min(max_keep, n)
@@ -123,6 +164,7 @@ def greedy_nms(
     kept_boxes = np.empty((limit, 4), dtype=np.float32)
     if limit == 0:
         return kept, kept_boxes
+    kept_shifted = np.empty((limit, 4), dtype=np.float32)
     kept_cls = np.empty(limit, dtype=class_ids.dtype)
     threshold = _threshold_f32(iou_threshold)
     count = 0
@@ -136,24 +178,31 @@ def greedy_nms(
             finite = np.isfinite(group_boxes).all(axis=1)
             if not finite.all():
                 group, group_boxes, group_cls = group[finite], group_boxes[finite], group_cls[finite]
+            group_shifted = shift_by_class(group_boxes, group_cls, max_coord)
             checked = count
             if count:
-                alive = ~_conflicts(group_boxes, group_cls, kept_boxes[:count], kept_cls[:count], threshold).any(1)
-                group, group_boxes, group_cls = group[alive], group_boxes[alive], group_cls[alive]
+                alive = ~_conflicts(group_shifted, group_cls, kept_shifted[:count], kept_cls[:count], threshold).any(1)
+                group, group_boxes, group_shifted, group_cls = (
+                    a[alive] for a in (group, group_boxes, group_shifted, group_cls)
+                )
             for start in range(0, len(group), _BLOCK):
                 block = group[start : start + _BLOCK]
                 block_boxes = group_boxes[start : start + _BLOCK]
+                block_shifted = group_shifted[start : start + _BLOCK]
                 block_cls = group_cls[start : start + _BLOCK]
                 if count > checked:
                     recent = slice(checked, count)
-                    hit = _conflicts(block_boxes, block_cls, kept_boxes[recent], kept_cls[recent], threshold).any(1)
-                    alive = ~hit
-                    block, block_boxes, block_cls = block[alive], block_boxes[alive], block_cls[alive]
-                over = np.triu(_conflicts(block_boxes, block_cls, block_boxes, block_cls, threshold), 1)
+                    hit = _conflicts(block_shifted, block_cls, kept_shifted[recent], kept_cls[recent], threshold)
+                    alive = ~hit.any(1)
+                    block, block_boxes, block_shifted, block_cls = (
+                        a[alive] for a in (block, block_boxes, block_shifted, block_cls)
+                    )
+                over = np.triu(_conflicts(block_shifted, block_cls, block_shifted, block_cls, threshold), 1)
                 survivors = np.flatnonzero(_greedy_keep(over))[: limit - count]
                 new = count + len(survivors)
                 kept[count:new] = block[survivors]
                 kept_boxes[count:new] = block_boxes[survivors]
+                kept_shifted[count:new] = block_shifted[survivors]
                 kept_cls[count:new] = block_cls[survivors]
                 count = new
                 if count == limit:
@@ -168,10 +217,13 @@ def batched_nms(
     iou_threshold: float,
     max_keep: int | None = None,
 ) -> np.ndarray:
-    """Class-aware greedy NMS. Returns int64 indices of the kept candidates, by score descending.
+    """Class-aware greedy NMS, upstream's ``batched_nms``. Returns int64 indices of the kept candidates.
 
     ``boxes`` float32 ``[M, 4]`` xyxy, ``scores`` ``[M]``, ``class_ids`` integer ``[M]``; at most
-    ``max_keep`` indices (all when None). Candidates with a non-finite score or box are dropped.
+    ``max_keep`` indices (all when None), by score descending. IoU is computed on the boxes shifted by
+    ``class_id * (max_coordinate + 1)``, ``max_coordinate`` being the largest coordinate of the given boxes
+    (see the module docstring). Candidates with a non-finite score or box are dropped and do not count in
+    ``max_coordinate``.
     """
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     class_ids = np.asarray(class_ids).reshape(-1)
@@ -183,8 +235,8 @@ def batched_nms(
         )
     if max_keep is not None and max_keep < 0:
         raise InvalidArgumentError(f"max_keep must be >= 0 or None, got {max_keep}")
-    valid = np.isfinite(scores)
-    if not valid.all():  # NaN / inf scores: not candidates (their boxes are dropped by greedy_nms)
-        rows = np.flatnonzero(valid)
-        return rows[greedy_nms(scores[rows], class_ids[rows], iou_threshold, max_keep, boxes[rows].__getitem__)[0]]
-    return greedy_nms(scores, class_ids, iou_threshold, max_keep, boxes.__getitem__)[0]
+    rows = np.flatnonzero(np.isfinite(scores))  # NaN / inf scores: not candidates
+    if len(rows) < len(scores):
+        scores, class_ids, boxes = scores[rows], class_ids[rows], boxes[rows]
+    keep = greedy_nms(scores, class_ids, iou_threshold, max_keep, boxes.__getitem__, max_coordinate(boxes))[0]
+    return rows[keep]

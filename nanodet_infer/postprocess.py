@@ -1,16 +1,17 @@
 """Raw head outputs of one image → detections in network-input pixels (upstream ``get_bboxes``).
 
 Upstream decodes every prior, then ``multiclass_nms``: every (prior, class) pair whose score is
-``> score_threshold`` is a candidate, class-aware NMS, the best ``max_detections`` by score. Here
-(``candidate_first``) only the candidates NMS actually visits are decoded, in score order, and NMS stops
-once ``max_detections`` boxes are kept; the results are identical because decoding is row-wise and
-bit-exact per row (see :mod:`.decode`). ``candidate_first=False`` decodes every prior first and is the
-reference path.
+``> score_threshold`` is a candidate, class-aware NMS on boxes shifted by ``class_id * (max_coordinate + 1)``
+(:mod:`.nms`), the best ``max_detections`` by score. Here (``candidate_first``) only the priors that have
+a candidate are decoded (``max_coordinate`` needs all their boxes; all priors when most have one), and
+NMS stops once ``max_detections`` boxes are kept; the results are identical because decoding is
+row-wise and bit-exact per row (see :mod:`.decode`). ``candidate_first=False`` decodes every prior first
+and is the reference path.
 
 Non-finite model outputs never reach the result: a NaN or infinite score is not a candidate (a score
 is a probability; with ``multi_label=False`` a prior's best class is its best finite one), and a
-candidate whose box logits are undefined (NaN) is dropped by NMS; infinite box logits decode to the
-softmax's limit (:func:`.decode.integral`).
+candidate whose box logits are undefined (NaN) is dropped by NMS and left out of ``max_coordinate``;
+infinite box logits decode to the softmax's limit (:func:`.decode.integral`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from .decode import decode_boxes
 from .errors import InvalidArgumentError
-from .nms import greedy_nms
+from .nms import greedy_nms, max_coordinate
 
 
 def _check(scores: np.ndarray, box_dist: np.ndarray, priors: np.ndarray, reg_max: int) -> None:
@@ -94,17 +95,21 @@ def postprocess(
         cand_priors = np.flatnonzero(best_scores > threshold)
         class_ids, cand_scores = best[cand_priors], best_scores[cand_priors]
 
-    if candidate_first:  # decode only the candidates NMS visits
-
-        def boxes_of(idx: np.ndarray) -> np.ndarray:
-            rows = cand_priors[idx]
-            return decode_boxes(box_dist[rows], priors[rows], reg_max, canvas_size)
-
-    else:  # decode every prior first, as upstream does
+    # The priors that have a candidate, once each (multi_label: cand_priors is sorted, a prior may repeat).
+    first = np.ones(len(cand_priors), dtype=bool)
+    np.not_equal(cand_priors[1:], cand_priors[:-1], out=first[1:])
+    rows = cand_priors[first]
+    if candidate_first and 2 * len(rows) < len(priors):  # decode only those priors
+        decoded = decode_boxes(box_dist[rows], priors[rows], reg_max, canvas_size)
+        max_coord = max_coordinate(decoded)
+        position = np.cumsum(first) - 1  # candidate → its row of `decoded`
+    else:  # decode every prior, as upstream does (also the cheaper way when most priors have a candidate)
         decoded = decode_boxes(box_dist, priors, reg_max, canvas_size)
+        max_coord = max_coordinate(decoded[rows])
+        position = cand_priors
 
-        def boxes_of(idx: np.ndarray) -> np.ndarray:
-            return decoded[cand_priors[idx]]
+    def boxes_of(idx: np.ndarray) -> np.ndarray:
+        return decoded[position[idx]]
 
-    keep, boxes = greedy_nms(cand_scores, class_ids, iou_threshold, max_detections, boxes_of)
+    keep, boxes = greedy_nms(cand_scores, class_ids, iou_threshold, max_detections, boxes_of, max_coord)
     return boxes, cand_scores[keep], class_ids[keep].astype(np.int64)

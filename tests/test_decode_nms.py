@@ -10,7 +10,7 @@ from conftest import PLUS320, SHAPES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nanodet_infer.decode import distance2bbox, integral, make_priors, num_priors
+from nanodet_infer.decode import decode_boxes, distance2bbox, integral, make_priors, num_priors
 from nanodet_infer.errors import InvalidArgumentError
 from nanodet_infer.nms import batched_nms, box_iou
 from nanodet_infer.postprocess import postprocess
@@ -19,20 +19,57 @@ STRIDES = (8, 16, 32, 64)
 
 
 # ---------------------------------------------------------------- reference implementations
-def reference_nms(boxes, scores, class_ids, iou_threshold, max_keep=None):
-    """torchvision-style greedy NMS, one candidate at a time (float32 IoU, compared as a double)."""
-    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+def upstream_nms(boxes, scores, class_ids, iou_threshold, max_keep=None):
+    """Upstream ``batched_nms`` + torchvision's CPU ``nms`` kernel, one candidate at a time, in numpy.
+
+    float32 throughout: ``boxes + (labels * (boxes.max() + 1))[:, None]``, areas and IoU of the shifted
+    boxes, ``ovr > iou_threshold`` as a double; a stable sort by score. Then ``[:max_keep]``.
+    """
+    boxes = np.asarray(boxes, np.float32)
+    if not len(boxes):
+        return np.zeros(0, np.int64)
+    step = boxes.max() + np.float32(1)
+    shifted = boxes + (np.asarray(class_ids).astype(np.float32) * step)[:, None]
+    x1, y1, x2, y2 = shifted.T
+    areas = (x2 - x1) * (y2 - y1)
+    order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
+    suppressed = np.zeros(len(boxes), bool)
+    kept: list[int] = []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for n, i in enumerate(order):
+            if suppressed[i]:
+                continue
+            kept.append(int(i))
+            rest = order[n + 1 :]
+            w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+            h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+            inter = w * h
+            ovr = inter / (areas[i] + areas[rest] - inter)
+            assert ovr.dtype == np.float32
+            suppressed[rest[ovr.astype(np.float64) > iou_threshold]] = True
+    return np.array(kept[:max_keep], dtype=np.int64)
+
+
+def plain_iou_nms(boxes, scores, class_ids, iou_threshold):
+    """The old rule: per-class greedy NMS with the float32 IoU of the *unshifted* boxes."""
+    order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
     kept: list[int] = []
     for i in order:
-        if max_keep is not None and len(kept) == max_keep:
-            break
         same = [k for k in kept if class_ids[k] == class_ids[i]]
-        if same:
-            ious = box_iou(boxes[i : i + 1], boxes[same])[0]
-            if np.any(ious.astype(np.float64) > iou_threshold):
-                continue
-        kept.append(i)
+        if same and np.any(_f32_iou(boxes[i], boxes[same]).astype(np.float64) > iou_threshold):
+            continue
+        kept.append(int(i))
     return np.array(kept, dtype=np.int64)
+
+
+def _f32_iou(box, others):
+    """torchvision's float32 IoU of one box with ``others`` ``[K, 4]``."""
+    w = np.maximum(np.float32(0), np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]))
+    h = np.maximum(np.float32(0), np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]))
+    inter = w * h
+    return inter / (
+        (box[2] - box[0]) * (box[3] - box[1]) + (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1]) - inter
+    )
 
 
 def reference_decode(box_dist, priors, reg_max, canvas):
@@ -101,16 +138,16 @@ def test_integral_rows_do_not_depend_on_the_batch() -> None:
 @given(
     seed=st.integers(0, 2**32 - 1),
     n=st.integers(0, 700),
-    classes=st.integers(1, 5),
+    classes=st.sampled_from([1, 2, 5, 80]),
     iou=st.sampled_from([0.0, 0.3, 0.5, 0.6, 1.0]),
     max_keep=st.one_of(st.none(), st.integers(0, 120)),
 )
-def test_batched_nms_equals_reference_greedy(seed, n, classes, iou, max_keep) -> None:
+def test_batched_nms_equals_upstream(seed, n, classes, iou, max_keep) -> None:
     rng = np.random.default_rng(seed)
     boxes = random_boxes(rng, n)
     scores = rng.choice(np.linspace(0.05, 1, 50), n).astype(np.float32)  # many exact ties
     class_ids = rng.integers(0, classes, n)
-    expected = reference_nms(boxes, scores, class_ids, iou, max_keep)
+    expected = upstream_nms(boxes, scores, class_ids, iou, max_keep)
     np.testing.assert_array_equal(batched_nms(boxes, scores, class_ids, iou, max_keep), expected)
 
 
@@ -121,7 +158,7 @@ def test_batched_nms_many_candidates_exercises_chunks() -> None:
     scores = rng.uniform(0, 1, n).astype(np.float32)
     class_ids = rng.integers(0, 2, n)
     for max_keep in (None, 100, 7):
-        expected = reference_nms(boxes, scores, class_ids, 0.5, max_keep)
+        expected = upstream_nms(boxes, scores, class_ids, 0.5, max_keep)
         np.testing.assert_array_equal(batched_nms(boxes, scores, class_ids, 0.5, max_keep), expected)
 
 
@@ -136,6 +173,65 @@ def test_nms_threshold_is_strict_and_class_aware() -> None:
     assert np.float32(iou) == np.float32(1 / 3)
     assert len(batched_nms(third, scores[:2], np.zeros(2), iou)) == 2  # equal to the threshold: kept
     assert len(batched_nms(third, scores[:2], np.zeros(2), np.nextafter(iou, 0))) == 1
+
+
+def _pair_iou(a, b):
+    """Row-wise torchvision float32 IoU of ``a`` ``[K, 4]`` and ``b`` ``[K, 4]``."""
+    w = np.maximum(np.float32(0), np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]))
+    h = np.maximum(np.float32(0), np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]))
+    inter = w * h
+    return inter / ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter)
+
+
+def near_threshold_pairs(threshold: float = 0.6, tries: int = 2000):
+    """80 classes on a 320-px canvas: for each class 1..79, the first of ``tries`` random pairs (A, then a
+    slightly jittered B around IoU = ``threshold``) whose plain and class-shifted float32 IoUs fall on
+    different sides of the threshold; plus a ``[0, 0, 320, 320]`` box of class 0, so max_coordinate = 320.
+
+    Returns ``(boxes float32 [M, 4], scores [M], class_ids [M], number of pairs)``; A outscores B.
+    """
+    rng = np.random.default_rng(20240611)
+    step = np.float32(320) + np.float32(1)
+    boxes, class_ids = [np.array([[0, 0, 320, 320]], np.float32)], [0]
+    for c in range(1, 80):
+        xy = rng.uniform(0, 100, (tries, 2))
+        wh = rng.uniform(2, 120, (tries, 2))
+        a = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+        b = a.copy()  # B contains A, its width stretched to IoU = threshold, then jittered by up to 2e-3 px
+        b[:, 2] = a[:, 0] + wh[:, 0] / threshold + rng.uniform(-2e-3, 2e-3, tries)
+        offset = np.float32(c) * step
+        plain = _pair_iou(a, b).astype(np.float64) > threshold
+        shifted = _pair_iou(a + offset, b + offset).astype(np.float64) > threshold
+        flips = np.flatnonzero(plain != shifted)
+        if len(flips):
+            boxes.append(np.stack([a[flips[0]], b[flips[0]]]))
+            class_ids += [c, c]
+    boxes = np.concatenate(boxes)
+    scores = np.tile(np.float32([0.9, 0.5]), len(boxes) // 2 + 1)[: len(boxes)]
+    scores[0] = 0.1  # the anchor box of class 0
+    return boxes, scores, np.array(class_ids), len(boxes) // 2
+
+
+def test_near_threshold_decisions_follow_upstreams_class_offset() -> None:
+    """Where the IoU of the shifted boxes (upstream) and of the plain boxes disagree, upstream's wins."""
+    boxes, scores, class_ids, pairs = near_threshold_pairs()
+    assert pairs >= 40 and boxes.max() == 320
+    expected = upstream_nms(boxes, scores, class_ids, 0.6)
+    plain = plain_iou_nms(boxes, scores, class_ids, 0.6)
+    assert len(set(expected.tolist()) ^ set(plain.tolist())) == pairs  # every pair is decided the other way
+    np.testing.assert_array_equal(batched_nms(boxes, scores, class_ids, 0.6), expected)
+    order = np.random.default_rng(5).permutation(len(boxes))  # any candidate order (ties aside): same set
+    kept = order[batched_nms(boxes[order], scores[order], class_ids[order], 0.6)]
+    np.testing.assert_array_equal(np.sort(kept), np.sort(expected))
+
+
+def test_huge_coordinates_emit_no_warnings() -> None:
+    """Offsets beyond float32's range give inf/NaN shifted boxes: nothing suppressed, no warning."""
+    boxes = np.array([[0, 0, 3e38, 3e38], [0, 0, 3e38, 3e38], [1, 1, 2, 2]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keep = batched_nms(boxes, np.float32([0.9, 0.8, 0.7]), np.array([0, 5, 5]), 0.5)
+    np.testing.assert_array_equal(keep, [0, 1, 2])
 
 
 def test_nms_degenerate_inputs_emit_no_warnings() -> None:
@@ -195,22 +291,25 @@ def test_no_candidates_and_every_prior_a_candidate() -> None:
     )
 
 
+@pytest.mark.parametrize(("name", "threshold"), [("val_00002", 0.05), ("plus320", 0.05), ("plus320", 0.2)])
 @pytest.mark.parametrize("multi_label", [True, False])
-def test_postprocess_equals_decode_all_then_reference_nms(multi_label) -> None:
-    scores, box_dist, canvas = _outputs("val_00002")
+def test_postprocess_equals_decode_all_then_upstream_nms(name, threshold, multi_label) -> None:
+    """Upstream's pipeline on our float32 boxes (checked against a float64 decode): bit-exact detections."""
+    scores, box_dist, canvas = _outputs(name)
     priors = make_priors(canvas, STRIDES)
-    decoded = reference_decode(box_dist, priors, 7, canvas)
+    decoded = decode_boxes(box_dist, priors, 7, canvas)
+    np.testing.assert_allclose(decoded, reference_decode(box_dist, priors, 7, canvas), atol=2e-4)
     if multi_label:
-        rows, cls = np.nonzero(scores > np.float32(0.05))
+        rows, cls = np.nonzero(scores > np.float32(threshold))
     else:
-        rows = np.flatnonzero(scores.max(axis=1) > np.float32(0.05))
+        rows = np.flatnonzero(scores.max(axis=1) > np.float32(threshold))
         cls = scores[rows].argmax(axis=1)
-    cand_boxes = decoded[rows].astype(np.float32)
-    keep = reference_nms(cand_boxes, scores[rows, cls], cls, 0.6, 100)
-    boxes, out_scores, out_cls = _run(scores, box_dist, canvas, multi_label=multi_label)
+    cand_boxes = decoded[rows]
+    keep = upstream_nms(cand_boxes, scores[rows, cls], cls, 0.6, 100)
+    boxes, out_scores, out_cls = _run(scores, box_dist, canvas, multi_label=multi_label, score_threshold=threshold)
     np.testing.assert_array_equal(out_cls, cls[keep])
     np.testing.assert_array_equal(out_scores, scores[rows, cls][keep])
-    np.testing.assert_allclose(boxes, cand_boxes[keep], atol=2e-4)  # float32 vs float64 decoding
+    np.testing.assert_array_equal(boxes, cand_boxes[keep])
 
 
 def test_postprocess_rejects_mismatched_shapes() -> None:
