@@ -38,7 +38,10 @@ class ExportReport:
     """Max |Δ| per output over every parity case (empty when the check was skipped)."""
     parity_cases: tuple[parity.ParityCase, ...]
     tolerance: dict[str, float]
-    """Max |Δ| allowed per output (1e-4; for FP16 weights 5 % of the output's scale)."""
+    """Max |Δ| allowed per output: ``max(1e-4, 1e-5 x max |PyTorch output|)``; for FP16 weights
+    ``5e-2 x max(1, max |PyTorch output|)`` (see ``tolerance_rule``)."""
+    tolerance_rule: str
+    """:attr:`tolerance`'s rule in words."""
     num_params: int
     """Weight values in the exported graph (the deploy model's, BatchNorm folded into convs)."""
     aux_params_dropped: int
@@ -70,11 +73,14 @@ def export_checkpoint(
     class_names: list[str] | tuple[str, ...] | None = None,
     trust_checkpoint: bool = False,
     check: bool = True,
+    activation: str | None = None,
 ) -> ExportReport:
     """Export an upstream NanoDet-Plus training checkpoint (``.pth``/``.ckpt``) to ONNX or OpenVINO IR.
 
     The architecture comes from ``config`` (an upstream YAML), a ``preset`` name, or, with neither,
-    from the checkpoint's tensors. ``input_size`` is ``(W, H)`` and defaults to the config's.
+    from the checkpoint's tensors; then what a checkpoint does not store is assumed (listed in the
+    metadata's ``architecture.assumed``), and ``activation`` states the activation instead of
+    assuming LeakyReLU. ``input_size`` is ``(W, H)`` and defaults to the config's.
     Raises a :class:`~nanodet_infer.errors.NanoDetError` subclass for bad input and
     :class:`~nanodet_infer.errors.ExportError` when the export or its parity check fails; nothing
     is written under ``out`` unless the export succeeded.
@@ -83,7 +89,12 @@ def export_checkpoint(
     _check_options(out, fmt=fmt, fp16=fp16, opset=opset)
     checkpoint = read_checkpoint(Path(ckpt), trust=trust_checkpoint)
     cfg = resolve_config(
-        checkpoint.state_dict, config=config, preset=preset, input_size=input_size, class_names=class_names
+        checkpoint.state_dict,
+        config=config,
+        preset=preset,
+        input_size=input_size,
+        class_names=class_names,
+        activation=activation,
     )
     model = build_model(cfg)
     load_weights(model, checkpoint.state_dict)
@@ -180,6 +191,7 @@ def _export(
         deploy, size, channels, dynamic=options.dynamic, opset=options.opset, simplify=options.simplify
     )
     num_params = onnx_export.check_deploy_parameters(graph, deploy)
+    onnx_export.check_output_layout(graph, size, metadata.strides, channels)
     onnx_export.embed_metadata(graph, properties)
     shapes = onnx_export.output_shapes(graph)
     input_shape = ["batch", 3, "height", "width"] if options.dynamic else [1, 3, size[1], size[0]]
@@ -218,6 +230,7 @@ def _export(
         max_abs_diff=worst,
         parity_cases=tuple(cases),
         tolerance=tolerance,
+        tolerance_rule=parity.tolerance_rule(fp16=options.fp16),
         num_params=num_params,
         aux_params_dropped=aux_dropped,
         used_ema=used_ema,

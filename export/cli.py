@@ -13,6 +13,8 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
+from nanodet_models import ACTIVATIONS
+
 from nanodet_infer.errors import ExportError, NanoDetError
 
 from .api import FORMATS, PRODUCER, ExportReport, export_checkpoint
@@ -40,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     arch = parser.add_mutually_exclusive_group()
     arch.add_argument("--config", help="upstream training YAML (default: infer the architecture from the weights)")
     arch.add_argument("--preset", help="built-in config, e.g. nanodet-plus-m_320")
+    parser.add_argument(
+        "--activation",
+        metavar="NAME",
+        help="activation the checkpoint was trained with, when there is no --config/--preset (a checkpoint does "
+        "not store it; default: PReLU if its weights hold PReLU slopes, else LeakyReLU assumed): "
+        + ", ".join(ACTIVATIONS),
+    )
     parser.add_argument("--input-size", metavar="W,H", help="network input width,height (multiples of 32)")
     parser.add_argument("--dynamic", action="store_true", help="symbolic batch, height and width")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
@@ -76,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fp16=args.fp16,
             class_names=read_class_names(args.class_names) if args.class_names else None,
             trust_checkpoint=args.trust_checkpoint,
+            activation=args.activation,
         )
     except ExportError as exc:
         return _fail(exc, EXIT_EXPORT_FAILED, args.verbose)
@@ -108,10 +118,10 @@ def summary(report: ExportReport, *, verbose: bool = False) -> str:
     if report.max_abs_diff:
         backend = "OpenVINO f32" if report.format == "openvino" else "onnxruntime"
         deltas = ", ".join(
-            f"{name} {value:.2e} (<= {report.tolerance[name]:.0e})" for name, value in report.max_abs_diff.items()
+            f"{name} {value:.2e} (<= {report.tolerance[name]:.2g})" for name, value in report.max_abs_diff.items()
         )
         checked = " and ".join(_dims(case.input_shape) for case in report.parity_cases)
-        parity = f"max |Δ| {deltas}; {backend} vs PyTorch on {checked}"
+        parity = f"max |Δ| {deltas}; {report.tolerance_rule}; {backend} vs PyTorch on {checked}"
     else:
         parity = "not checked"
     lines = [
@@ -126,11 +136,19 @@ def summary(report: ExportReport, *, verbose: bool = False) -> str:
         f"  outputs      {outputs}",
         f"  parity       {parity}",
     ]
+    if arch.get("inferred"):
+        lines.insert(2, f"  assumed      {assumptions_line(arch.get('assumed', ()))}")
     if verbose:
         for case in report.parity_cases:
             deltas = ", ".join(f"{name} {value:.3e}" for name, value in case.max_abs_diff.items())
             lines.append(f"    input {_dims(case.input_shape)}: {deltas}")
     return "\n".join(lines)
+
+
+def assumptions_line(assumed: Sequence[str]) -> str:
+    """The warning for an architecture inferred from the checkpoint: what was assumed, and the fix."""
+    facts = ", ".join(assumed) or "nothing"
+    return f"assumed (not stored in the checkpoint): {facts}; pass --config to use the training YAML"
 
 
 def _dims(dims: Sequence[int | str]) -> str:

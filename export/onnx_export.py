@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 
+import numpy as np
 import onnx
 import torch
 from torch import nn
 
+from nanodet_infer.decode import num_priors
 from nanodet_infer.errors import ExportError
 
 INPUT_NAME = "images"
@@ -102,15 +105,19 @@ def embed_metadata(model: onnx.ModelProto, properties: dict[str, str]) -> None:
 
 
 def folded_parameter_count(deploy: nn.Module) -> int:
-    """Parameter count of ``deploy`` once each BatchNorm is folded into the convolution before it.
+    """Parameter count of ``deploy``'s convolutions once each BatchNorm is folded into the one before it.
 
     Folding turns a BatchNorm's weight and bias (2 x C) into the bias of its bias-free convolution
-    (C), so a faithful export of ``deploy`` holds exactly this many weight values.
+    (C), so a faithful export of ``deploy`` feeds exactly this many weight values to its convolutions.
+    PReLU slopes are not counted: they feed ``PRelu`` nodes, and one module can serve several
+    (``DepthwiseConvModule`` applies its activation twice, as upstream does).
     """
     count = sum(p.numel() for p in deploy.parameters())
     for module in deploy.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
             count -= module.num_features
+        elif isinstance(module, nn.PReLU):
+            count -= module.weight.numel()
     return count
 
 
@@ -151,6 +158,42 @@ def _numel(tensor: onnx.TensorProto) -> int:
     for dim in tensor.dims:
         count *= dim
     return count
+
+
+def check_output_layout(
+    model: onnx.ModelProto, size_wh: tuple[int, int], strides: Sequence[int], channels: tuple[int, int]
+) -> None:
+    """Raise :class:`ExportError` unless the graph's outputs at ``size_wh`` fit the metadata.
+
+    Each output must be ``[1, N, c]`` with ``N = Σ ceil(H/s)·ceil(W/s)`` over ``strides`` (what the
+    runtime decodes with) and ``c`` the matching entry of ``channels`` (``C``, ``4 * (reg_max + 1)``).
+    """
+    expected = num_priors(size_wh, strides)
+    for (name, dims), width in zip(output_dims(model, size_wh).items(), channels, strict=True):
+        if dims[1] != expected:
+            raise ExportError(
+                f"output {name!r} has {dims[1]} rows at W,H = {size_wh[0]},{size_wh[1]} but the strides "
+                f"{list(strides)} give {expected} priors; head.strides does not match the network's levels: "
+                "fix head.strides in the config"
+            )
+        if dims[2] != width:
+            raise ExportError(
+                f"output {name!r} has {dims[2]} channels but the metadata (num_classes, reg_max) gives {width}"
+            )
+
+
+def output_dims(model: onnx.ModelProto, size_wh: tuple[int, int]) -> dict[str, list[int]]:
+    """``{name: dims}`` of the outputs for a batch-1 ``size_wh`` input: as declared when every dim is
+    static, else (dynamic graphs) measured by running the graph once on onnxruntime."""
+    declared = output_shapes(model)
+    if all(isinstance(d, int) and d > 0 for dims in declared.values() for d in dims):
+        return declared  # type: ignore[return-value]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.zeros((1, 3, size_wh[1], size_wh[0]), dtype=np.float32)
+    results = session.run(list(declared), {session.get_inputs()[0].name: x})
+    return {name: list(result.shape) for name, result in zip(declared, results, strict=True)}
 
 
 def output_shapes(model: onnx.ModelProto) -> dict[str, list[int | str]]:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 
 from nanodet_infer.errors import ExportError
 from nanodet_infer.metadata import OV_RT_INFO_SECTION
 
+if TYPE_CHECKING:  # openvino is imported lazily: only OpenVINO exports pay for it
+    import openvino
 
-def convert(model: onnx.ModelProto, properties: dict[str, str]):  # -> openvino.Model
+
+def convert(model: onnx.ModelProto, properties: dict[str, str]) -> openvino.Model:
     """Convert the in-memory ONNX ``model`` and set each metadata entry under ``rt_info``.
 
     Entries land at ``rt_info[OV_RT_INFO_SECTION][key]``, where the runtime reads them back.
@@ -30,7 +34,7 @@ def convert(model: onnx.ModelProto, properties: dict[str, str]):  # -> openvino.
     return ov_model
 
 
-def save(ov_model, xml_path: Path, *, fp16: bool) -> None:
+def save(ov_model: openvino.Model, xml_path: Path, *, fp16: bool) -> None:
     """Write ``xml_path`` and its ``.bin``; FP32 weights unless ``fp16`` (never OpenVINO's default)."""
     import openvino as ov
 
@@ -47,10 +51,3 @@ def read_properties(xml_path: Path) -> dict[str, str]:
     section = model.get_rt_info([OV_RT_INFO_SECTION]).astype(dict)
     return {key: value.astype(str) for key, value in section.items()}
 
-
-def output_shapes(ov_model) -> dict[str, list[int | str]]:
-    """``{name: dims}`` of the model outputs; dynamic dims as ``"?"``."""
-    return {
-        out.get_any_name(): [d.get_length() if d.is_static else "?" for d in out.get_partial_shape()]
-        for out in ov_model.outputs
-    }

@@ -22,17 +22,27 @@ def resolve_config(
     preset: str | None = None,
     input_size: tuple[int, int] | None = None,
     class_names: Sequence[str] | None = None,
+    activation: str | None = None,
 ) -> ModelConfig:
     """The architecture to export: ``config`` YAML, ``preset`` name, or inferred from the tensors.
 
     A config or preset must agree with the checkpoint on ``num_classes`` and ``reg_max``
     (:class:`CheckpointError` otherwise; any other disagreement surfaces when the weights are loaded
-    strictly); ``input_size`` ``(W, H)`` and ``class_names`` override it.
+    strictly); ``input_size`` ``(W, H)`` and ``class_names`` override it. ``activation`` states the
+    activation of an inferred architecture (a checkpoint does not store it) and is refused with a
+    config or preset, which name their own.
     """
     if config is not None and preset is not None:
         raise InvalidArgumentError("give either --config or --preset, not both")
     if config is None and preset is None:
-        return config_from_state_dict(state_dict, input_size=input_size, class_names=class_names)
+        return config_from_state_dict(
+            state_dict, input_size=input_size, class_names=class_names, activation=activation
+        )
+    if activation is not None:
+        raise InvalidArgumentError(
+            "--activation applies only when the architecture is inferred from the checkpoint; "
+            "the --config/--preset names its own activation: drop --activation"
+        )
     cfg = load_config(Path(config)) if config is not None else load_preset(preset)
     source = f"config {str(config)!r}" if config is not None else f"preset {preset!r}"
     try:
@@ -51,10 +61,14 @@ def resolve_config(
 def with_overrides(
     cfg: ModelConfig, *, input_size: tuple[int, int] | None = None, class_names: Sequence[str] | None = None
 ) -> ModelConfig:
-    """``cfg`` with a new ``input_size`` ``(W, H)`` and/or ``class_names`` (one per class)."""
+    """``cfg`` with a new ``input_size`` ``(W, H)`` and/or ``class_names`` (one per class).
+
+    A given ``input_size`` is no longer an assumption: it leaves ``cfg.assumed``.
+    """
     changes: dict[str, Any] = {}
     if input_size is not None:
         changes["input_size"] = (int(input_size[0]), int(input_size[1]))
+        changes["assumed"] = tuple(fact for fact in cfg.assumed if not fact.startswith("input size "))
     if class_names is not None:
         if len(class_names) != cfg.num_classes:
             raise InvalidArgumentError(
@@ -125,7 +139,8 @@ def architecture_summary(cfg: ModelConfig, deploy: nn.Module) -> dict[str, Any]:
     """JSON-ready summary of the exported architecture for the metadata (for humans).
 
     Upstream's ``model.arch`` sections of the deployed parts (the training-only ``aux_head`` is left
-    out), a one-line ``summary`` and the deploy model's parameter count.
+    out), ``inferred`` (read from the checkpoint's tensors, no config) with, if so, the ``assumed``
+    facts, a one-line ``summary`` and the deploy model's parameter count.
     """
     arch = cfg.architecture()
     arch.pop("aux_head")

@@ -13,9 +13,11 @@ from .checkpoint import Checkpoint, load_weights, read_checkpoint
 from .config import PRESETS, ModelConfig, load_config, preset
 from .detector import DeployedNanoDetPlus, NanoDetPlus, build_model
 from .infer import config_from_state_dict
+from .layers import ACTIVATIONS
 from .registry import REGISTRIES, Component
 
 __all__ = [
+    "ACTIVATIONS",
     "PRESETS",
     "REGISTRIES",
     "Checkpoint",

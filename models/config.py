@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from nanodet_infer.decode import num_priors
 from nanodet_infer.errors import InvalidArgumentError
 from nanodet_infer.metadata import UPSTREAM_MEAN_BGR, UPSTREAM_STD_BGR
 
+from .layers import check_activation
 from .registry import Component, resolve
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -35,7 +37,10 @@ class ModelConfig:
     ``backbone``/``fpn``/``head``/``aux_head`` are the resolved upstream ``model.arch`` sections (every
     option present, defaults filled in). ``input_size`` is ``(W, H)`` exactly as upstream's
     ``input_size: [w, h]``; ``mean``/``std`` are per BGR channel on the 0-255 scale; ``keep_ratio`` is the
-    validation resize mode (upstream ``data.val.keep_ratio``).
+    validation resize mode (upstream ``data.val.keep_ratio``). ``inferred``: the architecture was read
+    from checkpoint tensors rather than a config; ``assumed`` then lists the facts that are not stored in
+    a checkpoint and were assumed (e.g. ``"activation LeakyReLU"``), for logs and metadata. Both record
+    provenance only and take no part in equality.
     """
 
     backbone: Component
@@ -47,24 +52,27 @@ class ModelConfig:
     mean: tuple[float, float, float] = UPSTREAM_MEAN_BGR
     std: tuple[float, float, float] = UPSTREAM_STD_BGR
     class_names: tuple[str, ...] = ()
+    inferred: bool = field(default=False, compare=False)
+    assumed: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_size", tuple(self.input_size))
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        size = _int_list(self.input_size, "input_size", length=2)
+        object.__setattr__(self, "input_size", tuple(size))
+        object.__setattr__(self, "mean", _normalisation(self.mean, "mean"))
+        object.__setattr__(self, "std", _normalisation(self.std, "std"))
+        if 0.0 in self.std:
+            raise InvalidArgumentError(f"normalize stds must be non-zero, got {list(self.std)}")
+        if not isinstance(self.keep_ratio, bool):
+            raise InvalidArgumentError(f"keep_ratio must be true or false, got {self.keep_ratio!r}")
         object.__setattr__(self, "class_names", tuple(self.class_names))
+        object.__setattr__(self, "assumed", tuple(self.assumed))
         self._validate()
 
     def _validate(self) -> None:
         for key in ("num_classes", "reg_max"):
-            value = self.head[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(f"head.{key} must be a positive integer, got {value!r}")
-        size = self.input_size
-        if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
-            raise InvalidArgumentError(f"input_size must be [W, H] positive integers, got {list(size)!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or 0.0 in self.std:
-            raise InvalidArgumentError(f"normalize must be [[3 means], [3 non-zero stds]], got {self.mean}/{self.std}")
+            _positive_int(self.head[key], f"head.{key}")
+        for part in (self.backbone, self.fpn, self.head, self.aux_head):
+            check_activation(part.options.get("activation"))
         if len(self.class_names) != self.num_classes:
             raise InvalidArgumentError(
                 f"{len(self.class_names)} class_names but head.num_classes is {self.num_classes}; "
@@ -76,12 +84,24 @@ class ModelConfig:
                 f"aux_head (num_classes {aux['num_classes']}, reg_max {aux['reg_max']}) disagrees with head "
                 f"(num_classes {self.num_classes}, reg_max {self.reg_max}); make them equal in the config"
             )
-        levels = len(self.fpn["in_channels"]) + self.fpn["num_extra_level"]
-        if len(self.strides) != levels:
-            raise InvalidArgumentError(
-                f"head.strides {list(self.strides)} has {len(self.strides)} entries but the fpn outputs {levels} "
-                "levels (in_channels + num_extra_level); fix head.strides"
-            )
+        self._validate_levels()
+
+    def _validate_levels(self) -> None:
+        """fpn inputs and extra levels, and head/aux_head strides: types, order and level count."""
+        in_channels = _int_list(self.fpn["in_channels"], "fpn.in_channels")
+        extra = self.fpn["num_extra_level"]
+        if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+            raise InvalidArgumentError(f"fpn.num_extra_level must be a non-negative integer, got {extra!r}")
+        levels = len(in_channels) + extra
+        for key, part in (("head", self.head), ("aux_head", self.aux_head)):
+            strides = _int_list(part["strides"], f"{key}.strides")
+            if strides != sorted(set(strides)):
+                raise InvalidArgumentError(f"{key}.strides must be strictly ascending, got {strides!r}")
+            if len(strides) != levels:
+                raise InvalidArgumentError(
+                    f"{key}.strides {strides} has {len(strides)} entries but the fpn outputs {levels} "
+                    f"levels (in_channels + num_extra_level); fix {key}.strides"
+                )
 
     @property
     def num_classes(self) -> int:
@@ -100,18 +120,50 @@ class ModelConfig:
 
     def num_priors(self, width: int | None = None, height: int | None = None) -> int:
         """Number of output rows N for a ``width`` x ``height`` input (default: ``input_size``)."""
-        w, h = (width or self.input_size[0]), (height or self.input_size[1])
-        return sum(-(-h // s) * -(-w // s) for s in self.strides)
+        return num_priors((width or self.input_size[0], height or self.input_size[1]), self.strides)
 
     def architecture(self) -> dict[str, Any]:
-        """JSON-ready upstream-style ``model.arch`` summary (for metadata and logs)."""
-        return {
+        """JSON-ready upstream-style ``model.arch`` summary (for metadata and logs).
+
+        ``inferred`` tells whether it was read from checkpoint tensors; if so, ``assumed`` lists what
+        was assumed because a checkpoint does not store it.
+        """
+        arch: dict[str, Any] = {
             "name": "NanoDetPlus",
             "backbone": self.backbone.to_dict(),
             "fpn": self.fpn.to_dict(),
             "head": self.head.to_dict(),
             "aux_head": self.aux_head.to_dict(),
+            "inferred": self.inferred,
         }
+        if self.inferred:
+            arch["assumed"] = list(self.assumed)
+        return arch
+
+
+def _positive_int(value: Any, name: str) -> int:
+    """``value`` if it is an int >= 1 (not a bool), else :class:`InvalidArgumentError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _int_list(value: Any, name: str, *, length: int | None = None) -> list[int]:
+    """``value`` as a list of positive ints (of ``length`` entries when given), else InvalidArgumentError."""
+    shape = f"a list of {length}" if length else "a non-empty list of"
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence) or not value:
+        raise InvalidArgumentError(f"{name} must be {shape} positive integers, got {value!r}")
+    if length is not None and len(value) != length:
+        raise InvalidArgumentError(f"{name} must be {shape} positive integers, got {list(value)!r}")
+    return [_positive_int(v, name) for v in value]
+
+
+def _normalisation(value: Any, name: str) -> tuple[float, float, float]:
+    """Three finite numbers (one per BGR channel), else :class:`InvalidArgumentError`."""
+    ok = isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) == 3
+    if not ok or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+        raise InvalidArgumentError(f"normalize {name} must be 3 numbers (B, G, R), got {value!r}")
+    return tuple(float(v) for v in value)  # type: ignore[return-value]
 
 
 def default_class_names(num_classes: int) -> tuple[str, ...]:
@@ -133,16 +185,12 @@ def config_from_dict(data: Any, source: str = "config") -> ModelConfig:
         if kind not in arch:
             raise InvalidArgumentError(f"{source}: model.arch.{kind} is missing; pass the upstream training config")
         parts[kind] = resolve(kind, arch[kind])
-    data_cfg = data.get("data") or {}
-    val = data_cfg.get("val") or data_cfg.get("train") or {}
-    if not isinstance(val, Mapping):
-        raise InvalidArgumentError(f"{source}: data.val must be a mapping")
-    normalize = (val.get("pipeline") or {}).get("normalize", [UPSTREAM_MEAN_BGR, UPSTREAM_STD_BGR])
-    if not (isinstance(normalize, Sequence) and len(normalize) == 2):
+    data_cfg = _mapping(data.get("data"), "data", source)
+    val = _mapping(data_cfg.get("val") or data_cfg.get("train"), "data.val", source)
+    pipeline = _mapping(val.get("pipeline"), "data.val.pipeline", source)
+    normalize = pipeline.get("normalize", [UPSTREAM_MEAN_BGR, UPSTREAM_STD_BGR])
+    if isinstance(normalize, str) or not (isinstance(normalize, Sequence) and len(normalize) == 2):
         raise InvalidArgumentError(f"{source}: data.val.pipeline.normalize must be [[mean x3], [std x3]]")
-    size = val.get("input_size", (320, 320))
-    if isinstance(size, str) or not isinstance(size, Sequence):
-        raise InvalidArgumentError(f"{source}: data.val.input_size must be [w, h], got {size!r}")
     num_classes = parts["head"]["num_classes"]
     names = data.get("class_names")
     if names is None:
@@ -151,10 +199,10 @@ def config_from_dict(data: Any, source: str = "config") -> ModelConfig:
         raise InvalidArgumentError(f"{source}: class_names must be a list of names")
     return ModelConfig(
         **parts,
-        input_size=tuple(size),
-        keep_ratio=bool(val.get("keep_ratio", True)),
-        mean=tuple(normalize[0]),
-        std=tuple(normalize[1]),
+        input_size=val.get("input_size", (320, 320)),
+        keep_ratio=val.get("keep_ratio", True),
+        mean=normalize[0],
+        std=normalize[1],
         class_names=tuple(str(n) for n in names),
     )
 
@@ -188,6 +236,15 @@ def preset(name: str) -> ModelConfig:
     if name not in PRESETS:
         raise InvalidArgumentError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return load_config(CONFIG_DIR / f"{name}.yml")
+
+
+def _mapping(node: Any, where: str, source: str) -> Mapping[str, Any]:
+    """``node`` if it is a mapping, ``{}`` if absent (None), else :class:`InvalidArgumentError`."""
+    if node is None:
+        return {}
+    if not isinstance(node, Mapping):
+        raise InvalidArgumentError(f"{source}: {where} must be a mapping, got {type(node).__name__}")
+    return node
 
 
 def _section(data: Any, keys: tuple[str, ...], source: str) -> Mapping[str, Any]:

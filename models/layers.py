@@ -6,7 +6,7 @@ Attribute names (``conv``, ``bn``/``gn``, ``depthwise``, ``dwnorm``, ``pointwise
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -15,30 +15,34 @@ from torch import nn
 
 from nanodet_infer.errors import InvalidArgumentError
 
-# name -> factory; every activation upstream's NanoDet-Plus configs use, none with parameters.
-ACTIVATIONS: dict[str, type[nn.Module]] = {
+# Upstream's ``act_layers`` (nanodet/model/module/activation.py, latest): name -> constructor, with
+# upstream's arguments. ``HardSwish`` and ``Hardswish`` are both upstream names for ``nn.Hardswish``.
+# PReLU is the only one with a parameter (``weight``, one slope, init 0.25): it appears in state dicts.
+# Upstream passes ``inplace=True`` where the class takes it; that has no numerical effect and is left out.
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "ReLU": nn.ReLU,
-    "LeakyReLU": nn.LeakyReLU,
+    "LeakyReLU": lambda: nn.LeakyReLU(negative_slope=0.1),
     "ReLU6": nn.ReLU6,
     "SELU": nn.SELU,
     "ELU": nn.ELU,
     "GELU": nn.GELU,
+    "PReLU": nn.PReLU,
     "SiLU": nn.SiLU,
+    "HardSwish": nn.Hardswish,
     "Hardswish": nn.Hardswish,
 }
 
 
+def check_activation(name: object) -> None:
+    """Raise :class:`InvalidArgumentError` unless ``name`` is None or one of :data:`ACTIVATIONS`."""
+    if name is not None and (not isinstance(name, str) or name not in ACTIVATIONS):
+        raise InvalidArgumentError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
+
+
 def activation_layer(name: str | None) -> nn.Module:
-    """The activation ``name`` (upstream ``act_layers``); LeakyReLU uses upstream's slope 0.1."""
-    if name is None:
-        return nn.Identity()
-    if name not in ACTIVATIONS:
-        raise InvalidArgumentError(
-            f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}"
-        )
-    if name == "LeakyReLU":
-        return nn.LeakyReLU(negative_slope=0.1)
-    return ACTIVATIONS[name]()
+    """The activation ``name`` (upstream ``act_layers``); None is the identity."""
+    check_activation(name)
+    return nn.Identity() if name is None else ACTIVATIONS[name]()
 
 
 def norm_layer(norm_cfg: Mapping[str, Any], num_features: int) -> tuple[str, nn.Module]:

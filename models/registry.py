@@ -38,6 +38,10 @@ IGNORED_OPTIONS: dict[str, frozenset[str]] = {
     "aux_head": frozenset({"loss", "assigner_cfg", "conv_cfg"}),
 }
 
+# Deprecated upstream option names -> their current name, per (kind, class name). Upstream's GhostNet
+# still takes ``act`` and, when it is not None, uses it instead of ``activation`` (with a warning).
+RENAMED_OPTIONS: dict[tuple[str, str], dict[str, str]] = {("backbone", "GhostNet"): {"act": "activation"}}
+
 
 def _freeze(value: Any) -> Any:
     if isinstance(value, Mapping):
@@ -90,7 +94,7 @@ def resolve(kind: str, raw: Any) -> Component:
             f"unsupported {kind} {name!r}; this package builds {', '.join(registry)} "
             "(NanoDet-Plus: ShuffleNetV2/GhostNet + GhostPAN + NanoDetPlusHead + SimpleConvHead)"
         )
-    options = {k: v for k, v in raw.items() if k != "name" and k not in IGNORED_OPTIONS[kind]}
+    options = _renamed(kind, name, {k: v for k, v in raw.items() if k != "name" and k not in IGNORED_OPTIONS[kind]})
     signature = inspect.signature(registry[name])
     try:
         bound = signature.bind(**options)
@@ -99,6 +103,15 @@ def resolve(kind: str, raw: Any) -> Component:
         raise InvalidArgumentError(f"{kind} {name}: {exc}; its options are: {known}") from exc
     bound.apply_defaults()
     return Component(name, dict(bound.arguments))
+
+
+def _renamed(kind: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with deprecated names replaced as upstream does (a non-None old value wins)."""
+    for old, new in RENAMED_OPTIONS.get((kind, name), {}).items():
+        value = options.pop(old, None)
+        if value is not None:
+            options[new] = value
+    return options
 
 
 def build(kind: str, component: Component) -> nn.Module:

@@ -125,9 +125,15 @@ def test_shapes_graph_interface_and_metadata(shapes_yaml_onnx, shapes_inferred_o
     assert meta.source_sha256 == hashlib.sha256(shapes_pth.read_bytes()).hexdigest()
     assert meta.architecture["backbone"]["name"] == "ShuffleNetV2"
     assert "aux_head" not in meta.architecture
-    # Inferred architecture: same facts, placeholder class names.
+    assert meta.architecture["inferred"] is False and "assumed" not in meta.architecture
+    # Inferred architecture: same facts, placeholder class names, and the assumptions recorded.
     inferred = _metadata(shapes_inferred_onnx)
-    assert inferred.replace(class_names=meta.class_names) == meta
+    arch = dict(inferred.architecture)
+    assert arch.pop("inferred") is True
+    assert arch.pop("assumed") == [
+        "activation LeakyReLU", "keep_ratio false", "normalisation upstream default", "upsampling bilinear"
+    ]  # --input-size was given: not assumed
+    assert inferred.replace(class_names=meta.class_names, architecture={**arch, "inferred": False}) == meta
 
 
 @pytest.mark.shared

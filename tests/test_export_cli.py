@@ -10,12 +10,21 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
+import yaml
+from _tiny_models import fake_detector
 from conftest import PLUS320, SHAPES
 from nanodet_export import parity
 from nanodet_export.cli import main
+from nanodet_export.onnx_export import check_output_layout
 from nanodet_models import build_model, load_config
+from nanodet_models.config import config_from_dict
+
+from nanodet_infer.errors import ExportError
 
 SHAPES_YAML = SHAPES / "config.yml"
 
@@ -214,3 +223,139 @@ def test_output_directory_must_exist(capsys, seeded_pth, tmp_path):
 
 def test_console_script_is_installed():
     assert (Path(sys.executable).parent / "nanodet-export").is_file()
+
+
+# ---------------------------------------------------------------- what an inferred architecture assumes
+def _seeded_with_activation(tmp_path: Path, name: str) -> tuple[Path, torch.nn.Module]:
+    """A seeded shapes-model ``.pth`` trained (so to speak) with ``name`` everywhere, and its deploy model."""
+    data = yaml.safe_load(SHAPES_YAML.read_text())
+    for part in ("backbone", "fpn", "head", "aux_head"):
+        data["model"]["arch"][part]["activation"] = name
+    torch.manual_seed(1)
+    model = build_model(config_from_dict(data))
+    with torch.no_grad():  # weights large enough for the activation to matter (fresh heads are near zero)
+        for param in model.parameters():
+            param.uniform_(0.02, 0.3) if param.numel() == 1 else param.normal_(0.0, 0.2)
+    path = tmp_path / f"{name}.pth"
+    torch.save({"state_dict": model.state_dict()}, path)
+    return path, model.deploy()
+
+
+def _onnx_vs_torch(path: Path, deploy: torch.nn.Module) -> float:
+    x = np.random.default_rng(0).standard_normal((1, 3, 256, 256), dtype=np.float32)
+    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["boxes"], {"images": x})
+    with torch.no_grad():
+        want = deploy(torch.from_numpy(x))[1].numpy()
+    return float(np.abs(got - want).max())
+
+
+def _architecture(path: Path) -> dict:
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    return json.loads(props["nanodet.architecture"])
+
+
+def test_inferred_export_states_its_assumptions_and_takes_activation(capsys, tmp_path, workdir):
+    ckpt, deploy = _seeded_with_activation(tmp_path, "ReLU6")
+    common = ["--ckpt", ckpt, "--input-size", "256,256"]
+    code, out, err = _run(capsys, *common, "--out", workdir / "assumed.onnx")
+    assert (code, err) == (0, "")
+    assert (
+        "assumed (not stored in the checkpoint): activation LeakyReLU, keep_ratio false, normalisation upstream "
+        "default, upsampling bilinear; pass --config to use the training YAML"
+    ) in out
+    arch = _architecture(workdir / "assumed.onnx")
+    assert arch["inferred"] is True and arch["assumed"][0] == "activation LeakyReLU"
+    assert _onnx_vs_torch(workdir / "assumed.onnx", deploy) > 1e-3  # the wrong activation, as warned
+
+    code, out, err = _run(capsys, *common, "--activation", "ReLU6", "--out", workdir / "stated.onnx")
+    assert (code, err) == (0, "")
+    assert "assumed (not stored in the checkpoint): keep_ratio false," in out and "activation" not in out
+    arch = _architecture(workdir / "stated.onnx")
+    assert arch["backbone"]["activation"] == arch["head"]["activation"] == "ReLU6"
+    assert _onnx_vs_torch(workdir / "stated.onnx", deploy) < 1e-4
+
+
+def test_config_export_states_no_assumptions(capsys, seeded_pth, workdir):
+    code, out, _ = _run(capsys, "--ckpt", seeded_pth, "--config", SHAPES_YAML, "--out", workdir / "m.onnx")
+    assert code == 0 and "assumed" not in out
+    assert _architecture(workdir / "m.onnx")["inferred"] is False
+
+
+def test_prelu_checkpoint_exports_without_config(capsys, tmp_path, workdir):
+    ckpt, deploy = _seeded_with_activation(tmp_path, "PReLU")  # a distinct slope per PReLU
+    code, out, err = _run(capsys, "--ckpt", ckpt, "--input-size", "256,256", "--out", workdir / "prelu.onnx")
+    assert (code, err) == (0, ""), err
+    assert "activation" not in out.split("assumed", 1)[1].split("\n", 1)[0]  # read from the weights
+    assert _architecture(workdir / "prelu.onnx")["fpn"]["activation"] == "PReLU"
+    assert _onnx_vs_torch(workdir / "prelu.onnx", deploy) < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--config", SHAPES_YAML, "--activation", "ReLU"], "--activation applies only"),
+        (["--preset", "nanodet-plus-m_320", "--activation", "ReLU"], "--activation applies only"),
+        (["--activation", "Swish"], "unknown activation 'Swish'"),
+        (["--activation", "PReLU"], "no PReLU slope"),
+    ],
+    ids=["with config", "with preset", "unknown", "contradicts weights"],
+)
+def test_activation_option_errors(extra, needle, capsys, seeded_pth, workdir):
+    code, out, err = _run(capsys, "--ckpt", seeded_pth, *extra, "--out", workdir / "m.onnx")
+    assert (code, out) == (2, "")
+    _assert_one_line_error(err, needle)
+    assert list(workdir.iterdir()) == []
+
+
+# ---------------------------------------------------------------- config types, self-consistency, tolerance
+def _config_with_strides(tmp_path: Path, strides: object) -> Path:
+    data = yaml.safe_load(SHAPES_YAML.read_text())
+    data["model"]["arch"]["head"]["strides"] = strides
+    path = tmp_path / "strides.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_scalar_strides_is_bad_input_not_internal_error(capsys, seeded_pth, tmp_path, workdir):
+    config = _config_with_strides(tmp_path, 8)
+    code, _, err = _run(capsys, "--ckpt", seeded_pth, "--config", config, "--out", workdir / "m.onnx")
+    assert code == 2
+    _assert_one_line_error(err, "head.strides must be")
+    assert "internal error" not in err
+
+
+def test_strides_not_matching_the_network_fail_before_writing(capsys, seeded_pth, tmp_path, workdir):
+    config = _config_with_strides(tmp_path, [8, 16, 32, 128])  # the network's last level is stride 64
+    code, _, err = _run(capsys, "--ckpt", seeded_pth, "--config", config, "--out", workdir / "m.onnx")
+    assert code == 1
+    _assert_one_line_error(err, "1360 rows", "give 1348 priors", "head.strides")
+    assert list(workdir.iterdir()) == []
+
+
+def test_output_layout_check(tmp_path):
+    graph = onnx.load(str(fake_detector(tmp_path / "fake.onnx", size=(64, 64), num_priors=85, channels=(3, 32))))
+    check_output_layout(graph, (64, 64), (8, 16, 32, 64), (3, 32))
+    with pytest.raises(ExportError, match="'scores' has 3 channels .* gives 4"):
+        check_output_layout(graph, (64, 64), (8, 16, 32, 64), (4, 32))
+    with pytest.raises(ExportError, match="'boxes' has 32 channels .* gives 36"):
+        check_output_layout(graph, (64, 64), (8, 16, 32, 64), (3, 36))
+    with pytest.raises(ExportError, match="85 rows .* give 84 priors"):
+        check_output_layout(graph, (64, 64), (8, 16, 32), (3, 32))
+
+
+def test_tolerance_is_relative_above_the_floor():
+    big = parity.ParityCase((1, 3, 256, 256), {"scores": 0.0, "boxes": 4.31}, {"scores": 1.0, "boxes": 2.87e6})
+    tol = parity.tolerances([big], fp16=False)
+    assert tol == {"scores": 1e-4, "boxes": pytest.approx(28.7)}  # 1.5e-6 relative error passes
+    small = parity.ParityCase((1, 3, 256, 256), {"scores": 0.0, "boxes": 0.0}, {"scores": 0.5, "boxes": 3.0})
+    assert parity.tolerances([small], fp16=False) == {"scores": 1e-4, "boxes": 1e-4}  # the floor
+    assert parity.tolerances([small, big], fp16=False)["boxes"] == pytest.approx(28.7)
+    assert parity.tolerance_rule(fp16=False) == "tolerance max(1e-4, 1e-5 × max |PyTorch output|) per output"
+
+
+def test_summary_states_the_tolerance_rule(capsys, seeded_pth, workdir):
+    code, out, _ = _run(capsys, "--ckpt", seeded_pth, "--out", workdir / "m.onnx", "--input-size", "256,256")
+    assert code == 0
+    assert "(<= 0.0001); tolerance max(1e-4, 1e-5 × max |PyTorch output|) per output; onnxruntime" in out

@@ -11,7 +11,9 @@ import nanodet_models as M
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import PLUS320, SHAPES
+from nanodet_models.config import config_from_dict
 
 from nanodet_infer.errors import CheckpointError, InvalidArgumentError, ModelLoadError, UnsafeCheckpointError
 
@@ -222,3 +224,48 @@ def test_inferred_defaults(shapes_model: M.NanoDetPlus) -> None:
     assert cfg.input_size == (320, 320) and cfg.reg_max == 7
     assert cfg.class_names == ("class0", "class1", "class2")
     assert cfg.aux_head == M.load_config(SHAPES / "config.yml").aux_head
+
+
+
+def _with_activation(name: str) -> M.ModelConfig:
+    """The shapes config with every part's activation set to ``name``."""
+    data = yaml.safe_load((SHAPES / "config.yml").read_text())
+    for part in ("backbone", "fpn", "head", "aux_head"):
+        data["model"]["arch"][part]["activation"] = name
+    return config_from_dict(data)
+
+
+def test_inferred_config_lists_its_assumptions(shapes_model: M.NanoDetPlus) -> None:
+    sd = shapes_model.state_dict()
+    cfg = M.config_from_state_dict(sd)
+    assert cfg.inferred is True and cfg.backbone["activation"] == "LeakyReLU"
+    assert cfg.assumed == (
+        "activation LeakyReLU", "keep_ratio false", "normalisation upstream default", "input size 320x320",
+        "upsampling bilinear",
+    )
+    assert cfg.architecture()["inferred"] is True and cfg.architecture()["assumed"] == list(cfg.assumed)
+    stated = M.config_from_state_dict(sd, activation="ReLU6", input_size=(256, 192))
+    assert {getattr(stated, p)["activation"] for p in ("backbone", "fpn", "head", "aux_head")} == {"ReLU6"}
+    assert stated.assumed == ("keep_ratio false", "normalisation upstream default", "upsampling bilinear")
+    loaded = M.load_config(SHAPES / "config.yml")
+    assert loaded.inferred is False and loaded.architecture()["inferred"] is False
+    with pytest.raises(InvalidArgumentError, match="unknown activation 'Swish'"):
+        M.config_from_state_dict(sd, activation="Swish")
+
+
+def test_prelu_is_read_from_the_weights() -> None:
+    torch.manual_seed(0)
+    sd = M.build_model(_with_activation("PReLU")).state_dict()
+    assert "backbone.conv1.2.weight" in sd and "head.cls_convs.0.0.act.weight" in sd
+    cfg = M.config_from_state_dict(sd)
+    assert cfg.backbone["activation"] == cfg.head["activation"] == "PReLU"
+    assert not any(fact.startswith("activation") for fact in cfg.assumed)
+    M.load_weights(M.build_model(cfg), sd)
+    with pytest.raises(CheckpointError, match="--activation ReLU does not fit.*holds PReLU"):
+        M.config_from_state_dict(sd, activation="ReLU")
+    plain = M.build_model(_with_activation("ReLU")).state_dict()
+    with pytest.raises(CheckpointError, match="--activation PReLU does not fit.*no PReLU"):
+        M.config_from_state_dict(plain, activation="PReLU")
+    mixed = {k: v for k, v in sd.items() if k != "head.cls_convs.0.0.act.weight"}
+    with pytest.raises(CheckpointError, match="mixed activations"):
+        M.config_from_state_dict(mixed)
