@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -63,7 +64,7 @@ def _add_model_options(parser: argparse.ArgumentParser, *, score_threshold: floa
     foreign = parser.add_argument_group("foreign models (no nanodet metadata, e.g. upstream's export_onnx.py output)")
     foreign.add_argument("--num-classes", type=int, default=None)
     foreign.add_argument("--class-names", default=None,
-                         help="comma-separated names, or a text file with one name per line")
+                         help="comma-separated names, or a UTF-8 text file with one name per line")
     foreign.add_argument("--reg-max", type=int, default=None)
     foreign.add_argument("--strides", type=_int_list, default=None, help="e.g. 8,16,32,64")
     foreign.add_argument("--input-size", type=_size, default=None, help="W,H")
@@ -81,19 +82,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{detect,eval,bench}")
 
-    detect = sub.add_parser("detect", parents=[common], help="detect objects in images, folders and videos")
+    detect = sub.add_parser(
+        "detect",
+        parents=[common],
+        help="detect objects in images, folders and videos",
+        description="Detect objects in images, folders of images and videos.",
+        epilog="An input that cannot be read (not a decodable image, a video OpenCV cannot open) prints a "
+        "one-line warning on stderr and is skipped; the other inputs are still processed and the exit status is "
+        "then 2. Any other error stops the run with exit status 2 (--json still holds the rows found so far).",
+    )
     detect.add_argument("paths", nargs="+", metavar="PATH", help="image file, folder of images, or video file")
     _add_model_options(detect, score_threshold=0.35)
     out = detect.add_argument_group("output")
-    out.add_argument("--save-dir", type=Path, default=None, help="write annotated images/videos here")
-    out.add_argument("--json", type=Path, default=None, help="write COCO result rows here")
+    out.add_argument("--save-dir", type=Path, default=None,
+                     help="write annotated images here under their own names (a name with no suffix, or one "
+                     "OpenCV cannot write, gets .jpg appended: photo -> photo.jpg) and videos as NAME.mp4")
+    out.add_argument("--json", type=Path, default=None,
+                     help="write COCO result rows here (atomically; also when the run stops on an error)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     evaluate = sub.add_parser("eval", parents=[common], help="COCO box mAP on an annotated image folder")
     _add_model_options(evaluate, score_threshold=0.05)
     evaluate.add_argument("--ann", type=Path, required=True, help="COCO instances JSON")
     evaluate.add_argument("--images", type=Path, required=True, help="folder the annotation file names refer to")
-    evaluate.add_argument("--json", type=Path, default=None, help="also write the stats (and result rows) here")
+    evaluate.add_argument("--json", type=Path, default=None,
+                          help="also write the stats (and result rows) here (atomically)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sub.add_parser(
@@ -107,11 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------------------- detector
 def _class_names(text: str | None) -> list[str] | None:
+    """``--class-names``: a UTF-8 text file with one name per line, or comma-separated names."""
     if text is None:
         return None
     path = Path(text)
     if path.is_file():
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            content = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise InvalidArgumentError(
+                f"--class-names file {path} is not UTF-8 text; give a UTF-8 text file with one name per line"
+            ) from None
+        names = [line.strip() for line in content.splitlines() if line.strip()]
     else:
         names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
@@ -237,6 +257,32 @@ def _unique_path(directory: Path, name: str, used: set[Path]) -> Path:
     return candidate
 
 
+def annotated_name(path: Path) -> str:
+    """File name of an annotated image: ``path``'s own name, with ``.jpg`` appended when OpenCV cannot write
+    its suffix (no suffix, or one outside :data:`IMAGE_SUFFIXES` that OpenCV has no writer for)."""
+    import cv2
+
+    if path.suffix.lower() in IMAGE_SUFFIXES and cv2.haveImageWriter(path.name):
+        return path.name
+    return path.name + ".jpg"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON atomically: a temporary file in ``path``'s folder, then ``os.replace``.
+
+    Readers never see a half-written file; on any error the temporary file is removed and ``path`` is
+    left as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 # ---------------------------------------------------------------------------------------------- commands
 def _summary(counts: Counter[str]) -> str:
     return ", ".join(f"{n} {name}" for name, n in counts.most_common()) or "nothing"
@@ -250,19 +296,34 @@ class _Progress:
     used: set[Path]
     images: int = 0
     detections: int = 0
+    unreadable: int = 0
 
 
-def _detect_video(source: Source, detector: Any, args: argparse.Namespace, progress: _Progress) -> None:
+def _open_video_writer(out_path: Path, fps: float, size: tuple[int, int]) -> tuple[Any, Path]:
+    """A ``cv2.VideoWriter`` on a hidden temporary name next to ``out_path``, and that name."""
     import cv2
+
+    temporary = out_path.with_name(f".{out_path.stem}.partial{out_path.suffix}")
+    writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        temporary.unlink(missing_ok=True)
+        raise ImageReadError(f"cannot write video {out_path} (no mp4v encoder in this OpenCV build)")
+    return writer, temporary
+
+
+def _detect_video(video: Any, source: Source, detector: Any, args: argparse.Namespace, progress: _Progress) -> None:
+    """Detect on every frame of an opened video (:func:`_video_frames`); write ``NAME.mp4`` once it is done.
+
+    The annotated video is written under a temporary name and renamed at the end, so a run that fails
+    mid-way leaves no half-written ``.mp4``.
+    """
     from tqdm import tqdm
 
-    frames, count, fps, size = _video_frames(source.path)
-    writer = None
+    frames, count, fps, size = video
+    out_path = writer = temporary = None
     if args.save_dir is not None:
         out_path = _unique_path(args.save_dir, source.path.stem + ".mp4", progress.used)
-        writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-        if not writer.isOpened():
-            raise ImageReadError(f"cannot write video {out_path} (no mp4v encoder in this OpenCV build)")
+        writer, temporary = _open_video_writer(out_path, fps, size)
     bar = tqdm(frames, total=count or None, desc=source.path.name, unit="frame", disable=args.no_progress)
     per_class: Counter[str] = Counter()
     try:
@@ -275,58 +336,85 @@ def _detect_video(source: Source, detector: Any, args: argparse.Namespace, progr
                 writer.write(draw_detections(frame, result))
             progress.images += 1
             progress.detections += len(result)
+        if writer is not None:
+            writer.release()
+            os.replace(temporary, out_path)
     finally:
         if writer is not None:
             writer.release()
+            temporary.unlink(missing_ok=True)
     tqdm.write(f"{source.path}: {bar.n} frames; {_summary(per_class)}")
 
 
-def _detect_image(source: Source, detector: Any, args: argparse.Namespace, progress: _Progress) -> str:
+def _detect_image(image: Any, source: Source, detector: Any, args: argparse.Namespace, progress: _Progress) -> str:
+    """Detect on one loaded image; write its annotated copy (:func:`annotated_name`); the summary line."""
     import cv2
 
-    from .images import load_image
-
-    image = load_image(source.path)
     result = detector(image)
     for row in result.to_coco(progress.images):
         progress.rows.append({**row, "file_name": source.path.name})
     if args.save_dir is not None:
-        out_path = _unique_path(args.save_dir, source.path.name, progress.used)
+        out_path = _unique_path(args.save_dir, annotated_name(source.path), progress.used)
         if not cv2.imwrite(str(out_path), draw_detections(image, result)):
-            raise ImageReadError(f"could not write {out_path}")
+            raise ImageReadError(f"could not write {out_path}; check that --save-dir is writable")
     progress.images += 1
     progress.detections += len(result)
     return f"{source.path}: {len(result)} detections ({_summary(Counter(result.labels))})"
 
 
-def run_detect(args: argparse.Namespace) -> int:
-    """``nanodet-infer detect``: returns the exit status."""
+def _read_source(source: Source) -> Any:
+    """The decoded image, or the opened video, of ``source``; :class:`ImageReadError` if it cannot be read."""
+    from .images import load_image
+
+    return _video_frames(source.path) if source.is_video else load_image(source.path)
+
+
+def _run_sources(sources: list[Source], detector: Any, args: argparse.Namespace, progress: _Progress) -> None:
+    """Detect on every source; an unreadable one is a warning on stderr (counted), not the end of the run."""
     from tqdm import tqdm
 
+    images = [s for s in sources if not s.is_video]
+    with tqdm(total=len(images), desc="images", unit="img", disable=args.no_progress or not images) as bar:
+        for source in sources:
+            try:
+                data = _read_source(source)
+            except ImageReadError as exc:
+                progress.unreadable += 1
+                tqdm.write(f"{PROG}: warning: {exc}; skipped", file=sys.stderr)
+                if not source.is_video:
+                    bar.update()
+                continue
+            if source.is_video:
+                _detect_video(data, source, detector, args, progress)
+                continue
+            line = _detect_image(data, source, detector, args, progress)
+            if len(images) <= 20:
+                tqdm.write(line)
+            bar.update()
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    """``nanodet-infer detect``: returns the exit status (2 when an input could not be read)."""
     sources = collect_sources(args.paths)
     detector = make_detector(args)
     if args.save_dir is not None:
         args.save_dir.mkdir(parents=True, exist_ok=True)
     progress = _Progress(rows=[], used=set())
     started = time.perf_counter()
-    images = [s for s in sources if not s.is_video]
-    with tqdm(total=len(images), desc="images", unit="img", disable=args.no_progress or not images) as bar:
-        for source in sources:
-            if source.is_video:
-                _detect_video(source, detector, args, progress)
-                continue
-            line = _detect_image(source, detector, args, progress)
-            if len(images) <= 20:
-                tqdm.write(line)
-            bar.update()
+    try:
+        _run_sources(sources, detector, args, progress)
+    finally:
+        if args.json is not None:
+            write_json(args.json, progress.rows)
     elapsed = time.perf_counter() - started
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(progress.rows, indent=1), encoding="utf-8")
     rate = progress.images / elapsed if elapsed > 0 else 0.0
     print(f"{progress.images} images/frames, {progress.detections} detections, {rate:.1f} images/s"
           + (f"; annotated output in {args.save_dir}" if args.save_dir is not None else "")
           + (f"; COCO results in {args.json}" if args.json is not None else ""))
+    if progress.unreadable:
+        print(f"{PROG}: error: {progress.unreadable} of {len(sources)} inputs could not be read "
+              "(see the warnings above); the others were processed", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -340,8 +428,7 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"{name:<10} {stats[name]:.4f}")
     print(f"{stats['num_images']} images, {stats['num_detections']} detections")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(stats, indent=1), encoding="utf-8")
+        write_json(args.json, stats)
     return 0
 
 

@@ -151,16 +151,31 @@ def evaluate_coco(
     root = Path(image_dir)
     if not root.is_dir():
         raise ImageReadError(f"image folder not found: {root}")
+    files = _image_files(images, ann_file)
     rows: list[dict[str, Any]] = []
     if progress:
         from tqdm import tqdm
 
-        images = tqdm(images, desc="eval", unit="img")
-    for info in images:
-        detections = detector(str(root / info["file_name"]))
-        rows.extend(detections.to_coco(info["id"], category_ids))
+        files = tqdm(files, desc="eval", unit="img")
+    for image_id, file_name in files:
+        detections = detector(str(root / file_name))
+        rows.extend(detections.to_coco(image_id, category_ids))
     stats: dict[str, Any] = coco_stats(rows, gt)
     stats["num_images"] = len(gt.getImgIds())
     stats["num_detections"] = len(rows)
     stats["results"] = rows
     return stats
+
+
+def _image_files(images: list[dict[str, Any]], ann_file: str | Path) -> list[tuple[Any, str]]:
+    """``(id, file_name)`` of every COCO image entry; :class:`InvalidArgumentError` naming a missing field."""
+    files = []
+    for info in images:
+        file_name = info.get("file_name")
+        if not isinstance(file_name, str) or not file_name:
+            raise InvalidArgumentError(
+                f"{ann_file}: image id {info['id']!r} has no 'file_name' (got {file_name!r}); every entry of "
+                "'images' needs 'id' and 'file_name' (its path relative to the image folder)"
+            )
+        files.append((info["id"], file_name))
+    return files

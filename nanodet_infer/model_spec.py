@@ -16,13 +16,14 @@ and raises :class:`IncompatibleModelError` naming the first mismatch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
-from .backends.base import Backend, Shape
+from .backends.base import Backend, Shape, format_shape
 from .decode import num_priors
 from .errors import IncompatibleModelError, InvalidArgumentError, MetadataError
 from .metadata import KEY_PREFIX, UPSTREAM_MEAN_BGR, UPSTREAM_STD_BGR, ModelMetadata
@@ -96,16 +97,12 @@ class ModelSpec:
 def resolve_model_spec(backend: Backend, **facts: Any) -> ModelSpec:
     """The verified :class:`ModelSpec` of ``backend``'s model.
 
-    Embedded ``nanodet.*`` metadata wins; ``facts`` (see :data:`FOREIGN_FACTS`) are only accepted for
-    models without it. Raises :class:`InvalidArgumentError` for unknown or misplaced facts,
-    :class:`MetadataError` for malformed metadata or facts, :class:`IncompatibleModelError` when the graph
-    does not fit.
+    Embedded ``nanodet.*`` metadata wins; ``facts`` (see :data:`FOREIGN_FACTS`, checked by
+    :func:`check_facts`) are only accepted for models without it. Raises :class:`InvalidArgumentError` for
+    unknown, malformed or misplaced facts, :class:`MetadataError` for malformed metadata or a missing fact
+    the graph cannot supply, :class:`IncompatibleModelError` when the graph does not fit.
     """
-    unknown = sorted(set(facts) - set(FOREIGN_FACTS))
-    if unknown:
-        raise InvalidArgumentError(
-            f"unknown keyword argument(s) {unknown}; model facts for a model without metadata are {list(FOREIGN_FACTS)}"
-        )
+    facts = check_facts(facts)
     embedded = any(key.startswith(KEY_PREFIX) for key in backend.properties)
     if embedded:
         if facts:
@@ -132,6 +129,85 @@ def resolve_model_spec(backend: Backend, **facts: Any) -> ModelSpec:
     return spec
 
 
+def check_facts(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """Foreign-model facts (:data:`FOREIGN_FACTS`) checked and normalised to plain ``int`` / ``float`` / tuples.
+
+    A fact given as ``None`` counts as not given. Raises :class:`InvalidArgumentError` naming the keyword and
+    the fix for an unknown keyword or a value of the wrong type or length (``class_names="abc"``,
+    ``num_classes=3.0``, ``strides=8``, ...); ranges and agreement between facts are checked when the
+    metadata is built. Cheap: the :class:`~nanodet_infer.Detector` calls it before loading the model.
+    """
+    unknown = sorted(set(facts) - set(FOREIGN_FACTS))
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown keyword argument(s) {unknown}; model facts for a model without metadata are {list(FOREIGN_FACTS)}"
+        )
+    return {name: _FACT_CHECKS[name](name, value) for name, value in facts.items() if value is not None}
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """``value`` as an ``int``: any integer (numpy's too) >= 1, not a bool; else :class:`InvalidArgumentError`."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise InvalidArgumentError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _items(name: str, value: Any, fix: str, length: int | None = None) -> tuple[Any, ...]:
+    """``value`` (a list, tuple or other non-string iterable) as a non-empty tuple of ``length`` items."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InvalidArgumentError(f"{name} must be a list, got {value!r}; {fix}")
+    items = tuple(value)
+    if not items or (length is not None and len(items) != length):
+        raise InvalidArgumentError(f"{name} must have {length or 'at least one'} entries, got {value!r}; {fix}")
+    return items
+
+
+def _class_names(name: str, value: Any) -> tuple[str, ...]:
+    fix = "pass a list of names, e.g. class_names=['cat', 'dog']"
+    names = _items(name, value, fix)
+    if not all(isinstance(n, str) for n in names):
+        raise InvalidArgumentError(f"{name} must be strings, got {value!r}; {fix}")
+    return names
+
+
+def _strides(name: str, value: Any) -> tuple[int, ...]:
+    fix = "pass the head's strides, e.g. strides=(8, 16, 32, 64)"
+    return tuple(check_positive_int(f"{name} entry", v) for v in _items(name, value, fix))
+
+
+def _input_size(name: str, value: Any) -> tuple[int, ...]:
+    fix = "pass input_size=(W, H), e.g. (320, 320)"
+    return tuple(check_positive_int(f"{name} entry", v) for v in _items(name, value, fix, 2))
+
+
+def _three_numbers(name: str, value: Any) -> tuple[float, ...]:
+    default = UPSTREAM_MEAN_BGR if name == "mean" else UPSTREAM_STD_BGR
+    fix = f"pass 3 numbers in the model's channel order, e.g. upstream's BGR {name}={default}"
+    numbers = _items(name, value, fix, 3)
+    if any(isinstance(v, bool) or not isinstance(v, Real) for v in numbers):
+        raise InvalidArgumentError(f"{name} must be 3 numbers, got {value!r}; {fix}")
+    return tuple(float(v) for v in numbers)
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """``value`` as a ``bool``: True / False (numpy's too), not 0/1 or strings; else :class:`InvalidArgumentError`."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidArgumentError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+_FACT_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "num_classes": check_positive_int,
+    "class_names": _class_names,
+    "reg_max": check_positive_int,
+    "strides": _strides,
+    "input_size": _input_size,
+    "mean": _three_numbers,
+    "std": _three_numbers,
+    "keep_ratio": check_flag,
+}
+
+
 def _output_index(backend: Backend, name: str, key: str) -> int:
     if name not in backend.output_names:
         raise IncompatibleModelError(
@@ -142,75 +218,79 @@ def _output_index(backend: Backend, name: str, key: str) -> int:
 
 
 def _foreign_metadata(backend: Backend, facts: dict[str, Any]) -> ModelMetadata:
+    """Metadata of a model without it, from checked ``facts`` and upstream's defaults."""
     if len(backend.output_shapes) != 1 or len(backend.output_shapes[0]) != 3:
         raise IncompatibleModelError(
-            f"the model has no nanodet metadata and outputs {_describe_outputs(backend)}; a NanoDet-Plus model "
+            f"the model has no nanodet metadata and outputs {backend.describe_outputs()}; a NanoDet-Plus model "
             "without metadata (upstream export) has one output [B, N, num_classes + 4*(reg_max+1)]. "
             "Export it with nanodet-export"
         )
-    shape = backend.input_shape
-    if len(shape) != 4:
-        raise IncompatibleModelError(f"the model input {backend.input_name!r} has rank {len(shape)}; expected NCHW")
+    if len(backend.input_shape) != 4:
+        raise IncompatibleModelError(
+            f"the model input {backend.input_name!r} has rank {len(backend.input_shape)}; expected NCHW"
+        )
     reg_max = facts.get("reg_max", 7)
-    if type(reg_max) is not int or reg_max < 1:
-        raise MetadataError(f"reg_max must be an integer >= 1, got {reg_max!r}")
-    channels = backend.output_shapes[0][2]
-    box_channels = 4 * (reg_max + 1)
-    num_classes = facts.get("num_classes")
-    class_names = facts.get("class_names")
-    if num_classes is None and class_names is not None:
-        num_classes = len(class_names)
-    if num_classes is None:
-        if channels is None:
-            raise MetadataError("the output's channel count is symbolic; pass num_classes= (and reg_max=)")
-        num_classes = channels - box_channels
-        if num_classes < 1:
-            raise IncompatibleModelError(
-                f"the output has {channels} channels, not more than 4*(reg_max+1) = {box_channels}; "
-                "pass the right reg_max=, or this is not a NanoDet-Plus model"
-            )
-    if class_names is None and type(num_classes) is int and num_classes > 0:
-        class_names = [f"class_{i}" for i in range(num_classes)]
-    input_size = facts.get("input_size")
-    if input_size is None:
-        if shape[2] is None or shape[3] is None:
-            raise MetadataError("the model input has symbolic H/W; pass input_size=(W, H) it was trained at")
-        input_size = (shape[3], shape[2])
+    num_classes = _foreign_num_classes(backend, facts, reg_max)
     try:
-        input_size = tuple(input_size)
         return ModelMetadata(
             num_classes=num_classes,
-            class_names=tuple(class_names),
+            class_names=facts.get("class_names", tuple(f"class_{i}" for i in range(num_classes))),
             reg_max=reg_max,
-            strides=tuple(facts.get("strides", (8, 16, 32, 64))),
-            input_size=input_size,
-            mean=tuple(facts.get("mean", UPSTREAM_MEAN_BGR)),
-            std=tuple(facts.get("std", UPSTREAM_STD_BGR)),
-            keep_ratio=bool(facts.get("keep_ratio", False)),
+            strides=facts.get("strides", (8, 16, 32, 64)),
+            input_size=facts.get("input_size") or _static_input_size(backend.input_shape),
+            mean=facts.get("mean", UPSTREAM_MEAN_BGR),
+            std=facts.get("std", UPSTREAM_STD_BGR),
+            keep_ratio=facts.get("keep_ratio", False),
             input_name=backend.input_name,
             scores_output=backend.output_names[0],
             boxes_output=backend.output_names[0],
             producer="foreign (facts from keyword arguments)",
         )
-    except TypeError as exc:
-        raise MetadataError(f"invalid model facts {facts!r}: {exc}") from None
+    except MetadataError as exc:
+        raise InvalidArgumentError(f"invalid model facts: {exc}") from None
+
+
+def _foreign_num_classes(backend: Backend, facts: dict[str, Any], reg_max: int) -> int:
+    """``num_classes``, else ``len(class_names)``, else the output's channels minus ``4*(reg_max+1)``."""
+    if "num_classes" in facts:
+        return facts["num_classes"]
+    if "class_names" in facts:
+        return len(facts["class_names"])
+    channels = backend.output_shapes[0][2]
+    if channels is None:
+        raise MetadataError("the output's channel count is symbolic; pass num_classes= (and reg_max=)")
+    box_channels = 4 * (reg_max + 1)
+    if channels <= box_channels:
+        raise IncompatibleModelError(
+            f"the output has {channels} channels, not more than 4*(reg_max+1) = {box_channels}; "
+            "pass the right reg_max=, or this is not a NanoDet-Plus model"
+        )
+    return channels - box_channels
+
+
+def _static_input_size(shape: Shape) -> tuple[int, int]:
+    """``(W, H) = (shape[3], shape[2])`` of a static NCHW input (see docs/runtime.md on upstream's non-square)."""
+    if shape[2] is None or shape[3] is None:
+        raise MetadataError("the model input has symbolic H/W; pass input_size=(W, H) it was trained at")
+    return shape[3], shape[2]
 
 
 def _check_input(shape: Shape, meta: ModelMetadata) -> None:
     if len(shape) != 4 or shape[1] not in (3, None):
-        raise IncompatibleModelError(f"the model input has shape {_fmt(shape)}; expected [B, 3, H, W]")
+        raise IncompatibleModelError(f"the model input has shape {format_shape(shape)}; expected [B, 3, H, W]")
     if shape[0] is not None and shape[0] != 1:
         raise IncompatibleModelError(
             f"the model input has a static batch of {shape[0]}; export it with batch 1 or a dynamic batch axis"
         )
     if (shape[2] is None) != (shape[3] is None):
         raise IncompatibleModelError(
-            f"the model input {_fmt(shape)} has one symbolic spatial axis; export with both H and W static or dynamic"
+            f"the model input {format_shape(shape)} has one symbolic spatial axis; "
+            "export with both H and W static or dynamic"
         )
     width, height = meta.input_size
     if (shape[2] is not None and shape[2] != height) or (shape[3] is not None and shape[3] != width):
         raise IncompatibleModelError(
-            f"the model input is {_fmt(shape)} but input_size is {width}x{height} (WxH); they must agree"
+            f"the model input is {format_shape(shape)} but input_size is {width}x{height} (WxH); they must agree"
         )
 
 
@@ -223,7 +303,9 @@ def _check_outputs(backend: Backend, spec: ModelSpec) -> None:
         shape = backend.output_shapes[index]
         name = backend.output_names[index]
         if len(shape) != 3:
-            raise IncompatibleModelError(f"output {name!r} has shape {_fmt(shape)}; expected [B, N, {channels}]")
+            raise IncompatibleModelError(
+                f"output {name!r} has shape {format_shape(shape)}; expected [B, N, {channels}]"
+            )
         if shape[2] is not None and shape[2] != channels:
             raise IncompatibleModelError(
                 f"output {name!r} has {shape[2]} channels; num_classes={c} and reg_max={meta.reg_max} need {channels}"
@@ -233,11 +315,3 @@ def _check_outputs(backend: Backend, spec: ModelSpec) -> None:
                 f"output {name!r} has {shape[1]} rows, but a {meta.input_size[0]}x{meta.input_size[1]} input with "
                 f"strides {list(meta.strides)} has {priors} priors; check strides/input_size"
             )
-
-
-def _describe_outputs(backend: Backend) -> str:
-    return ", ".join(f"{n} {_fmt(s)}" for n, s in zip(backend.output_names, backend.output_shapes, strict=True))
-
-
-def _fmt(shape: Shape) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"

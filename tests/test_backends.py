@@ -185,3 +185,13 @@ def test_ir_errors(tmp_path):
 def test_bad_options(kwargs, fragment):
     with pytest.raises(InvalidArgumentError, match=fragment):
         create_backend(UPSTREAM, **kwargs)
+
+
+def test_one_shape_formatter_for_error_messages(upstream):
+    from nanodet_infer import model_spec
+    from nanodet_infer.backends import base
+
+    assert base.format_shape((None, 3, 256, 256)) == "[?, 3, 256, 256]"
+    assert model_spec.format_shape is base.format_shape and not hasattr(model_spec, "_fmt")
+    assert upstream.describe_outputs() == "output [1, 1360, 35]"
+    assert repr(upstream).endswith("data [1, 3, 256, 256] -> output [1, 1360, 35]>")

@@ -457,12 +457,39 @@ def test_cli_model_failing_at_run_time_is_one_line_exit_2(capsys, tmp_path):
     assert "failed to run the model" in one_line_error(err, "nanodet-infer")
 
 
-def test_cli_undecodable_image_is_one_line_exit_2(capsys, tmp_path):
+def test_cli_undecodable_image_is_a_warning_and_exit_2(capsys, tmp_path):
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
-    code, _, err = _infer(capsys, "detect", empty, "--model", UPSTREAM, "--num-classes", "3", "--no-progress")
+    code, out, err = _infer(
+        capsys, "detect", empty, IMAGE, "--model", UPSTREAM, "--num-classes", "3", "--no-progress"
+    )
+    assert code == 2 and "Traceback" not in err
+    warning, error = err.strip().splitlines()
+    assert warning.startswith("nanodet-infer: warning: ") and "not a decodable image" in warning
+    assert error.startswith("nanodet-infer: error: 1 of 2 inputs could not be read")
+    assert f"{IMAGE}: 7 detections" in out  # the readable image was still processed
+
+
+def test_cli_eval_image_entry_without_file_name_is_one_line_exit_2(capsys, tmp_path):
+    pytest.importorskip("pycocotools")
+    ann = tmp_path / "ann.json"
+    dataset = json.loads((SHAPES / "annotations.json").read_text())
+    del dataset["images"][1]["file_name"]
+    ann.write_text(json.dumps(dataset))
+    code, _, err = _infer(
+        capsys, "eval", "--model", UPSTREAM, "--num-classes", "3", "--ann", ann, "--images", SHAPES / "images",
+        "--no-progress",
+    )
     assert code == 2
-    assert "not a decodable image" in one_line_error(err, "nanodet-infer")
+    assert "has no 'file_name'" in one_line_error(err, "nanodet-infer")
+
+
+def test_cli_binary_class_names_file_is_one_line_exit_2(capsys, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    code, _, err = _infer(capsys, "detect", IMAGE, "--model", UPSTREAM, "--class-names", names, "--no-progress")
+    assert code == 2
+    assert "not UTF-8" in one_line_error(err, "nanodet-infer")
 
 
 def test_cli_unicode_class_names(capsys, tmp_path):

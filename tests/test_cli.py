@@ -85,3 +85,122 @@ def test_cli_does_not_import_torch(tmp_path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- robustness
+def _stderr_lines(capsys) -> list[str]:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()
+
+
+@pytest.mark.parametrize(("name", "written"), [("PHOTO", "PHOTO.jpg"), ("photo.dat", "photo.dat.jpg"),
+                                              ("photo.png", "photo.png")])
+def test_annotated_image_without_a_writable_suffix_is_saved_as_jpg(tmp_path, name, written) -> None:
+    photo = tmp_path / name
+    photo.write_bytes((IMAGES / "val_00000.jpg").read_bytes())
+    out = tmp_path / "out"
+    assert main(["detect", str(photo), *FOREIGN, "--save-dir", str(out), "--no-progress"]) == 0
+    assert [p.name for p in out.iterdir()] == [written]
+    assert cv2.imread(str(out / written)).shape == cv2.imread(str(photo)).shape
+
+
+def test_binary_class_names_file_is_one_line_exit_2(tmp_path, capsys) -> None:
+    names = tmp_path / "names.txt"
+    names.write_bytes(bytes(range(256)))
+    argv = ["detect", str(IMAGES / "val_00000.jpg"), "--model", MODEL, "--class-names", str(names)]
+    assert main(argv) == 2
+    (line,) = _stderr_lines(capsys)
+    assert line.startswith("nanodet-infer: error:") and "not UTF-8" in line
+
+
+def test_unreadable_files_are_skipped_with_a_warning_and_exit_2(tmp_path, capsys) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    good = sorted(IMAGES.glob("*.jpg"))[:3]
+    for path in good:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "a_corrupt.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (folder / "b_empty.png").write_bytes(b"")
+    video = tmp_path / "broken.mp4"
+    video.write_bytes(b"garbage")
+    out_json = tmp_path / "rows.json"
+    argv = ["detect", str(folder), str(video), *FOREIGN, "--save-dir", str(tmp_path / "out"), "--json", str(out_json),
+            "--no-progress"]
+    assert main(argv) == 2
+    lines = _stderr_lines(capsys)
+    warnings = [line for line in lines if line.startswith("nanodet-infer: warning:")]
+    assert len(warnings) == 3 and all(line.endswith("skipped") for line in warnings)
+    assert any("a_corrupt.jpg" in w for w in warnings) and any("broken.mp4" in w for w in warnings)
+    assert lines[-1].startswith("nanodet-infer: error: 3 of 6 inputs could not be read")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [p.name for p in good]
+    assert {row["file_name"] for row in json.loads(out_json.read_text())} == {p.name for p in good}
+
+
+def test_help_documents_skipping_and_exit_status(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["detect", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "exit status is then 2" in text and "gets .jpg appended" in text and "atomically" in text
+
+
+class _FailingDetector:
+    """Wraps a detector; its call number ``fail_at`` raises like a model failing at run time."""
+
+    def __init__(self, detector, fail_at: int) -> None:
+        self.detector, self.fail_at, self.calls = detector, fail_at, 0
+
+    def __call__(self, image):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            from nanodet_infer.errors import IncompatibleModelError
+
+            raise IncompatibleModelError("simulated failure at run time")
+        return self.detector(image)
+
+
+def _fail_at(monkeypatch, call: int) -> None:
+    from nanodet_infer import cli
+
+    make = cli.make_detector
+    monkeypatch.setattr(cli, "make_detector", lambda args: _FailingDetector(make(args), call))
+
+
+def test_json_is_written_when_the_run_stops_on_an_error(tmp_path, capsys, monkeypatch) -> None:
+    _fail_at(monkeypatch, 3)
+    out_json = tmp_path / "rows.json"
+    out_json.write_text("old content")
+    assert main(["detect", str(IMAGES), *FOREIGN, "--json", str(out_json), "--no-progress"]) == 2
+    (line,) = _stderr_lines(capsys)
+    assert "simulated failure" in line
+    rows = json.loads(out_json.read_text())
+    assert rows and {row["file_name"] for row in rows} == {"val_00000.jpg", "val_00001.jpg"}
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.json"]  # no temporary file left
+
+
+def test_write_json_is_atomic(tmp_path) -> None:
+    from nanodet_infer.cli import write_json
+
+    target = tmp_path / "sub" / "out.json"
+    write_json(target, [{"a": 1}])
+    assert json.loads(target.read_text()) == [{"a": 1}]
+    with pytest.raises(TypeError):
+        write_json(target, [{"a": 2}, {"b": object()}])  # fails half-way through serialising
+    assert json.loads(target.read_text()) == [{"a": 1}]
+    assert [p.name for p in target.parent.iterdir()] == ["out.json"]
+
+
+def test_video_failing_mid_way_leaves_no_partial_mp4(tmp_path, capsys, monkeypatch) -> None:
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (128, 96))
+    for path in sorted(IMAGES.glob("*.jpg"))[:4]:
+        writer.write(cv2.resize(cv2.imread(str(path)), (128, 96)))
+    writer.release()
+    _fail_at(monkeypatch, 3)
+    out = tmp_path / "out"
+    out_json = tmp_path / "rows.json"
+    argv = ["detect", str(video), *FOREIGN, "--save-dir", str(out), "--json", str(out_json), "--no-progress"]
+    assert main(argv) == 2
+    assert "simulated failure" in _stderr_lines(capsys)[-1]
+    assert list(out.iterdir()) == []
+    assert {row["frame"] for row in json.loads(out_json.read_text())} <= {0, 1}

@@ -78,6 +78,39 @@ def test_batch_on_static_batch_model_equals_single_calls(detector):
     assert detector.detect_batch([]) == []
 
 
+@pytest.mark.parametrize("keep_ratio", [False, True])
+def test_detect_batch_runs_bounded_chunks_read_lazily(monkeypatch, keep_ratio):
+    """On a dynamic-batch model at most max_batch images per inference, images read as the batches fill,
+    and every result equals its single-image call (the batch axis is emulated: upstream's graph has B=1)."""
+    from nanodet_infer.detector import MAX_BATCH
+
+    det = Detector(UPSTREAM, backend="onnxruntime", num_threads=1, keep_ratio=keep_ratio, **SETTINGS)
+    singles = [det(path) for path in IMAGES[:10]]
+    monkeypatch.setattr(det, "_spec", replace(det._spec, metadata=det.metadata.replace(dynamic_batch=True)))
+    run, calls, pulled = det._backend.run, [], []
+
+    def batch_run(tensor):
+        calls.append((tensor.shape[0], len(pulled)))
+        outputs = [run(tensor[i : i + 1]) for i in range(tensor.shape[0])]
+        return [np.concatenate(parts) for parts in zip(*outputs, strict=True)]
+
+    def paths():
+        for path in IMAGES[:10]:
+            pulled.append(path)
+            yield path
+
+    monkeypatch.setattr(det._backend, "run", batch_run)
+    results = det.detect_batch(paths(), max_batch=4)
+    assert calls == [(4, 4), (4, 8), (2, 10)]  # a static input: one canvas, so batches fill in order
+    for single, batched in zip(singles, results, strict=True):
+        np.testing.assert_array_equal(batched.xyxy, single.xyxy)
+        np.testing.assert_array_equal(batched.scores, single.scores)
+        np.testing.assert_array_equal(batched.class_ids, single.class_ids)
+    calls.clear()
+    assert len(det.detect_batch(IMAGES * 2)) == 40  # default: MAX_BATCH per inference
+    assert [size for size, _ in calls] == [MAX_BATCH, 40 - MAX_BATCH]
+
+
 def test_timings_are_filled(detector):
     timings = detector(IMAGES[0]).timings
     for value in (timings.preprocess_ms, timings.inference_ms, timings.postprocess_ms):

@@ -21,6 +21,7 @@ from nanodet_infer.errors import (
 from nanodet_infer.metadata import ModelMetadata
 
 UPSTREAM = SHAPES / "upstream_export.onnx"
+IMAGE = SHAPES / "images" / "val_00000.jpg"
 ENGINES = ("onnxruntime", "openvino")
 
 
@@ -48,7 +49,12 @@ def detector() -> Detector:
         ({"max_detections": 0}, "max_detections"),
         ({"max_detections": -3}, "max_detections"),
         ({"max_detections": 2.5}, "max_detections"),
+        ({"max_detections": True}, "max_detections"),
+        ({"max_detections": np.float64(5)}, "max_detections"),
         ({"keep_ratio": "yes"}, "keep_ratio"),
+        ({"keep_ratio": 1}, "keep_ratio"),
+        ({"multi_label": "no"}, "multi_label"),
+        ({"multi_label": None}, "multi_label"),
         ({"backend": "tflite"}, "unknown backend"),
         ({"num_threads": 0}, "num_threads"),
         ({"backend": "onnxruntime", "precision": "f16"}, "precision"),
@@ -60,11 +66,52 @@ def test_bad_arguments(kwargs, fragment):
         Detector(UPSTREAM, **kwargs)
 
 
-@pytest.mark.parametrize("value", [0.0, 1.0, np.float32(0.5), 1])
+@pytest.mark.parametrize("value", [0.0, 1.0, np.float32(0.5), np.float64(0.25), np.int64(1), 1])
 def test_threshold_bounds_are_inclusive(value):
-    assert (
-        Detector(UPSTREAM, backend="onnxruntime", score_threshold=value, iou_threshold=value).score_threshold == value
+    det = Detector(UPSTREAM, backend="onnxruntime", score_threshold=value, iou_threshold=value)
+    assert det.score_threshold == det.iou_threshold == value and type(det.score_threshold) is float
+
+
+@pytest.mark.parametrize("value", [np.int64(5), np.int32(5), np.uint8(5), 5])
+def test_numpy_integers_are_accepted_for_max_detections(value):
+    det = Detector(UPSTREAM, backend="onnxruntime", max_detections=value)
+    assert det.max_detections == 5 and type(det.max_detections) is int
+    assert len(Detector(UPSTREAM, backend="onnxruntime", score_threshold=0.05, max_detections=value)(IMAGE)) == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("score_threshold", 1.5),
+        ("score_threshold", "0.5"),
+        ("iou_threshold", math.nan),
+        ("max_detections", 0),
+        ("max_detections", 2.5),
+        ("keep_ratio", "yes"),
+        ("multi_label", 0),
+    ],
+)
+def test_setting_a_bad_value_raises_and_keeps_the_old_one(detector, name, value):
+    before = getattr(detector, name)
+    with pytest.raises(InvalidArgumentError, match=name):
+        setattr(detector, name, value)
+    assert getattr(detector, name) == before
+
+
+def test_settings_can_be_changed_and_apply_like_constructor_arguments():
+    det = Detector(UPSTREAM, backend="onnxruntime", num_threads=1)
+    det.score_threshold, det.max_detections, det.multi_label = np.float32(0.05), np.int64(3), False
+    det.keep_ratio = True
+    fresh = Detector(
+        UPSTREAM, backend="onnxruntime", num_threads=1, score_threshold=0.05, max_detections=3,
+        multi_label=False, keep_ratio=True,
     )
+    got, want = det(IMAGE), fresh(IMAGE)
+    assert len(got) == 3
+    np.testing.assert_array_equal(got.xyxy, want.xyxy)
+    np.testing.assert_array_equal(got.class_ids, want.class_ids)
+    det.keep_ratio = None  # back to the model's own (upstream export: stretch)
+    assert det.keep_ratio is False and type(det.max_detections) is int
 
 
 @pytest.mark.parametrize(
@@ -93,9 +140,16 @@ def test_gray_and_bgra_images_run(detector):
     assert detector(np.dstack([gray, gray, gray, gray])).image_size == (60, 40)
 
 
-def test_detect_batch_wants_a_sequence(detector):
+@pytest.mark.parametrize("images", [np.zeros((2, 32, 32, 3), np.uint8), None, 5, str(IMAGE), IMAGE, b"x.jpg"])
+def test_detect_batch_wants_a_sequence(detector, images):
     with pytest.raises(InvalidArgumentError, match="sequence"):
-        detector.detect_batch(np.zeros((2, 32, 32, 3), np.uint8))
+        detector.detect_batch(images)
+
+
+@pytest.mark.parametrize("max_batch", [0, -1, 2.0, True])
+def test_detect_batch_max_batch_must_be_a_positive_integer(detector, max_batch):
+    with pytest.raises(InvalidArgumentError, match="max_batch"):
+        detector.detect_batch([IMAGE], max_batch=max_batch)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -161,13 +215,64 @@ def test_facts_are_refused_for_a_model_with_metadata(tmp_path):
         ({"num_classes": 4}, IncompatibleModelError, "35 channels"),
         ({"reg_max": 16}, IncompatibleModelError, "not more than"),
         ({"class_names": ["a", "b"]}, IncompatibleModelError, "35 channels"),
-        ({"num_classes": 3, "class_names": ["a"]}, MetadataError, "class names"),
+        ({"num_classes": 3, "class_names": ["a"]}, InvalidArgumentError, "class names for num_classes=3"),
         ({"strides": (8, 16, 32)}, IncompatibleModelError, "1360 rows"),
         ({"input_size": (320, 320)}, IncompatibleModelError, "input_size is 320x320"),
-        ({"mean": (1.0, 2.0)}, MetadataError, "mean/std"),
-        ({"strides": 8}, MetadataError, "invalid model facts"),
+        ({"mean": (1.0, 2.0)}, InvalidArgumentError, "mean must have 3 entries"),
+        ({"std": (1.0, 0.0, 1.0)}, InvalidArgumentError, "invalid model facts: std"),
+        ({"strides": (16, 8, 32, 64)}, InvalidArgumentError, "invalid model facts: strides"),
     ],
 )
 def test_bad_foreign_facts(facts, error, fragment):
     with pytest.raises(error, match=fragment):
         Detector(UPSTREAM, backend="onnxruntime", **facts)
+
+
+@pytest.mark.parametrize(
+    ("facts", "fragment"),
+    [
+        ({"class_names": 5}, "class_names must be a list.*pass a list of names"),
+        ({"class_names": "abc"}, "class_names must be a list.*pass a list of names"),
+        ({"class_names": ["a", 1, "c"]}, "class_names must be strings"),
+        ({"class_names": []}, "class_names must have at least one"),
+        ({"num_classes": 3.0}, "num_classes must be an integer >= 1, got 3.0"),
+        ({"num_classes": True}, "num_classes must be an integer"),
+        ({"num_classes": "3"}, "num_classes must be an integer"),
+        ({"reg_max": 7.0}, "reg_max must be an integer"),
+        ({"strides": 8}, "strides must be a list"),
+        ({"strides": (8, 16.5, 32, 64)}, "strides entry must be an integer"),
+        ({"input_size": 256}, r"input_size must be a list.*\(W, H\)"),
+        ({"input_size": (256, 256, 3)}, "input_size must have 2 entries"),
+        ({"mean": "0,0,0"}, "mean must be a list"),
+        ({"std": (1.0, "x", 1.0)}, "std must be 3 numbers"),
+        ({"keep_ratio": "no"}, "keep_ratio must be True or False"),
+    ],
+)
+def test_malformed_foreign_facts_are_refused_before_the_model_loads(tmp_path, facts, fragment):
+    with pytest.raises(InvalidArgumentError, match=fragment):
+        Detector(UPSTREAM, backend="onnxruntime", **facts)
+    with pytest.raises(InvalidArgumentError, match=fragment):  # checked before the (missing) model is opened
+        Detector(tmp_path / "missing.onnx", backend="onnxruntime", **facts)
+
+
+def test_numpy_and_list_foreign_facts_are_normalised():
+    det = Detector(
+        UPSTREAM, backend="onnxruntime", num_classes=np.int64(3), strides=[8, 16, 32, 64],
+        input_size=np.array([256, 256]), mean=np.array([103.53, 116.28, 123.675]),
+        class_names=np.array(["a", "b", "c"]),
+    )
+    meta = det.metadata
+    assert (meta.num_classes, meta.strides, meta.input_size) == (3, (8, 16, 32, 64), (256, 256))
+    assert type(meta.num_classes) is int and all(type(v) is int for v in (*meta.strides, *meta.input_size))
+    assert meta.class_names == ("a", "b", "c") and all(type(v) is float for v in meta.mean)
+
+
+def test_non_square_foreign_model_takes_w_h_from_the_graph(tmp_path):
+    """(W, H) = (shape[3], shape[2]) of a static input, without any warning (docs/runtime.md, foreign models)."""
+    path = fake_detector(tmp_path / "wide.onnx", size=(64, 32), num_priors=43, channels=(35,), output_names=("out",),
+                         input_name="data")
+    det = Detector(path, backend="onnxruntime")
+    assert det.input_size == (64, 32) and det.metadata.num_classes == 3
+    assert det(np.zeros((10, 30, 3), np.uint8)).image_size == (30, 10)
+    with pytest.raises(IncompatibleModelError, match="input_size is 32x64"):
+        Detector(path, backend="onnxruntime", input_size=(32, 64))

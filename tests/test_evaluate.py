@@ -75,3 +75,20 @@ def test_cli_eval(tmp_path, capsys) -> None:
     stats = json.loads(out.read_text())
     assert stats["mAP"] == pytest.approx(UPSTREAM_MAP_20_IMAGES, abs=1e-3)
     assert "mAP" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("file_name", [None, "", 5])
+def test_image_entry_without_a_file_name_is_named(tmp_path, file_name) -> None:
+    from nanodet_infer import Detector
+
+    dataset = json.loads(ANNOTATIONS.read_text())
+    image_id = dataset["images"][3]["id"]
+    if file_name is None:
+        del dataset["images"][3]["file_name"]
+    else:
+        dataset["images"][3]["file_name"] = file_name
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(dataset))
+    detector = Detector(SHAPES / "upstream_export.onnx", backend="onnxruntime")
+    with pytest.raises(InvalidArgumentError, match=f"image id {image_id} has no 'file_name'"):
+        evaluate_coco(detector, ann, SHAPES / "images")

@@ -73,7 +73,7 @@ class Backend(ABC):
         for got, want in zip(tensor.shape, self._input_shape, strict=True):
             if want is not None and got != want:
                 raise InvalidArgumentError(
-                    f"input shape {tuple(tensor.shape)} does not fit the model input {_fmt(self._input_shape)}"
+                    f"input shape {tuple(tensor.shape)} does not fit the model input {format_shape(self._input_shape)}"
                 )
         try:
             return self._run(np.ascontiguousarray(tensor))
@@ -89,9 +89,13 @@ class Backend(ABC):
     def _run(self, tensor: np.ndarray) -> list[np.ndarray]:
         """Engine-specific inference on a validated, C-contiguous tensor."""
 
+    def describe_outputs(self) -> str:
+        """The outputs as ``name [B, N, C], ...``, for error messages."""
+        return ", ".join(f"{n} {format_shape(s)}" for n, s in zip(self._output_names, self._output_shapes, strict=True))
+
     def __repr__(self) -> str:
-        outputs = ", ".join(f"{n} {_fmt(s)}" for n, s in zip(self._output_names, self._output_shapes, strict=True))
-        return f"<{type(self).__name__} {self._input_name} {_fmt(self._input_shape)} -> {outputs}>"
+        inputs = f"{self._input_name} {format_shape(self._input_shape)}"
+        return f"<{type(self).__name__} {inputs} -> {self.describe_outputs()}>"
 
 
 def check_model_path(path: str | Path, suffixes: tuple[str, ...], backend: str) -> Path:
@@ -113,5 +117,6 @@ def engine_message(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _fmt(shape: Shape) -> str:
+def format_shape(shape: Shape) -> str:
+    """``shape`` as ``[1, 3, ?, ?]`` (``?`` for a symbolic dimension), for error messages."""
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
