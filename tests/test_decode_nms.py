@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _reference import reference_decode, upstream_nms
 from conftest import PLUS320, SHAPES
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,37 +20,6 @@ STRIDES = (8, 16, 32, 64)
 
 
 # ---------------------------------------------------------------- reference implementations
-def upstream_nms(boxes, scores, class_ids, iou_threshold, max_keep=None):
-    """Upstream ``batched_nms`` + torchvision's CPU ``nms`` kernel, one candidate at a time, in numpy.
-
-    float32 throughout: ``boxes + (labels * (boxes.max() + 1))[:, None]``, areas and IoU of the shifted
-    boxes, ``ovr > iou_threshold`` as a double; a stable sort by score. Then ``[:max_keep]``.
-    """
-    boxes = np.asarray(boxes, np.float32)
-    if not len(boxes):
-        return np.zeros(0, np.int64)
-    step = boxes.max() + np.float32(1)
-    shifted = boxes + (np.asarray(class_ids).astype(np.float32) * step)[:, None]
-    x1, y1, x2, y2 = shifted.T
-    areas = (x2 - x1) * (y2 - y1)
-    order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
-    suppressed = np.zeros(len(boxes), bool)
-    kept: list[int] = []
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for n, i in enumerate(order):
-            if suppressed[i]:
-                continue
-            kept.append(int(i))
-            rest = order[n + 1 :]
-            w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-            h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-            inter = w * h
-            ovr = inter / (areas[i] + areas[rest] - inter)
-            assert ovr.dtype == np.float32
-            suppressed[rest[ovr.astype(np.float64) > iou_threshold]] = True
-    return np.array(kept[:max_keep], dtype=np.int64)
-
-
 def plain_iou_nms(boxes, scores, class_ids, iou_threshold):
     """The old rule: per-class greedy NMS with the float32 IoU of the *unshifted* boxes."""
     order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
@@ -70,17 +40,6 @@ def _f32_iou(box, others):
     return inter / (
         (box[2] - box[0]) * (box[3] - box[1]) + (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1]) - inter
     )
-
-
-def reference_decode(box_dist, priors, reg_max, canvas):
-    x = box_dist.astype(np.float64).reshape(-1, 4, reg_max + 1)
-    p = np.exp(x - x.max(axis=2, keepdims=True))
-    p /= p.sum(axis=2, keepdims=True)
-    d = (p * np.arange(reg_max + 1)).sum(axis=2) * priors[:, 2:3]
-    b = np.concatenate([priors[:, :2] - d[:, :2], priors[:, :2] + d[:, 2:]], axis=1)
-    b[:, 0::2] = b[:, 0::2].clip(0, canvas[0])
-    b[:, 1::2] = b[:, 1::2].clip(0, canvas[1])
-    return b
 
 
 def random_boxes(rng, n, size=100.0, min_wh=0.0):

@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _reference import reference_decode, upstream_nms
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -25,53 +26,6 @@ PROPERTY_SETTINGS = settings(max_examples=75, deadline=None, suppress_health_che
 
 
 # ---------------------------------------------------------------- the reference
-def reference_decode(box_dist: np.ndarray, priors: np.ndarray, reg_max: int, canvas: tuple[int, int]) -> np.ndarray:
-    """Every prior: float64 softmax per side (infinite logits: their limit), expectation, distance → box, clip.
-
-    Rows with a NaN logit give NaN boxes.
-    """
-    x = box_dist.astype(np.float64).reshape(-1, 4, reg_max + 1)
-    peak = x.max(axis=2, keepdims=True)
-    top = x == peak
-    with np.errstate(invalid="ignore", over="ignore"):
-        p = np.where(np.isinf(peak), top.astype(np.float64), np.exp(x - peak))
-    p /= p.sum(axis=2, keepdims=True)
-    d = (p * np.arange(reg_max + 1)).sum(axis=2) * priors[:, 2:3]
-    boxes = np.concatenate([priors[:, :2] - d[:, :2], priors[:, :2] + d[:, 2:]], axis=1)
-    boxes[:, 0::2] = boxes[:, 0::2].clip(0, canvas[0])
-    boxes[:, 1::2] = boxes[:, 1::2].clip(0, canvas[1])
-    return boxes
-
-
-def upstream_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float, max_num) -> list[int]:
-    """Upstream ``batched_nms`` (class offset) + torchvision's CPU ``nms`` kernel, float32, one box at a time.
-
-    ``boxes`` float32 ``[M, 4]`` (finite); returns the kept indices, best score first, at most ``max_num``.
-    """
-    if not len(boxes):
-        return []
-    shifted = boxes + (labels.astype(np.float32) * (boxes.max() + np.float32(1)))[:, None]
-    x1, y1, x2, y2 = shifted.T
-    areas = (x2 - x1) * (y2 - y1)
-    order = np.argsort(-scores, kind="stable")
-    suppressed = np.zeros(len(boxes), bool)
-    kept: list[int] = []
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for n, i in enumerate(order):
-            if suppressed[i]:
-                continue
-            kept.append(int(i))
-            if len(kept) == max_num:
-                break
-            rest = order[n + 1 :]
-            w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-            h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-            inter = w * h
-            ovr = inter / (areas[i] + areas[rest] - inter)
-            suppressed[rest[ovr.astype(np.float64) > iou_threshold]] = True
-    return kept
-
-
 def reference_postprocess(
     scores, box_dist, priors, *, reg_max, score_threshold, iou_threshold, max_detections, canvas_size, multi_label
 ):
