@@ -137,7 +137,7 @@ def summary(report: ExportReport, *, verbose: bool = False) -> str:
         f"  parity       {parity}",
     ]
     if arch.get("inferred"):
-        lines.insert(2, f"  assumed      {assumptions_line(arch.get('assumed', ()))}")
+        lines.insert(2, f"  warning      {assumptions_line(arch.get('assumed', ()))}")
     if verbose:
         for case in report.parity_cases:
             deltas = ", ".join(f"{name} {value:.3e}" for name, value in case.max_abs_diff.items())
