@@ -3,10 +3,10 @@
 Upstream decodes every prior, then ``multiclass_nms``: every (prior, class) pair whose score is
 ``> score_threshold`` is a candidate, class-aware NMS on boxes shifted by ``class_id * (max_coordinate + 1)``
 (:mod:`.nms`), the best ``max_detections`` by score. Here (``candidate_first``) only the priors that have
-a candidate are decoded (``max_coordinate`` needs all their boxes; all priors when most have one), and
-NMS stops once ``max_detections`` boxes are kept; the results are identical because decoding is
-row-wise and bit-exact per row (see :mod:`.decode`). ``candidate_first=False`` decodes every prior first
-and is the reference path.
+a candidate are decoded, and when there are many of them only those NMS visits plus the few that bound
+``max_coordinate`` (:func:`_bounded_max_coordinate`); NMS stops once ``max_detections`` boxes are kept.
+The results are identical because decoding is row-wise and bit-exact per row (see :mod:`.decode`).
+``candidate_first=False`` decodes every prior first and is the reference path.
 
 Non-finite model outputs never reach the result: a NaN or infinite score is not a candidate (a score
 is a probability; with ``multi_label=False`` a prior's best class is its best finite one), and a
@@ -23,6 +23,36 @@ import numpy as np
 from .decode import decode_boxes
 from .errors import InvalidArgumentError
 from .nms import greedy_nms, max_coordinate
+
+_EAGER_ROWS = 256  # up to this many priors with a candidate are decoded up front
+_BOUND_CHUNK = 64  # rows decoded at a time by _bounded_max_coordinate
+
+
+def _bounded_max_coordinate(
+    rows: np.ndarray, box_dist: np.ndarray, priors: np.ndarray, reg_max: int, canvas_size: Sequence[int]
+) -> np.float32:
+    """:func:`.nms.max_coordinate` of the decoded boxes of prior ``rows``, decoding as few rows as it can.
+
+    A decoded box is clamped to the canvas and has ``x2 >= x1``, ``y2 >= y1`` (side distances are
+    expectations over bins ``0..reg_max``, never negative), so its largest coordinate is ``x2`` or ``y2``,
+    at most ``min(W, x + reg_max * s)`` or ``min(H, y + reg_max * s)``. Rows are decoded in descending
+    order of that bound (padded before clamping, so float32 rounding cannot exceed it), a chunk at a time,
+    until the largest coordinate found reaches the next row's bound. Same value as decoding every row.
+    """
+    width, height = float(canvas_size[0]), float(canvas_size[1])
+    x, y, stride = (priors[rows, i].astype(np.float64) for i in range(3))
+    reach = stride * reg_max
+    bound = np.maximum(
+        np.minimum(width, (x + reach) * (1 + 1e-5) + 1e-3), np.minimum(height, (y + reach) * (1 + 1e-5) + 1e-3)
+    )
+    order = np.argsort(-bound, kind="stable")
+    best = np.float32(0)
+    for start in range(0, len(order), _BOUND_CHUNK):
+        if best >= bound[order[start]]:
+            break
+        chunk = rows[order[start : start + _BOUND_CHUNK]]
+        best = max(best, max_coordinate(decode_boxes(box_dist[chunk], priors[chunk], reg_max, canvas_size)))
+    return best
 
 
 def _check(scores: np.ndarray, box_dist: np.ndarray, priors: np.ndarray, reg_max: int) -> None:
@@ -99,17 +129,24 @@ def postprocess(
     first = np.ones(len(cand_priors), dtype=bool)
     np.not_equal(cand_priors[1:], cand_priors[:-1], out=first[1:])
     rows = cand_priors[first]
-    if candidate_first and 2 * len(rows) < len(priors):  # decode only those priors
-        decoded = decode_boxes(box_dist[rows], priors[rows], reg_max, canvas_size)
-        max_coord = max_coordinate(decoded)
-        position = np.cumsum(first) - 1  # candidate → its row of `decoded`
-    else:  # decode every prior, as upstream does (also the cheaper way when most priors have a candidate)
-        decoded = decode_boxes(box_dist, priors, reg_max, canvas_size)
-        max_coord = max_coordinate(decoded[rows])
-        position = cand_priors
+    if candidate_first and len(rows) > _EAGER_ROWS:  # many priors: bound the max, decode what NMS visits
+        max_coord = _bounded_max_coordinate(rows, box_dist, priors, reg_max, canvas_size)
 
-    def boxes_of(idx: np.ndarray) -> np.ndarray:
-        return decoded[position[idx]]
+        def boxes_of(idx: np.ndarray) -> np.ndarray:
+            visited = cand_priors[idx]
+            return decode_boxes(box_dist[visited], priors[visited], reg_max, canvas_size)
+
+    else:
+        if candidate_first:  # few priors: decode them once
+            decoded = decode_boxes(box_dist[rows], priors[rows], reg_max, canvas_size)
+            position = np.cumsum(first) - 1  # candidate → its row of `decoded`
+        else:  # decode every prior, as upstream does
+            decoded = decode_boxes(box_dist, priors, reg_max, canvas_size)
+            position = cand_priors
+        max_coord = max_coordinate(decoded[position[first]])
+
+        def boxes_of(idx: np.ndarray) -> np.ndarray:
+            return decoded[position[idx]]
 
     keep, boxes = greedy_nms(cand_scores, class_ids, iou_threshold, max_detections, boxes_of, max_coord)
     return boxes, cand_scores[keep], class_ids[keep].astype(np.int64)

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from nanodet_infer.decode import decode_boxes, distance2bbox, integral, make_priors, num_priors
 from nanodet_infer.errors import InvalidArgumentError
-from nanodet_infer.nms import batched_nms, box_iou
-from nanodet_infer.postprocess import postprocess
+from nanodet_infer.nms import batched_nms, box_iou, max_coordinate
+from nanodet_infer.postprocess import _bounded_max_coordinate, postprocess
 
 STRIDES = (8, 16, 32, 64)
 
@@ -281,3 +281,31 @@ def test_postprocess_rejects_mismatched_shapes() -> None:
         _run(scores, box_dist, canvas, max_detections=0)
     with pytest.raises(InvalidArgumentError):
         _run(scores, box_dist, canvas, iou_threshold=1.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    width=st.integers(1, 400),
+    height=st.integers(1, 400),
+    reg_max=st.integers(1, 16),
+    edge_fraction=st.sampled_from([0.0, 0.002, 0.01, 0.5]),
+    odd_fraction=st.sampled_from([0.0, 0.05]),
+)
+def test_bounded_max_coordinate_equals_decoding_every_row(
+    seed, width, height, reg_max, edge_fraction, odd_fraction
+) -> None:
+    """The early-stopping max over many priors is bit-equal to the max over all their decoded boxes."""
+    rng = np.random.default_rng(seed)
+    priors = make_priors((width, height), STRIDES)
+    box_dist = rng.normal(0, 3, (len(priors), 4, reg_max + 1)).astype(np.float32)
+    box_dist[:, :, 0] += 6.0  # mostly small boxes, so the max is not always at the canvas edge
+    reach = rng.random(len(priors)) < edge_fraction  # all weight on the last bin: boxes reach their bound
+    box_dist[reach, :, -1] = 50.0
+    odd = rng.random(box_dist.shape) < odd_fraction / (reg_max + 1)
+    box_dist[odd] = rng.choice(np.array([np.inf, -np.inf, np.nan], np.float32), odd.sum())
+    box_dist = box_dist.reshape(len(priors), -1)
+    rows = np.flatnonzero(rng.random(len(priors)) < rng.uniform(0.05, 1.0))
+    expected = max_coordinate(decode_boxes(box_dist[rows], priors[rows], reg_max, (width, height)))
+    got = _bounded_max_coordinate(rows, box_dist, priors, reg_max, (width, height))
+    assert got.dtype == np.float32 and got == expected
