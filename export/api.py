@@ -14,7 +14,7 @@ from nanodet_infer import __version__
 from nanodet_infer.errors import ExportError, InvalidArgumentError, MetadataError
 from nanodet_infer.metadata import ModelMetadata
 
-from . import onnx_export, openvino_export, parity
+from . import onnx_export, openvino_export, parity, quantize
 from .resolve import architecture_summary, check_input_size, resolve_config, with_overrides
 from .staging import StagedOutput
 
@@ -51,6 +51,9 @@ class ExportReport:
     source_format: str
     file_size: int
     seconds: float
+    int8: quantize.Int8Report | None = None
+    """The INT8 step's calibration, agreement check and mAP comparison (None for a float export); the
+    parity fields then describe the f32 model it was quantized from."""
 
     @property
     def path(self) -> Path:
@@ -74,6 +77,7 @@ def export_checkpoint(
     trust_checkpoint: bool = False,
     check: bool = True,
     activation: str | None = None,
+    int8: quantize.Int8Request | None = None,
 ) -> ExportReport:
     """Export an upstream NanoDet-Plus training checkpoint (``.pth``/``.ckpt``) to ONNX or OpenVINO IR.
 
@@ -83,10 +87,11 @@ def export_checkpoint(
     assuming LeakyReLU. ``input_size`` is ``(W, H)`` and defaults to the config's.
     Raises a :class:`~nanodet_infer.errors.NanoDetError` subclass for bad input and
     :class:`~nanodet_infer.errors.ExportError` when the export or its parity check fails; nothing
-    is written under ``out`` unless the export succeeded.
+    is written under ``out`` unless the export succeeded. ``int8`` quantizes the checked f32 model
+    (:mod:`nanodet_export.quantize`); its calibration images are checked before anything else.
     """
     start = time.perf_counter()
-    _check_options(out, fmt=fmt, fp16=fp16, opset=opset)
+    calibration = _check_options(out, fmt=fmt, fp16=fp16, opset=opset, int8=int8)
     checkpoint = read_checkpoint(Path(ckpt), trust=trust_checkpoint)
     cfg = resolve_config(
         checkpoint.state_dict,
@@ -105,7 +110,7 @@ def export_checkpoint(
         source_sha256=checkpoint.sha256,
         used_ema=checkpoint.used_ema,
         source_format=checkpoint.source_format,
-        options=_Options(dynamic, opset, simplify, fmt, fp16, check),
+        options=_Options(dynamic, opset, simplify, fmt, fp16, check, int8, calibration),
         start=start,
     )
 
@@ -123,6 +128,7 @@ def export_model(
     fmt: str = "onnx",
     fp16: bool = False,
     check: bool = True,
+    int8: quantize.Int8Request | None = None,
 ) -> ExportReport:
     """Export an in-memory :class:`NanoDetPlus` built from ``cfg`` (e.g. freshly seeded weights).
 
@@ -130,7 +136,7 @@ def export_model(
     as the metadata's source checksum.
     """
     start = time.perf_counter()
-    _check_options(out, fmt=fmt, fp16=fp16, opset=opset)
+    calibration = _check_options(out, fmt=fmt, fp16=fp16, opset=opset, int8=int8)
     if input_size is not None:
         cfg = with_overrides(cfg, input_size=input_size)
     return _export(
@@ -140,7 +146,7 @@ def export_model(
         source_sha256=source_sha256,
         used_ema=None,
         source_format="in-memory",
-        options=_Options(dynamic, opset, simplify, fmt, fp16, check),
+        options=_Options(dynamic, opset, simplify, fmt, fp16, check, int8, calibration),
         start=start,
     )
 
@@ -153,9 +159,14 @@ class _Options:
     fmt: str
     fp16: bool
     check: bool
+    int8: quantize.Int8Request | None = None
+    calibration: quantize.Calibration | None = None
 
 
-def _check_options(out: str | Path, *, fmt: str, fp16: bool, opset: int) -> None:
+def _check_options(
+    out: str | Path, *, fmt: str, fp16: bool, opset: int, int8: quantize.Int8Request | None = None
+) -> quantize.Calibration | None:
+    """Validate the options; with ``int8`` also the calibration images (returned) and the eval files."""
     if fmt not in FORMATS:
         raise InvalidArgumentError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     suffix = FORMATS[fmt][0]
@@ -167,6 +178,19 @@ def _check_options(out: str | Path, *, fmt: str, fp16: bool, opset: int) -> None
         raise InvalidArgumentError("--fp16 applies to --format openvino only; ONNX exports keep FP32 weights")
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise InvalidArgumentError(f"--opset {opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} (default 17)")
+    if int8 is None:
+        return None
+    if fp16:
+        raise InvalidArgumentError("--int8 and --fp16 exclude each other; choose one")
+    if (int8.eval_ann is None) != (int8.eval_images is None):
+        raise InvalidArgumentError("--eval-ann and --eval-images go together; give both or neither")
+    if int8.eval_ann is not None:
+        from nanodet_infer.evaluate import load_ground_truth
+
+        load_ground_truth(int8.eval_ann)
+        if not Path(int8.eval_images).is_dir():
+            raise InvalidArgumentError(f"--eval-images {str(int8.eval_images)!r} is not a folder")
+    return quantize.find_calibration_images(int8.calib_images, int8.calib_count)
 
 
 def _export(
@@ -185,6 +209,8 @@ def _export(
     deploy = model.deploy().eval()
     aux_dropped = sum(p.numel() for name, p in model.named_parameters() if name.startswith(onnx_export.AUX_PREFIXES))
     metadata = _metadata(cfg, deploy, dynamic=options.dynamic, source_sha256=source_sha256)
+    if options.fp16:
+        metadata = metadata.replace(precision="f16")
     properties = metadata.to_properties()
     channels = (metadata.num_classes, metadata.num_box_channels)
     graph = onnx_export.trace_to_onnx(
@@ -200,13 +226,12 @@ def _export(
     with StagedOutput(finals) as staged:
         if options.fmt == "onnx":
             onnx.save(graph, str(staged.temp))
-            written = onnx.load(str(staged.temp), load_external_data=False).metadata_props
-            _check_round_trip(metadata, {p.key: p.value for p in written})
+            _check_round_trip(metadata, _read_properties(staged.temp, options.fmt))
             candidate = parity.onnxruntime_runner(staged.temp)
         else:
             ov_model = openvino_export.convert(graph, properties)
             openvino_export.save(ov_model, staged.temp, fp16=options.fp16)
-            _check_round_trip(metadata, openvino_export.read_properties(staged.temp))
+            _check_round_trip(metadata, _read_properties(staged.temp, options.fmt))
             candidate = parity.openvino_runner(staged.temp)
         cases: list[parity.ParityCase] = []
         if options.check:
@@ -220,6 +245,12 @@ def _export(
                 f"parity check failed, max |Δ| against PyTorch: {detail}; nothing was written "
                 "(re-run with --verbose and report the model)"
             )
+        int8_report = None
+        if options.int8 is not None and options.calibration is not None:
+            metadata, int8_report = quantize.quantize_export(
+                staged.temps, options.fmt, metadata, options.calibration, options.int8
+            )
+            _check_round_trip(metadata, _read_properties(staged.temp, options.fmt))
         staged.commit()
     return ExportReport(
         paths=finals,
@@ -237,6 +268,7 @@ def _export(
         source_format=source_format,
         file_size=sum(path.stat().st_size for path in finals),
         seconds=time.perf_counter() - start,
+        int8=int8_report,
     )
 
 
@@ -264,6 +296,13 @@ def _metadata(cfg: ModelConfig, deploy: nn.Module, *, dynamic: bool, source_sha2
         source_sha256=source_sha256,
         architecture=architecture_summary(cfg, deploy),
     )
+
+
+def _read_properties(path: Path, fmt: str) -> dict[str, str]:
+    """The metadata string map of a written model file."""
+    if fmt == "onnx":
+        return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return openvino_export.read_properties(path)
 
 
 def _check_round_trip(metadata: ModelMetadata, written: dict[str, str]) -> None:

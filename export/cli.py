@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
 from nanodet_models import ACTIVATIONS
 
 from nanodet_infer.errors import ExportError, NanoDetError
 
 from .api import FORMATS, PRODUCER, ExportReport, export_checkpoint
+from .quantize import DEFAULT_CALIB_COUNT, Int8Report, Int8Request, agreement_line
 from .resolve import parse_input_size, read_class_names
 
 EXIT_OK, EXIT_EXPORT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -55,6 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     parser.add_argument("--format", choices=tuple(FORMATS), default="onnx", help="output format (default onnx)")
     parser.add_argument("--fp16", action="store_true", help="OpenVINO IR with FP16 weights (default FP32)")
+    int8 = parser.add_argument_group("INT8 post-training quantization")
+    int8.add_argument("--int8", action="store_true", help="quantize to INT8 (needs --calib-images)")
+    int8.add_argument("--calib-images", metavar="DIR", help="calibration images (representative, with objects)")
+    int8.add_argument(
+        "--calib-count",
+        type=int,
+        metavar="N",
+        help=f"use the first N images of --calib-images by name (default: all, at most {DEFAULT_CALIB_COUNT})",
+    )
+    int8.add_argument(
+        "--force-int8", action="store_true", help="write the INT8 model even when the agreement check fails"
+    )
+    int8.add_argument("--eval-ann", metavar="ANN.json", help="COCO annotations: print f32 vs INT8 mAP")
+    int8.add_argument("--eval-images", metavar="DIR", help="the images --eval-ann refers to")
     parser.add_argument("--class-names", metavar="FILE", help="class names: one per line, or a JSON list")
     parser.add_argument(
         "--trust-checkpoint", action="store_true", help="allow full unpickling (runs code from the file!)"
@@ -69,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _check_int8_flags(parser, args)
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)
         return int(exc.code or 0)
     try:
@@ -86,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             class_names=read_class_names(args.class_names) if args.class_names else None,
             trust_checkpoint=args.trust_checkpoint,
             activation=args.activation,
+            int8=_int8_request(args) if args.int8 else None,
         )
     except ExportError as exc:
         return _fail(exc, EXIT_EXPORT_FAILED, args.verbose)
@@ -95,6 +113,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, EXIT_EXPORT_FAILED, args.verbose, prefix=f"internal error ({type(exc).__name__}): ")
     print(summary(report, verbose=args.verbose))
     return EXIT_OK
+
+
+def _check_int8_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The INT8 options need --int8, and --int8 needs calibration images (usage errors)."""
+    extras = [args.calib_images, args.calib_count, args.force_int8, args.eval_ann, args.eval_images]
+    if not args.int8 and any(value not in (None, False) for value in extras):
+        parser.error("--calib-images, --calib-count, --force-int8 and --eval-ann/--eval-images need --int8")
+    if args.int8 and not args.calib_images:
+        parser.error("--int8 needs --calib-images DIR (representative images with objects)")
+
+
+def _int8_request(args: argparse.Namespace) -> Int8Request:
+    return Int8Request(
+        calib_images=Path(args.calib_images),
+        calib_count=args.calib_count,
+        force=args.force_int8,
+        eval_ann=Path(args.eval_ann) if args.eval_ann else None,
+        eval_images=Path(args.eval_images) if args.eval_images else None,
+    )
 
 
 def _fail(exc: BaseException, code: int, verbose: bool, prefix: str = "") -> int:
@@ -142,7 +179,29 @@ def summary(report: ExportReport, *, verbose: bool = False) -> str:
         for case in report.parity_cases:
             deltas = ", ".join(f"{name} {value:.3e}" for name, value in case.max_abs_diff.items())
             lines.append(f"    input {_dims(case.input_shape)}: {deltas}")
+    if report.int8 is not None:
+        lines.extend(_int8_lines(report.int8, meta.calibration))
     return "\n".join(lines)
+
+
+def _int8_lines(report: Int8Report, facts: Mapping[str, Any]) -> list[str]:
+    """The INT8 part of the summary: calibration, agreement, and mAP side by side."""
+    kept = ", ".join(facts.get("float_layers", ())) or "-"
+    lines = [
+        f"  int8         {facts.get('method', '?')}; {facts.get('count', '?')} calibration images "
+        f"(sha256 {report.calibration.sha256[:16]}); convs kept in float: {kept}",
+        f"  agreement    {agreement_line(report.agreement)}"
+        + ("  [COLLAPSED, written because of --force-int8]" if report.forced else ""),
+    ]
+    if report.mean_ap:
+        header = "  mAP          " + "  ".join(f"{name:>6}" for name in report.mean_ap)
+        lines.append(header + "   (COCO, score 0.05, IoU 0.6, max 100)")
+        for stat in ("mAP", "AP50"):
+            values = "  ".join(f"{stats[stat]:6.4f}" for stats in report.mean_ap.values())
+            lines.append(f"    {stat:<11}{values}")
+        delta = report.mean_ap["int8"]["mAP"] - report.mean_ap["f32"]["mAP"]
+        lines.append(f"    ΔmAP (INT8 − f32) {delta * 100:+.2f} points")
+    return lines
 
 
 def assumptions_line(assumed: Sequence[str]) -> str:

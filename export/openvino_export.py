@@ -17,10 +17,7 @@ if TYPE_CHECKING:  # openvino is imported lazily: only OpenVINO exports pay for 
 
 
 def convert(model: onnx.ModelProto, properties: dict[str, str]) -> openvino.Model:
-    """Convert the in-memory ONNX ``model`` and set each metadata entry under ``rt_info``.
-
-    Entries land at ``rt_info[OV_RT_INFO_SECTION][key]``, where the runtime reads them back.
-    """
+    """Convert the in-memory ONNX ``model`` and set each metadata entry under ``rt_info`` (:func:`set_properties`)."""
     import openvino as ov
 
     try:
@@ -29,9 +26,14 @@ def convert(model: onnx.ModelProto, properties: dict[str, str]) -> openvino.Mode
             ov_model = ov.convert_model(io.BytesIO(model.SerializeToString()))
     except Exception as exc:  # ovc raises its own Error type for every conversion problem
         raise ExportError(f"OpenVINO could not convert the ONNX graph: {exc}") from exc
+    set_properties(ov_model, properties)
+    return ov_model
+
+
+def set_properties(ov_model: openvino.Model, properties: dict[str, str]) -> None:
+    """Set each metadata entry at ``rt_info[OV_RT_INFO_SECTION][key]``, where the runtime reads it back."""
     for key, value in properties.items():
         ov_model.set_rt_info(value, [OV_RT_INFO_SECTION, key])
-    return ov_model
 
 
 def save(ov_model: openvino.Model, xml_path: Path, *, fp16: bool) -> None:

@@ -33,7 +33,13 @@ key                         example               meaning
 ``box_side_order``          ``ltrb``              the 4 bin groups: left, top, right, bottom
 ``source_sha256``           ``ab12...``           SHA-256 of the source checkpoint file
 ``architecture``            ``{...}``             JSON summary (backbone, sizes) for humans
+``precision``               ``int8``              weights as stored: ``f32``, ``f16`` or ``int8`` (optional)
+``calibration``             ``{"count": 300, ...}``  JSON, INT8 only: how it was calibrated (optional)
 ==========================  ====================  ==============================================
+
+``precision`` and ``calibration`` are optional (files written before them load as ``f32`` / ``{}``).
+``calibration`` holds ``count`` (images), ``sha256`` (digest of the image files in order), ``method``
+(quantizer and its settings) and ``float_nodes`` (layers kept in float).
 
 Output layout: N priors ordered level by level (stride 8 first), row-major (y outer, x inner)
 within a level, with ``ceil(H / stride) * ceil(W / stride)`` priors per level.
@@ -58,6 +64,9 @@ OV_RT_INFO_SECTION = "model_info"
 # overflow float32 when normalising 0..255 pixels.
 MAX_INPUT_SIDE = 8192
 MIN_ABS_STD = 1e-6
+
+PRECISIONS = ("f32", "f16", "int8")
+"""Values of the ``precision`` key: the number format of the stored weights."""
 
 UPSTREAM_MEAN_BGR = (103.53, 116.28, 123.675)
 UPSTREAM_STD_BGR = (57.375, 57.12, 58.395)
@@ -88,6 +97,8 @@ class ModelMetadata:
     producer: str = ""
     source_sha256: str = ""
     architecture: Mapping[str, Any] = field(default_factory=dict)
+    precision: str = "f32"
+    calibration: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -135,6 +146,8 @@ class ModelMetadata:
             raise MetadataError(
                 f"scores_activation must be 'sigmoid' or 'none', got {self.scores_activation!r}"
             )
+        if self.precision not in PRECISIONS:
+            raise MetadataError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.box_side_order != "ltrb":
             raise MetadataError(f"box_side_order must be 'ltrb', got {self.box_side_order!r}")
 
@@ -209,6 +222,8 @@ _FIELD_KINDS: dict[str, str] = {
     "box_side_order": "str",
     "source_sha256": "str",
     "architecture": "dict",
+    "precision": "str",
+    "calibration": "dict",
 }
 
 

@@ -1,0 +1,441 @@
+"""INT8 post-training quantization of an exported model, and the checks that replace f32 parity.
+
+Flow (driven by :func:`nanodet_export.api.export_checkpoint` with ``int8=``):
+
+1. :func:`find_calibration_images` — before any other work: the calibration folder must hold at least
+   the requested number of decodable images (sorted by name; the first ``count`` are used).
+2. :func:`calibration_inputs` — each image goes through the runtime's own preprocessing
+   (:func:`nanodet_infer.preprocess.plan_input` + :func:`~nanodet_infer.preprocess.preprocess`, the
+   model's resize mode and mean/std), giving ``float32 [1, 3, H, W]`` network inputs.
+3. :func:`quantize_onnx` (ONNX Runtime static quantization) or :func:`quantize_openvino` (NNCF).
+   Settings chosen by measurement on the trained ``shapes-m-256`` fixture (docs/export.md): ONNX: QDQ,
+   uint8 activations with int8 per-channel weights (ONNX Runtime's fast x86 path; int8 activations ran
+   slower than f32 here), MinMax, the first conv and the head tail in float; OpenVINO: NNCF ``MIXED``
+   preset, fast bias correction, head tail in float.
+4. :func:`agreement` — detections of the INT8 model against the f32 model on the calibration images;
+   a collapse fails the export unless forced (:func:`check_agreement`).
+
+The head tail is every node between the outputs and the last convolutions (the class/box convs
+themselves, the reshapes, the concat and the sigmoid): the score output lies in [0, 1] and the box
+logits set the Integral, so one coarse scale for them costs accuracy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from nanodet_infer.cli import IMAGE_SUFFIXES
+from nanodet_infer.errors import ExportError, ImageReadError, InvalidArgumentError, NanoDetError
+from nanodet_infer.images import load_image
+from nanodet_infer.metadata import ModelMetadata
+from nanodet_infer.preprocess import plan_input, preprocess
+from nanodet_infer.results import Detections
+
+from . import openvino_export
+from .onnx_export import embed_metadata
+
+#: Calibration images used when no count is given (NNCF's default subset size).
+DEFAULT_CALIB_COUNT = 300
+#: Detections compared by the agreement check: the runtime's default operating threshold.
+AGREEMENT_SCORE = 0.35
+#: An f32 detection is matched by an INT8 detection of the same class with at least this IoU.
+MATCH_IOU = 0.5
+#: Below this fraction of matched f32 detections the INT8 model counts as collapsed.
+MIN_MATCHED_FRACTION = 0.5
+
+#: Upstream's evaluation settings, used for the mAP comparison.
+EVAL_SETTINGS = {"score_threshold": 0.05, "iou_threshold": 0.6, "max_detections": 100}
+
+ONNX_METHOD = "onnxruntime quantize_static QDQ, activations uint8 MinMax, weights int8 per-channel"
+OPENVINO_METHOD = "nncf.quantize preset MIXED, fast bias correction"
+
+
+@dataclass(frozen=True)
+class Int8Request:
+    """What the user asked for: ``nanodet-export --int8 --calib-images DIR [--calib-count N] ...``."""
+
+    calib_images: Path
+    calib_count: int | None = None
+    """Use the first ``calib_count`` images (sorted by name); ``None``: all, at most :data:`DEFAULT_CALIB_COUNT`."""
+    force: bool = False
+    """Write the model even when the agreement check reports a collapse."""
+    eval_ann: Path | None = None
+    """COCO annotations: print f32 vs INT8 mAP on ``eval_images`` (both or neither)."""
+    eval_images: Path | None = None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The checked calibration set: image paths in use order and the SHA-256 of their bytes in that order."""
+
+    paths: tuple[Path, ...]
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """INT8 vs f32 detections (score > :data:`AGREEMENT_SCORE`) on the calibration images.
+
+    ``matched``: f32 detections with an INT8 detection of the same class at IoU >= :data:`MATCH_IOU`
+    (greedy, best f32 score first); ``mean_iou`` / ``mean_score_delta`` / ``max_score_delta`` over
+    those pairs (``|INT8 score - f32 score|``); ``nan`` when nothing matched.
+    """
+
+    images: int
+    f32_detections: int
+    int8_detections: int
+    matched: int
+    mean_iou: float
+    mean_score_delta: float
+    max_score_delta: float
+
+    @property
+    def matched_fraction(self) -> float:
+        """``matched / f32_detections`` (0 when the f32 model found nothing)."""
+        return self.matched / self.f32_detections if self.f32_detections else 0.0
+
+    @property
+    def collapsed(self) -> bool:
+        """True when the f32 model found nothing or fewer than :data:`MIN_MATCHED_FRACTION` were matched."""
+        return self.f32_detections == 0 or self.matched_fraction < MIN_MATCHED_FRACTION
+
+
+@dataclass(frozen=True)
+class Int8Report:
+    """What the INT8 step did: the calibration, the agreement check and (optionally) mAP side by side."""
+
+    calibration: Calibration
+    agreement: Agreement
+    forced: bool
+    """The agreement check reported a collapse and ``force`` wrote the model anyway."""
+    mean_ap: dict[str, dict[str, float]]
+    """``{"f32": stats, "int8": stats}`` (+ ``"bf16"`` for OpenVINO) from ``nanodet_infer.evaluate``; empty
+    without ``eval_ann``."""
+
+
+def find_calibration_images(folder: str | Path, count: int | None) -> Calibration:
+    """The first ``count`` images of ``folder`` (sorted by name), each checked to decode.
+
+    Raises :class:`InvalidArgumentError` for a bad count, :class:`ImageReadError` when the folder is
+    missing, empty, holds fewer images than asked, or one of them cannot be decoded.
+    """
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise InvalidArgumentError(f"--calib-count must be a positive integer, got {count!r}")
+    root = Path(folder)
+    if not root.is_dir():
+        raise ImageReadError(f"calibration folder {str(root)!r} does not exist; pass a folder of images")
+    try:
+        found = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as exc:
+        raise ImageReadError(f"cannot list calibration folder {str(root)!r}: {exc.strerror}") from None
+    wanted = DEFAULT_CALIB_COUNT if count is None else count
+    if not found:
+        raise ImageReadError(
+            f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in calibration folder {str(root)!r}; "
+            "give a folder of representative images"
+        )
+    if count is not None and len(found) < count:
+        raise ImageReadError(
+            f"calibration folder {str(root)!r} holds {len(found)} images, fewer than --calib-count {count}; "
+            "add images or lower --calib-count"
+        )
+    paths = tuple(found[:wanted])
+    digest = hashlib.sha256()
+    for path in paths:
+        load_image(path)  # raises ImageReadError naming an undecodable file
+        digest.update(path.read_bytes())
+    return Calibration(paths, digest.hexdigest())
+
+
+def calibration_inputs(calibration: Calibration, metadata: ModelMetadata) -> Iterator[np.ndarray]:
+    """Network inputs ``float32 [1, 3, H, W]``, one per image, made exactly as the runtime makes them."""
+    for path in calibration.paths:
+        image = load_image(path)
+        plan = plan_input(
+            (image.shape[1], image.shape[0]),
+            metadata.input_size,
+            keep_ratio=metadata.keep_ratio,
+            dynamic_hw=metadata.dynamic_hw,
+        )
+        yield preprocess(image, plan, metadata.mean, metadata.std, channel_order=metadata.channel_order)[None]
+
+
+def calibration_facts(calibration: Calibration, method: str, float_layers: Sequence[str]) -> dict[str, Any]:
+    """The metadata's ``calibration`` entry."""
+    return {
+        "count": len(calibration.paths),
+        "sha256": calibration.sha256,
+        "method": method,
+        "float_layers": list(float_layers),
+    }
+
+
+def quantize_export(
+    staged: Sequence[Path],
+    fmt: str,
+    metadata: ModelMetadata,
+    calibration: Calibration,
+    request: Int8Request,
+) -> tuple[ModelMetadata, Int8Report]:
+    """Replace the checked f32 model files ``staged`` (``.onnx``, or ``.xml`` + ``.bin``) by their INT8 version.
+
+    Returns the INT8 metadata written into the file and the report. Raises :class:`ExportError` when the
+    agreement check reports a collapse (unless ``request.force``); ``staged`` then still holds f32.
+    """
+    backend = "onnxruntime" if fmt == "onnx" else "openvino"
+    method = ONNX_METHOD if fmt == "onnx" else OPENVINO_METHOD
+    with tempfile.TemporaryDirectory(prefix="nanodet-int8-") as work:
+        f32 = [Path(work) / f"f32{path.suffix}" for path in staged]
+        int8 = [Path(work) / f"int8{path.suffix}" for path in staged]
+        for path, copy in zip(staged, f32, strict=True):
+            shutil.copyfile(path, copy)
+
+        def inputs() -> Iterator[np.ndarray]:
+            return calibration_inputs(calibration, metadata)
+
+        if fmt == "onnx":
+            float_convs = quantize_onnx(f32[0], int8[0], inputs, metadata.input_name)
+        else:
+            ov_model, float_convs = quantize_openvino(f32[0], inputs)
+        quantized = metadata.replace(precision="int8", calibration=calibration_facts(calibration, method, float_convs))
+        if fmt == "onnx":
+            embed_onnx_metadata(int8[0], quantized.to_properties())
+        else:
+            openvino_export.set_properties(ov_model, quantized.to_properties())
+            openvino_export.save(ov_model, int8[0], fp16=False)
+        result = agreement(
+            run_detector(f32[0], backend, calibration.paths, score_threshold=AGREEMENT_SCORE),
+            run_detector(int8[0], backend, calibration.paths, score_threshold=AGREEMENT_SCORE),
+        )
+        forced = check_agreement(result, force=request.force)
+        mean_ap = {}
+        if request.eval_ann is not None and request.eval_images is not None:
+            mean_ap = compare_map(f32[0], int8[0], backend, request.eval_ann, request.eval_images)
+        for path, target in zip(int8, staged, strict=True):
+            shutil.move(path, target)
+    return quantized, Int8Report(calibration, result, forced, mean_ap)
+
+
+def compare_map(f32: Path, int8: Path, backend: str, ann: Path, images: Path) -> dict[str, dict[str, float]]:
+    """COCO stats of the f32 and INT8 models (and f32 run in bf16 on OpenVINO) at upstream's evaluation settings."""
+    from nanodet_infer import Detector
+    from nanodet_infer.evaluate import STAT_NAMES, evaluate_coco
+
+    runs = {"f32": (f32, "f32"), "int8": (int8, "f32")}
+    if backend == "openvino":
+        runs["bf16"] = (f32, "bf16")
+    out = {}
+    for name, (path, precision) in runs.items():
+        detector = Detector(path, backend=backend, num_threads=1, precision=precision, **EVAL_SETTINGS)
+        stats = evaluate_coco(detector, ann, images)
+        out[name] = {key: stats[key] for key in STAT_NAMES}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- ONNX
+def onnx_float_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
+    """``(all, convs)``: nodes kept in float in an ONNX graph, and the convolutions among them.
+
+    The head tail (every node from the outputs back to and including the first ``Conv`` reached) and
+    the convolutions that read the graph input.
+    """
+    producer = {output: node for node in model.graph.node for output in node.output}
+    kept: dict[str, str] = {}
+    stack = [output.name for output in model.graph.output]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in kept:
+            continue
+        kept[node.name] = node.op_type
+        if node.op_type != "Conv":
+            stack.extend(node.input)
+    inputs = {value.name for value in model.graph.input}
+    for node in model.graph.node:
+        if node.op_type == "Conv" and node.input[0] in inputs:
+            kept[node.name] = node.op_type
+    return list(kept), [name for name, op in kept.items() if op == "Conv"]
+
+
+def quantize_onnx(source: Path, target: Path, inputs: Callable[[], Iterator[np.ndarray]], input_name: str) -> list[str]:
+    """Quantize the f32 ONNX file ``source`` into ``target`` (QDQ, see the module docstring).
+
+    ``inputs`` returns a fresh iterator of calibration inputs. Returns the float-kept convolutions.
+    ``target``'s metadata is ``source``'s; the caller re-embeds the INT8 metadata.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = ({input_name: x} for x in inputs())
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    with tempfile.TemporaryDirectory(prefix="nanodet-int8-") as work:
+        prepared = Path(work) / "prepared.onnx"
+        # symbolic shape inference cannot handle symbolic H/W; plain ONNX shape inference suffices
+        with _quiet():
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        float_nodes, float_convs = onnx_float_nodes(onnx.load(str(prepared)))
+        with _quiet():
+            quantize_static(
+                str(prepared),
+                str(target),
+                _Reader(),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                nodes_to_exclude=float_nodes,
+            )
+    return float_convs
+
+
+def embed_onnx_metadata(path: Path, properties: dict[str, str]) -> None:
+    """Replace the ``metadata_props`` of the ONNX file at ``path`` with ``properties``."""
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    embed_metadata(model, properties)
+    onnx.save(model, str(path))
+
+
+# ---------------------------------------------------------------------------------------------- OpenVINO
+def openvino_float_nodes(model: Any) -> tuple[list[str], list[str]]:
+    """``(all, convs)`` as :func:`onnx_float_nodes`, by friendly name, in an OpenVINO model (head tail only)."""
+    kept: dict[str, str] = {}
+    stack = [result.input_value(0).get_node() for result in model.get_results()]
+    while stack:
+        node = stack.pop()
+        kind = node.get_type_name()
+        if kind in ("Constant", "Parameter") or node.get_friendly_name() in kept:
+            continue
+        kept[node.get_friendly_name()] = kind
+        if kind != "Convolution":
+            stack.extend(value.get_node() for value in node.input_values())
+    return list(kept), [name for name, kind in kept.items() if kind == "Convolution"]
+
+
+def quantize_openvino(source: Path, inputs: Callable[[], Iterator[np.ndarray]]) -> tuple[Any, list[str]]:
+    """Quantize the f32 IR ``source`` with NNCF; returns the ``openvino.Model`` and the float-kept convolutions."""
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(source))
+    float_nodes, float_convs = openvino_float_nodes(model)
+    samples = list(inputs())
+    with _quiet():
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(samples),
+            preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(samples),
+            fast_bias_correction=True,
+            ignored_scope=nncf.IgnoredScope(names=float_nodes),
+        )
+    return quantized, float_convs
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def agreement(reference: list[Detections], candidate: list[Detections]) -> Agreement:
+    """Compare per-image detections of the f32 (``reference``) and INT8 (``candidate``) models."""
+    ious: list[float] = []
+    deltas: list[float] = []
+    for want, got in zip(reference, candidate, strict=True):
+        taken = np.zeros(len(got), dtype=bool)
+        for i in np.argsort(-want.scores, kind="stable"):
+            same = (got.class_ids == want.class_ids[i]) & ~taken
+            if not same.any():
+                continue
+            overlap = np.where(same, _iou(want.xyxy[i], got.xyxy), -1.0)
+            j = int(np.argmax(overlap))
+            if overlap[j] >= MATCH_IOU:
+                taken[j] = True
+                ious.append(float(overlap[j]))
+                deltas.append(abs(float(got.scores[j]) - float(want.scores[i])))
+    nan = float("nan")
+    return Agreement(
+        images=len(reference),
+        f32_detections=sum(len(d) for d in reference),
+        int8_detections=sum(len(d) for d in candidate),
+        matched=len(ious),
+        mean_iou=float(np.mean(ious)) if ious else nan,
+        mean_score_delta=float(np.mean(deltas)) if deltas else nan,
+        max_score_delta=float(np.max(deltas)) if deltas else nan,
+    )
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy ``box`` with each of ``boxes [K, 4]`` (float64; 0 for empty unions)."""
+    box, boxes = box.astype(np.float64), boxes.astype(np.float64)
+    width = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    height = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = width * height
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def agreement_line(result: Agreement) -> str:
+    """One line for the export summary."""
+    return (
+        f"INT8 vs f32 on {result.images} calibration images (score > {AGREEMENT_SCORE}): "
+        f"{result.matched}/{result.f32_detections} f32 detections matched ({result.matched_fraction:.1%}, "
+        f"IoU >= {MATCH_IOU}, same class), {result.int8_detections} INT8 detections, mean IoU {result.mean_iou:.3f}, "
+        f"score |Δ| mean {result.mean_score_delta:.3f} max {result.max_score_delta:.3f}"
+    )
+
+
+def check_agreement(result: Agreement, *, force: bool) -> bool:
+    """Raise :class:`ExportError` on a collapse unless ``force``; returns whether a collapse was forced."""
+    if not result.collapsed:
+        return False
+    if result.f32_detections == 0:
+        why = "the f32 model detects nothing on the calibration images, so they cannot calibrate or check it"
+    else:
+        why = f"only {result.matched_fraction:.0%} of the f32 detections survive quantization"
+    if force:
+        return True
+    raise ExportError(
+        f"INT8 agreement check failed: {why}; nothing was written (calibrate on representative images with "
+        "objects, or pass --force-int8 to write it anyway)"
+    )
+
+
+def run_detector(path: Path, backend: str, images: Sequence[Path], **settings: Any) -> list[Detections]:
+    """Detections of the runtime :class:`~nanodet_infer.Detector` on ``images`` (1 thread)."""
+    from nanodet_infer import Detector
+
+    try:
+        detector = Detector(path, backend=backend, num_threads=1, **settings)
+    except NanoDetError as exc:
+        raise ExportError(f"the runtime cannot load the exported model: {exc}") from exc
+    return [detector(image) for image in images]
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the quantizers' progress bars and advice on stdout/stderr and the root logger."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    nncf_logger = logging.getLogger("nncf")
+    nncf_level = nncf_logger.level
+    nncf_logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+        nncf_logger.setLevel(nncf_level)
