@@ -160,17 +160,18 @@ class _FailingDetector:
 
 
 def _fail_at(monkeypatch, call: int) -> None:
-    from nanodet_infer import cli
+    from nanodet_infer.cli import arguments
 
-    make = cli.make_detector
-    monkeypatch.setattr(cli, "make_detector", lambda args: _FailingDetector(make(args), call))
+    make = arguments.make_detector
+    monkeypatch.setattr(arguments, "make_detector", lambda args: _FailingDetector(make(args), call))
 
 
 def test_json_is_written_when_the_run_stops_on_an_error(tmp_path, capsys, monkeypatch) -> None:
     _fail_at(monkeypatch, 3)
     out_json = tmp_path / "rows.json"
     out_json.write_text("old content")
-    assert main(["detect", str(IMAGES), *FOREIGN, "--json", str(out_json), "--no-progress"]) == 2
+    argv = ["detect", str(IMAGES), *FOREIGN, "--json", str(out_json), "--overwrite", "--no-progress"]
+    assert main(argv) == 2
     (line,) = _stderr_lines(capsys)
     assert "simulated failure" in line
     rows = json.loads(out_json.read_text())
@@ -179,9 +180,10 @@ def test_json_is_written_when_the_run_stops_on_an_error(tmp_path, capsys, monkey
 
 
 def test_write_json_is_atomic(tmp_path) -> None:
-    from nanodet_infer.cli import write_json
+    from nanodet_infer.cli.outputs import write_json
 
     target = tmp_path / "sub" / "out.json"
+    target.parent.mkdir()
     write_json(target, [{"a": 1}])
     assert json.loads(target.read_text()) == [{"a": 1}]
     with pytest.raises(TypeError):

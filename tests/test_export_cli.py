@@ -198,7 +198,7 @@ def test_parity_failure_is_exit_1_and_writes_nothing(fmt, capsys, monkeypatch, s
     existing = workdir / ("m.onnx" if fmt == "onnx" else "m.xml")
     existing.write_text("previous model")  # must survive a failed export untouched
     monkeypatch.setattr(parity, "compare", _perturbed(parity.compare))
-    code, _, err = _run(capsys, "--ckpt", seeded_pth, "--out", existing, "--format", fmt)
+    code, _, err = _run(capsys, "--ckpt", seeded_pth, "--out", existing, "--format", fmt, "--overwrite")
     assert code == 1
     _assert_one_line_error(err, "parity check failed")
     assert sorted(p.name for p in workdir.iterdir()) == [existing.name]
