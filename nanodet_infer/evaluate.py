@@ -114,20 +114,23 @@ def _placeholder_names(names: Sequence[str]) -> bool:
     return list(names) == [f"class_{i}" for i in range(len(names))]
 
 
-def category_mapping(model_names: Sequence[str] | None, gt: Any) -> tuple[list[int], list[str]]:
+def category_mapping(
+    model_names: Sequence[str] | None, gt: Any, *, named: bool = True
+) -> tuple[list[int], list[str]]:
     """The COCO category id of each model class (``-1``: not annotated, left out), and notes to print.
 
-    By name when ``model_names`` is given and every category has a non-empty ``name``; by position
-    otherwise (see the module docstring). :class:`InvalidArgumentError` names what disagrees.
+    ``model_names`` are the model's classes (``None``: unknown); ``named=False`` says they are only
+    placeholders. By name when the model is named and every category has a non-empty ``name``; by
+    position otherwise (see the module docstring). :class:`InvalidArgumentError` names what disagrees.
     """
     ids = category_ids_of(gt)
     names = [gt.cats[i].get("name") for i in ids]
-    if model_names is None or not all(isinstance(n, str) and n for n in names):
+    if model_names is None or not named or not all(isinstance(n, str) and n for n in names):
         count = len(model_names) if model_names is not None else None
         if count is not None and count != len(ids):
             raise InvalidArgumentError(
-                f"the model has {count} classes but the annotation file {len(ids)} categories, and the file does "
-                "not name them all: give every category a 'name' so classes can be matched by name"
+                f"the model has {count} classes but the annotation file {len(ids)} categories, and they cannot be "
+                "matched by name: give the model's class names (--class-names) and a 'name' to every category"
             )
         return ids, ["categories matched by position (class i = i-th category id), not by name"]
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -217,7 +220,7 @@ def evaluate_coco(
     gt = ground_truth if hasattr(ground_truth, "loadRes") else load_ground_truth(ground_truth)
     metadata = getattr(detector, "metadata", None)
     names = list(metadata.class_names) if metadata is not None else None
-    category_ids, notes = category_mapping(None if names is None or _placeholder_names(names) else names, gt)
+    category_ids, notes = category_mapping(names, gt, named=names is not None and not _placeholder_names(names))
     root = Path(image_dir)
     if not root.is_dir():
         raise ImageReadError(f"image folder not found: {root}")
