@@ -15,7 +15,7 @@ _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u20
 
 
 def _unsafe(char: str) -> bool:
-    return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS
+    return unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in _BIDI_CONTROLS
 
 
 def _escape(char: str) -> str:
@@ -27,7 +27,8 @@ def safe_text(text: object) -> str:
     """``str(text)`` with every control character escaped: ``"a\\x1b[2Jb\\n"`` -> ``"a\\\\x1b[2Jb\\\\x0a"``.
 
     Escaped are the C0/C1 controls and DEL (category ``Cc``: escape, newline, carriage return, tab,
-    backspace, ...), the Unicode line/paragraph separators and the bidirectional controls, written
+    backspace, ...), the Unicode line/paragraph separators, the bidirectional controls and lone
+    surrogates (undecodable bytes of a file name, which a UTF-8 terminal cannot print), written
     as ``\\xNN`` / ``\\uNNNN``; a literal backslash is left alone. Ordinary Unicode (accents, CJK,
     emoji) is kept, so the result is one printable line.
     """

@@ -149,6 +149,13 @@ def test_bad_json_paths_fail_before_any_work(tmp_path, capsys, build, needle) ->
     _one_error(capsys, "--json", needle)
 
 
+def test_json_inside_the_save_dir_to_be_created(tmp_path) -> None:
+    out = tmp_path / "out"
+    assert main(["detect", str(FIRST), *FOREIGN, "--save-dir", str(out), "--json", str(out / "rows.json"),
+                 "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["rows.json", FIRST.name]
+
+
 def test_save_dir_that_is_a_file_is_refused(tmp_path, capsys) -> None:
     (tmp_path / "file.txt").write_text("x")
     assert main(["detect", str(FIRST), *FOREIGN, "--save-dir", str(tmp_path / "file.txt")]) == 2
@@ -293,6 +300,7 @@ def test_safe_text_escapes_controls_and_keeps_unicode() -> None:
     assert safe_text("a\x1b[2J\rb\nc\td\x7f\x9b") == "a\\x1b[2J\\x0db\\x0ac\\x09d\\x7f\\x9b"
     assert safe_text("evil\u202etxt.exe\u2028") == "evil\\u202etxt.exe\\u2028"
     assert safe_text(Path("x")) == "x"
+    assert safe_text(os.fsdecode(b"caf\xe9.jpg")) == "caf\\udce9.jpg"  # a Latin-1 file name: printable
 
 
 def test_hostile_class_names_and_file_names_are_printed_safely(tmp_path, capsys) -> None:

@@ -23,7 +23,7 @@ from ..safetext import safe_text
 from . import arguments
 from .arguments import PROG, build_parser
 from .drawing import draw_detections
-from .outputs import atomic_path, check_output_file, check_output_folder, real, write_json
+from .outputs import atomic_path, check_output_file, check_output_folder, is_within, real, write_json
 from .signals import exit_status, terminate_like_interrupt
 from .sources import Source, collect_sources, output_paths, video_frames
 
@@ -151,6 +151,8 @@ def _check_detect_outputs(args: argparse.Namespace, sources: Sequence[Source], f
     if args.save_dir is not None:
         check_output_folder(args.save_dir, "--save-dir", planned.values(), read, folders, overwrite=args.overwrite)
     if args.json is not None:
+        if args.save_dir is not None and is_within(real(args.json).parent, args.save_dir):
+            real(args.json).parent.mkdir(parents=True, exist_ok=True)  # inside the checked --save-dir
         check_output_file(args.json, "--json", read, overwrite=args.overwrite)
         if any(real(path) == real(args.json) for path in planned.values()):
             raise InvalidArgumentError(
