@@ -121,7 +121,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     for path in output_files(args.out, FORMATS[args.format]):
         if is_stream(path):
             raise InvalidArgumentError(
-                f"--out {safe_text(path)!r} is a pipe or device; the exporter writes, checks and renames "
+                f"--out '{safe_text(path)}' is a pipe or device; the exporter writes, checks and renames "
                 "regular files: give a file path"
             )
         check_output_file(path, "--out", inputs, overwrite=args.overwrite)

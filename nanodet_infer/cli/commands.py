@@ -156,7 +156,7 @@ def _check_detect_outputs(args: argparse.Namespace, sources: Sequence[Source], f
         check_output_file(args.json, "--json", read, overwrite=args.overwrite)
         if any(real(path) == real(args.json) for path in planned.values()):
             raise InvalidArgumentError(
-                f"--json {safe_text(args.json)!r} is also the path of an annotated copy; choose another name"
+                f"--json '{safe_text(args.json)}' is also the path of an annotated copy; choose another name"
             )
 
 

@@ -69,14 +69,14 @@ def check_writable_folder(folder: Path, option: str) -> None:
     """:class:`InvalidArgumentError` unless ``folder`` exists and a file can be created in it (tried)."""
     if not folder.is_dir():
         raise InvalidArgumentError(
-            f"{option}: output directory {safe_text(folder)!r} does not exist; create it or choose another path"
+            f"{option}: output directory '{safe_text(folder)}' does not exist; create it or choose another path"
         )
     probe = folder / temporary_name()
     try:
         os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except OSError as exc:
         raise InvalidArgumentError(
-            f"{option}: cannot write in {safe_text(folder)!r} ({exc.strerror}); choose a writable folder"
+            f"{option}: cannot write in '{safe_text(folder)}' ({exc.strerror}); choose a writable folder"
         ) from None
     probe.unlink()
 
@@ -87,13 +87,13 @@ def _check_target(path: Path, option: str, inputs: Iterable[Path], overwrite: bo
     for source in inputs:
         if same_file(path, source):
             raise InvalidArgumentError(
-                f"{option} {shown!r} is the input {safe_text(source)!r}; it would be overwritten: choose another name"
+                f"{option} '{shown}' is the input '{safe_text(source)}'; it would be overwritten: choose another name"
             )
     target = real(path)
     if target.is_dir():
-        raise InvalidArgumentError(f"{option} {shown!r} is a directory; give a file name")
+        raise InvalidArgumentError(f"{option} '{shown}' is a directory; give a file name")
     if target.exists() and not overwrite:
-        raise InvalidArgumentError(f"{option} {shown!r} already exists; pass --overwrite to replace it")
+        raise InvalidArgumentError(f"{option} '{shown}' already exists; pass --overwrite to replace it")
 
 
 def check_output_file(path: Path, option: str, inputs: Iterable[Path] = (), *, overwrite: bool = False) -> None:
@@ -123,11 +123,11 @@ def check_output_folder(
     """
     shown = safe_text(folder)
     if real(folder).exists() and not real(folder).is_dir():
-        raise InvalidArgumentError(f"{option} {shown!r} is not a directory; give a folder")
+        raise InvalidArgumentError(f"{option} '{shown}' is not a directory; give a folder")
     for source in input_folders:
         if same_file(folder, source):
             raise InvalidArgumentError(
-                f"{option} {shown!r} is the input folder {safe_text(source)!r}; choose a folder outside the inputs"
+                f"{option} '{shown}' is the input folder '{safe_text(source)}'; choose a folder outside the inputs"
             )
     inputs = tuple(inputs)
     for path in files:
