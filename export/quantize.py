@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from nanodet_infer.cli import IMAGE_SUFFIXES
+from nanodet_infer.cli.sources import IMAGE_SUFFIXES
 from nanodet_infer.errors import ExportError, ImageReadError, InvalidArgumentError, NanoDetError
 from nanodet_infer.images import load_image
 from nanodet_infer.metadata import ModelMetadata
