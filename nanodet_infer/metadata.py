@@ -209,9 +209,8 @@ class ModelMetadata:
                 "(e.g. num_classes/reg_max/strides/input_size) to Detector for a foreign model"
             )
         common = _parse_keys(ours, _COMMON_KINDS, _COMMON_REQUIRED)
-        section_type = get_section(check_family_name(common.pop("model_family")))
-        keys = _parse_keys(ours, section_type.KINDS, section_type.REQUIRED)
-        return cls(model_family=section_type.FAMILY, **common, **keys)
+        section_type = get_section(check_family_name(common["model_family"]))
+        return cls(**common, **_parse_keys(ours, section_type.KINDS, section_type.REQUIRED))
 
     def replace(self, **changes: Any) -> ModelMetadata:
         """A copy with ``changes`` (common or family keys) applied and validated."""
