@@ -49,7 +49,7 @@ def test_registry_names_each_family_once_and_loads_it() -> None:
     for name in family_names():
         family, section = get_family(name), get_section(name)
         assert isinstance(family, Family) and family.name == name
-        assert issubclass(section, MetadataSection) and section.FAMILY == name
+        assert issubclass(section, MetadataSection) and name == section.FAMILY
         assert set(family.default_settings) == {"score_threshold", "iou_threshold", "max_detections", "multi_label"}
 
 
