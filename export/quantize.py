@@ -4,9 +4,9 @@ Flow (driven by :func:`nanodet_export.api.export_checkpoint` with ``int8=``):
 
 1. :func:`find_calibration_images` — before any other work: the calibration folder must hold at least
    the requested number of decodable images (sorted by name; the first ``count`` are used).
-2. :func:`calibration_inputs` — each image goes through the runtime's own preprocessing
-   (:func:`nanodet_infer.preprocess.plan_input` + :func:`~nanodet_infer.preprocess.preprocess`, the
-   model's resize mode and mean/std), giving ``float32 [1, 3, H, W]`` network inputs.
+2. :func:`calibration_inputs` — each image goes through the runtime's own preprocessing (``plan_input`` +
+   ``preprocess`` of ``nanodet_infer.families.nanodet_plus.resize``, the model's resize mode and
+   mean/std), giving ``float32 [1, 3, H, W]`` network inputs.
 3. :func:`quantize_onnx` (ONNX Runtime static quantization) or :func:`quantize_openvino` (NNCF).
    Settings chosen by measurement on the trained ``shapes-m-256`` fixture (docs/export.md): ONNX: QDQ,
    uint8 activations with int8 per-channel weights (ONNX Runtime's fast x86 path; int8 activations ran
@@ -38,9 +38,9 @@ import onnx
 
 from nanodet_infer.cli.sources import IMAGE_SUFFIXES
 from nanodet_infer.errors import ExportError, ImageReadError, InvalidArgumentError, NanoDetError
+from nanodet_infer.families.nanodet_plus.resize import plan_input, preprocess
 from nanodet_infer.images import load_image
 from nanodet_infer.metadata import ModelMetadata
-from nanodet_infer.preprocess import plan_input, preprocess
 from nanodet_infer.results import Detections
 
 from . import openvino_export
