@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from .arguments import (
     check_positive_int,
     check_setting,
 )
-from .backends import BACKENDS, create_backend
+from .backends import BACKENDS, Backend, create_backend
 from .errors import IncompatibleModelError, InvalidArgumentError
 from .families import DEFAULT_FAMILY, family_names, get_family
 from .families.base import Plan, Settings
@@ -157,6 +159,7 @@ class Detector:
         )
         self._spec = resolve_model_spec(self._backend, arguments.model_family, **arguments.facts)
         self._settings_lock = threading.Lock()
+        self._streams: tuple[int, Backend] | None = None  # (workers, backend) of the last OpenVINO stream
         self._requested = requested
         self._settings = self._resolve(requested)
 
@@ -251,6 +254,60 @@ class Detector:
             results.update(self._run_batch(group, settings))
         return [results[i] for i in range(len(results))]
 
+    def stream(self, images: Iterable[ImageInput], workers: int | None = None) -> Iterator[Detections]:
+        """Detect objects in an iterable of images (e.g. a generator); yields :class:`Detections` in input order.
+
+        Throughput API: up to ``workers`` images (default: the CPU count) are processed at once, each on a worker
+        thread, so one image's reading, preprocessing and post-processing overlap another's inference. ONNX
+        Runtime runs the workers' calls on the detector's session concurrently; on OpenVINO the first stream with
+        ``workers`` > 1 compiles the model once more with ``workers`` CPU streams (kept for later streams with as
+        many workers), each with the detector's ``num_threads``. Build the detector with ``num_threads=1`` and
+        give ``workers`` = cores for the best images/s. Memory is bounded: at most
+        ``2 * workers`` images are read ahead of the one being yielded. Each result equals calling the detector
+        on that image (settings are read once, when the stream starts). An error on an image is raised when its
+        turn comes; closing the generator early cancels the images not yet started.
+        """
+        if isinstance(images, (str, bytes, os.PathLike, np.ndarray)) or not isinstance(images, Iterable):
+            raise InvalidArgumentError(
+                f"stream takes an iterable of images (e.g. a list or a generator), got {type(images).__name__}; "
+                "call the detector for one image"
+            )
+        count = (os.cpu_count() or 1) if workers is None else check_positive_int("workers", workers)
+        return self._stream(iter(images), count, self._settings, self._stream_backend(count))
+
+    def _stream_backend(self, workers: int) -> Backend:
+        """The backend :meth:`stream` runs on: this one, or on OpenVINO with ``workers`` > 1 a multi-stream copy."""
+        if self._backend.name != "openvino" or workers == 1:
+            return self._backend
+        with self._settings_lock:
+            cached = self._streams
+            if cached is None or cached[0] != workers:
+                args = self._arguments
+                backend = create_backend(
+                    args.model, "openvino", num_threads=args.num_threads, precision=args.precision, streams=workers
+                )
+                self._streams = cached = (workers, backend)
+        return cached[1]
+
+    def _stream(
+        self, images: Iterator[ImageInput], workers: int, settings: Settings, backend: Backend
+    ) -> Iterator[Detections]:
+        def detect(image: ImageInput) -> Detections:
+            return self._run_batch([self._prepare(0, image, settings)], settings, backend)[0]
+
+        pending: deque[Future[Detections]] = deque()
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nanodet-stream") as pool:
+            try:
+                for image in images:
+                    pending.append(pool.submit(detect, image))
+                    if len(pending) >= 2 * workers:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
+
     def _prepare(self, index: int, image: ImageInput, settings: Settings) -> _Prepared:
         """Read/validate ``image``, plan its resize and fill its network input ``[3, H, W]``."""
         loaded = load_image(image)
@@ -266,12 +323,15 @@ class Detector:
         tensor = family.preprocess(loaded, plan, self._spec)
         return _Prepared(index, plan, tensor, (time.perf_counter() - start) * 1e3)
 
-    def _run_batch(self, group: list[_Prepared], settings: Settings) -> dict[int, Detections]:
-        """One inference on ``group`` (all on one canvas), then the family's post-process per image; keyed by index."""
+    def _run_batch(
+        self, group: list[_Prepared], settings: Settings, backend: Backend | None = None
+    ) -> dict[int, Detections]:
+        """One inference on ``group`` (all on one canvas; on ``backend``, default the detector's), then the family's
+        post-process per image; keyed by index."""
         spec = self._spec
         batch = group[0].tensor[None] if len(group) == 1 else np.stack([item.tensor for item in group])
         start = time.perf_counter()
-        outputs = self._backend.run(batch)
+        outputs = (backend or self._backend).run(batch)
         inference_ms = (time.perf_counter() - start) * 1e3 / len(group)
         if any(output.ndim < 1 or output.shape[0] != len(group) for output in outputs):
             raise IncompatibleModelError(

@@ -24,12 +24,15 @@ def create_backend(
     *,
     num_threads: int | None = None,
     precision: str = "f32",
+    streams: int = 1,
 ) -> Backend:
     """Load the model at ``path`` on the named backend.
 
     ``backend="auto"`` picks OpenVINO when it imports, else ONNX Runtime (an ``.xml`` IR always
     needs OpenVINO). ``num_threads=None`` keeps the engine's default thread count; ``precision`` is
-    ``"f32"`` (default, fp32 parity), or ``"bf16"`` / ``"f16"`` (OpenVINO only).
+    ``"f32"`` (default, fp32 parity), or ``"bf16"`` / ``"f16"`` (OpenVINO only). ``streams`` > 1 lets that
+    many threads run the model at once on OpenVINO, each with ``num_threads`` threads (ONNX Runtime runs
+    concurrent calls without it).
 
     Raises :class:`InvalidArgumentError` for an unknown backend or a bad option,
     :class:`BackendUnavailableError` when the engine is not installed, :class:`ModelLoadError` when the
@@ -43,7 +46,7 @@ def create_backend(
     if backend == "openvino":
         from .openvino import OpenVinoBackend
 
-        return OpenVinoBackend(path, num_threads=num_threads, precision=precision)
+        return OpenVinoBackend(path, num_threads=num_threads, precision=precision, streams=streams)
     from .onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(path, num_threads=num_threads, precision=precision)
