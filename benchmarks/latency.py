@@ -8,7 +8,14 @@
 * bare ``backend.run`` on a pre-made tensor (overhead = end-to-end / bare);
 * the training-side PyTorch model + an upstream-style torch post-process (when torch is installed);
 * the post-process alone: ours (candidate-first) vs an all-priors decode vs the torch post-process, at
-  the deployment threshold and at 0.05 (the ~45k-candidate worst case), checking the results agree.
+  the deployment threshold and at 0.05 (the ~45k-candidate worst case), checking the results agree;
+* INT8 rows for both backends (the measured f32 models quantized by the exporter's own code, calibrated on
+  ``--int8-calib`` or, for the built-in model, its synthetic image; ``--no-int8`` skips them);
+* throughput: ``Detector.stream`` with one worker per core against synchronous calls, 1-thread detectors;
+* with ``--ann/--images``: an accuracy column, COCO mAP per engine at upstream's evaluation settings.
+
+``--checkpoint/--config`` measures a trained upstream checkpoint (exported and cached first) instead of
+the built-in model.
 
 It prints Markdown (stdout) and shows a progress bar (stderr). The JSON schema is in docs/benchmark.md.
 """
@@ -29,7 +36,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import report  # noqa: E402
+from benchmarks import report, speed  # noqa: E402
 from nanodet_infer.bench import (  # noqa: E402
     SYNTHETIC_SIZE,
     Entry,
@@ -65,12 +72,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=15, help="untimed iterations per configuration")
     parser.add_argument("--score-threshold", type=float, default=0.35)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="upstream training checkpoint: export (cached) and measure it instead of the built-in one")
+    parser.add_argument("--config", type=Path, default=None, help="the checkpoint's training YAML")
+    parser.add_argument("--int8-calib", type=Path, default=None,
+                        help="calibration images for the INT8 rows (built-in model default: its synthetic image)")
+    parser.add_argument("--no-int8", action="store_true", help="skip the INT8 rows")
+    parser.add_argument("--ann", type=Path, default=None, help="COCO annotations: accuracy column (needs --images)")
+    parser.add_argument("--images", type=Path, default=None, help="the images --ann refers to")
+    parser.add_argument("--stream-images", type=int, default=60,
+                        help="images per throughput measurement (0: skip the throughput rows)")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON (docs/benchmark.md)")
     parser.add_argument("--plot", type=Path, default=None, help="write latency box plots per stage (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.iters < 1 or args.warmup < 0 or args.batch < 1:
-        parser.error("--iters and --batch must be >= 1, --warmup >= 0")
+    if args.iters < 1 or args.warmup < 0 or args.batch < 1 or args.stream_images < 0:
+        parser.error("--iters and --batch must be >= 1, --warmup and --stream-images >= 0")
+    if args.checkpoint is not None and args.model is not None:
+        parser.error("--checkpoint and --model exclude each other")
+    if (args.ann is None) != (args.images is None):
+        parser.error("--ann and --images go together")
     try:
         args.threads = _ints(args.threads) if args.threads else sorted({1, os.cpu_count() or 1})
         args.size = tuple(_ints(args.size)) if args.size else SYNTHETIC_SIZE
@@ -132,18 +153,40 @@ def environment(torch: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- configurations
-def engines(model: Path, choice: str, ov_model: Path | None) -> list[tuple[str, str, str, Path]]:
-    """``(label, backend, precision, path)`` per engine to measure."""
+def engines(
+    model: Path, choice: str, ov_model: Path | None, int8: dict[str, Path] | None = None
+) -> list[tuple[str, str, str, Path]]:
+    """``(label, backend, precision, path)`` per engine to measure; ``int8``: INT8 models by format."""
     out: list[tuple[str, str, str, Path]] = []
+    int8 = int8 or {}
     if choice in ("all", "onnxruntime") and model.suffix.lower() == ".onnx":
         out.append(("onnxruntime f32", "onnxruntime", "f32", model))
+        if "onnx" in int8:
+            out.append(("onnxruntime int8", "onnxruntime", "f32", int8["onnx"]))
     capabilities = _ov_capabilities()
     if choice in ("all", "openvino") and capabilities:
         path = ov_model or model
         out.append(("openvino f32", "openvino", "f32", path))
         if "BF16" in capabilities:
             out.append(("openvino bf16", "openvino", "bf16", path))
+        if "openvino" in int8:
+            out.append(("openvino int8", "openvino", "f32", int8["openvino"]))
     return out
+
+
+def _int8(args: argparse.Namespace, model: Path, ov_model: Path | None) -> dict[str, Path]:
+    """The INT8 models of the run (none with ``--no-int8``, or for ``--model`` without ``--int8-calib``)."""
+    from benchmarks.default_model import cache_root
+
+    calib = args.int8_calib
+    if args.no_int8 or (calib is None and args.model is not None):
+        return {}
+    if calib is None:
+        calib = args.images or speed.synthetic_calibration(args.size, cache_root())
+    f32 = {"onnx": model} if model.suffix.lower() == ".onnx" else {}
+    if ov_model is not None:
+        f32["openvino"] = ov_model
+    return speed.int8_models(f32, calib)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -155,7 +198,14 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
     notes: list[str] = []
     torch_model = None
     ov_model = None
-    if args.model is None:
+    if args.checkpoint is not None:
+        from benchmarks.default_model import cache_root
+
+        model_path, ov_model = speed.checkpoint_models(args.checkpoint, args.config, cache_root())
+        name = args.checkpoint.name
+        notes.append("The PyTorch model row needs the built-in model's weights, so it is not measured for "
+                     "--checkpoint; the PyTorch post-process comparison still runs.")
+    elif args.model is None:
         from benchmarks.default_model import PRESET, ensure_default_model, load_torch_model
 
         paths = ensure_default_model()
@@ -175,7 +225,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
     else:
         images = [synthetic_image(args.size)]
         image_label = f"synthetic {args.size[0]}x{args.size[1]} BGR (seed 0)"
-    configs = engines(model_path, args.backend, ov_model)
+    int8 = _int8(args, model_path, ov_model)
+    if int8:
+        notes.append("INT8 models: the measured f32 models quantized by nanodet_export.quantize, calibrated on "
+                     + str(args.int8_calib or args.images or "16 seeded synthetic images") + ".")
+    configs = engines(model_path, args.backend, ov_model, int8)
     if not configs:
         raise BackendUnavailableError(f"no installed backend can run {model_path} with --backend {args.backend}")
 
@@ -215,8 +269,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
                 "images_per_s": 1e3 * args.batch / e2e, "speedup_vs_pytorch": 1.0,
                 "detections": len(pipeline([images[0]])[0][0][0]),
             })
-    postprocess_cases = compare_postprocess(first_detector, images[0], args, torch is not None, bar.update)
+    postprocess_cases = compare_postprocess(first_detector, model_path, images[0], args, torch is not None, bar.update)
     bar.close()
+    _speed_columns(rows, configs, images, args)
     doc = {
         "schema": report.SCHEMA,
         "environment": environment(torch),
@@ -234,6 +289,26 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
     return doc, measurements
 
 
+def _speed_columns(
+    rows: list[dict[str, Any]], configs: list[tuple[str, str, str, Path]], images: list[np.ndarray],
+    args: argparse.Namespace,
+) -> None:
+    """Add ``map`` (with ``--ann``) and, to the 1-thread rows, ``throughput`` (``Detector.stream``)."""
+    from nanodet_infer import Detector
+
+    by_label = {label: (backend, precision, path) for label, backend, precision, path in configs}
+    for row in rows:
+        if row["engine"] not in by_label:
+            continue
+        backend, precision, path = by_label[row["engine"]]
+        if args.ann is not None and row["threads"] == min(args.threads):
+            row["map"] = speed.accuracy(path, backend, precision, args.ann, args.images)
+        if args.stream_images and row["threads"] == 1:
+            detector = Detector(path, backend=backend, precision=precision, num_threads=1,
+                                score_threshold=args.score_threshold)
+            row["throughput"] = speed.throughput(detector, images, args.stream_images)
+
+
 def _pp_calls(args: argparse.Namespace, with_torch: bool) -> int:
     per_case = (2 + with_torch)
     return per_case * (args.iters + args.warmup) + per_case * (_worst_iters(args) + 2)
@@ -244,9 +319,9 @@ def _worst_iters(args: argparse.Namespace) -> int:
 
 
 def compare_postprocess(
-    detector: Any, image: np.ndarray, args: argparse.Namespace, with_torch: bool, tick: Callable[[], None]
+    detector: Any, path: Path, image: np.ndarray, args: argparse.Namespace, with_torch: bool, tick: Callable[[], None]
 ) -> list[dict[str, Any]]:
-    """Ours vs all-priors decode vs torch post-process on one image's model outputs, at 1 thread."""
+    """Ours vs all-priors decode vs torch post-process on one image's outputs of the model at ``path``, 1 thread."""
     from nanodet_infer.backends import create_backend
     from nanodet_infer.families.nanodet_plus.decode import make_priors
     from nanodet_infer.families.nanodet_plus.postprocess import postprocess
@@ -254,7 +329,6 @@ def compare_postprocess(
 
     meta = detector.metadata
     tensor = bare_tensor(detector, image, 1)
-    path = args.model or _default_onnx()
     backend = create_backend(path, "onnxruntime" if path.suffix.lower() == ".onnx" else "openvino", num_threads=1)
     spec = resolve_model_spec(backend)
     outputs = [output[0] for output in backend.run(tensor)]
@@ -298,12 +372,6 @@ def compare_postprocess(
                         pytorch_matches=same_detections(mine, theirs))
         cases.append(case)
     return cases
-
-
-def _default_onnx() -> Path:
-    from benchmarks.default_model import ensure_default_model
-
-    return ensure_default_model().onnx
 
 
 def same_detections(a: Sequence[np.ndarray], b: Sequence[np.ndarray], atol: float = BOX_TOLERANCE_PX) -> bool:

@@ -64,9 +64,33 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"{_cell(case['ours_ms'])} | {_cell(case['all_priors_ms'])} | {_cell(case.get('pytorch_ms'))} | "
                 f"{_ratio(case['all_priors_over_ours'])} | {_ratio(case.get('pytorch_over_ours'))} | {same} |"
             )
+    lines += _speed_tables(doc["pipelines"])
     for note in doc["notes"]:
         lines += ["", f"Note: {note}"]
     return "\n".join(lines)
+
+
+def _speed_tables(rows: list[dict[str, Any]]) -> list[str]:
+    """Accuracy and throughput tables, for the rows that have them."""
+    lines: list[str] = []
+    scored = [row for row in rows if row.get("map") is not None]
+    if scored:
+        lines += ["", "### Accuracy (COCO mAP, score 0.05, IoU 0.6, max 100)", "", "| engine | mAP | Δ vs first |",
+                  "|---|---|---|"]
+        for row in scored:
+            delta = (row["map"] - scored[0]["map"]) * 100
+            lines.append(f"| {row['engine']} | {row['map']:.4f} | {delta:+.2f} points |")
+    streamed = [row for row in rows if row.get("throughput")]
+    if streamed:
+        lines += ["", "### Throughput (1-thread detector: synchronous calls vs `Detector.stream`)", "",
+                  "| engine | workers | images | sync images/s | stream images/s | stream / sync | same results |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in streamed:
+            t = row["throughput"]
+            lines.append(f"| {row['engine']} | {t['workers']} | {t['images']} | {t['sync_images_per_s']:.1f} | "
+                         f"{t['stream_images_per_s']:.1f} | {_ratio(t['speedup'])} | "
+                         f"{'yes' if t['identical'] else 'NO'} |")
+    return lines
 
 
 def write_json(doc: dict[str, Any], path: Path) -> None:

@@ -20,7 +20,9 @@ PIPELINE_KEYS = {"engine", "backend", "precision", "threads", "stages_ms", "bare
                  "images_per_s", "speedup_vs_pytorch", "detections"}
 CASE_KEYS = {"score_threshold", "candidates", "detections", "ours_ms", "all_priors_ms", "all_priors_over_ours",
              "all_priors_identical", "pytorch_ms", "pytorch_over_ours", "pytorch_matches"}
-TINY = ["--iters", "2", "--warmup", "1", "--threads", "1", "--no-progress"]
+OPTIONAL_PIPELINE_KEYS = {"throughput", "map"}
+THROUGHPUT_KEYS = {"workers", "images", "sync_images_per_s", "stream_images_per_s", "speedup", "identical"}
+TINY = ["--iters", "2", "--warmup", "1", "--threads", "1", "--no-progress", "--stream-images", "4"]
 
 
 def check_schema(doc: dict) -> None:
@@ -32,7 +34,9 @@ def check_schema(doc: dict) -> None:
     assert {"batch", "iters", "warmup", "threads", "score_threshold", "image", "image_size"} <= set(doc["settings"])
     assert doc["pipelines"]
     for row in doc["pipelines"]:
-        assert set(row) == PIPELINE_KEYS
+        assert PIPELINE_KEYS <= set(row) <= PIPELINE_KEYS | OPTIONAL_PIPELINE_KEYS
+        if "throughput" in row:
+            assert set(row["throughput"]) == THROUGHPUT_KEYS and row["throughput"]["identical"] is True
         for stage in ("preprocess", "inference", "postprocess", "end_to_end"):
             assert set(row["stages_ms"][stage]) == STATS_KEYS
             assert row["stages_ms"][stage]["n"] == 2
@@ -53,6 +57,8 @@ def test_default_model_benchmark(tmp_path_factory, monkeypatch, capsys) -> None:
     assert doc["model"]["default"] is True and doc["model"]["num_classes"] == 80
     engines = {row["engine"] for row in doc["pipelines"]}
     assert "onnxruntime f32" in engines and any(e.startswith("PyTorch") for e in engines)
+    assert {"onnxruntime int8", "openvino int8"} <= engines  # calibrated on the synthetic image
+    assert all("throughput" in row for row in doc["pipelines"] if row["backend"] != "torch")
     worst = doc["postprocess"][1]
     assert worst["score_threshold"] == 0.05 and 40_000 < worst["candidates"] < 50_000
     assert all(case["pytorch_matches"] is True for case in doc["postprocess"])
