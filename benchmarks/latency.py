@@ -203,8 +203,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
 
         model_path, ov_model = speed.checkpoint_models(args.checkpoint, args.config, cache_root())
         name = args.checkpoint.name
-        notes.append("The PyTorch model row needs the built-in model's weights, so it is not measured for "
-                     "--checkpoint; the PyTorch post-process comparison still runs.")
+        if torch is not None:
+            torch_model = speed.checkpoint_torch_model(args.checkpoint, args.config)
     elif args.model is None:
         from benchmarks.default_model import PRESET, ensure_default_model, load_torch_model
 

@@ -1,6 +1,7 @@
 """The benchmark's "speed past f32" parts: INT8 models, a trained checkpoint, accuracy and throughput.
 
 * :func:`checkpoint_models` — f32 ONNX + IR of an upstream checkpoint (``--checkpoint/--config``), cached;
+  :func:`checkpoint_torch_model` — its PyTorch model for the PyTorch row;
 * :func:`int8_models` — INT8 copies of the measured f32 models (``nanodet_export.quantize.quantize_file``),
   cached per calibration set;
 * :func:`accuracy` — COCO mAP of one engine at upstream's evaluation settings (``--ann/--images``);
@@ -32,6 +33,17 @@ def checkpoint_models(checkpoint: Path, config: Path | None, cache: Path) -> tup
     if not xml_path.is_file():
         export_checkpoint(checkpoint, xml_path, config=config, fmt="openvino")
     return onnx_path, xml_path
+
+
+def checkpoint_torch_model(checkpoint: Path, config: Path | None) -> Any:
+    """The training-side PyTorch model of ``checkpoint`` (architecture from ``config`` or its tensors), eval mode."""
+    from nanodet_export.resolve import resolve_config
+    from nanodet_models import build_model, load_weights, read_checkpoint
+
+    state = read_checkpoint(checkpoint).state_dict
+    model = build_model(resolve_config(state, config=config))
+    load_weights(model, state)
+    return model.eval()
 
 
 def synthetic_calibration(size: tuple[int, int], cache: Path, count: int = 16) -> Path:
