@@ -1,0 +1,1 @@
+"""Detector families: one folder per family, plus arithmetic shared between families."""

@@ -1,0 +1,346 @@
+"""torchvision families' runtime maths (SSD/SSDLite, RetinaNet) against torchvision 0.28's own outputs.
+
+The fixtures (``tv-ssdlite320/``, ``tv-retinanet-r50/`` in the shared fixtures, see their READMEs) hold
+torchvision's transformed inputs, anchors, raw head outputs and detections for three images, with the
+builders' defaults and with a variant setting that exercises top-k, NMS and the cap.
+
+Tolerances: transformed inputs and anchors bit-exact; detections the same in count, order and labels,
+boxes within ``BOX_TOL`` px (in the transformed image and in the original one), scores within
+``SCORE_TOL``. The only arithmetic that is not torchvision's operation for operation is float32 ``exp``
+(in softmax, sigmoid and the box decode): numpy's and torch's differ in the last bits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+from _reference import upstream_nms
+from conftest import SHAPES
+
+from nanodet_infer.errors import InvalidArgumentError
+from nanodet_infer.families import torchvision_common as tv
+from nanodet_infer.families.retinanet import anchors as retina_anchors
+from nanodet_infer.families.retinanet import postprocess as retina_post
+from nanodet_infer.families.ssd import default_boxes as ssd_boxes
+from nanodet_infer.families.ssd import postprocess as ssd_post
+
+BOX_TOL, SCORE_TOL = 1e-3, 1e-6
+IMAGES = ["val_00000", "val_00002", "val_00004"]
+
+SSDLITE = {"size": (320, 320), "mean": (0.5,) * 3, "std": (0.5,) * 3, "nms": 0.55}
+SSDLITE_FEATURES = [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
+RETINA = {"min": 800, "max": 1333, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "nms": 0.5}
+RETINA_STRIDES = [8, 16, 32, 64, 128]
+
+
+def _image(name: str) -> np.ndarray:
+    return cv2.imread(str(SHAPES / "images" / f"{name}.jpg"))
+
+
+def _src_size(image: np.ndarray) -> tuple[int, int]:
+    return image.shape[1], image.shape[0]
+
+
+def _settings(record: dict, defaults: dict) -> list[tuple[dict, dict]]:
+    """(postprocess keyword arguments, torchvision's result) for the defaults and the variant."""
+    variant = record["variant"]["params"]
+    return [
+        (defaults, record),
+        (
+            {
+                "score_threshold": variant["score_thresh"],
+                "topk_candidates": variant["topk_candidates"],
+                "max_detections": variant["detections_per_img"],
+            },
+            record["variant"],
+        ),
+    ]
+
+
+def _assert_same(boxes, scores, labels, plan: tv.ResizePlan, expected: dict) -> None:
+    """Same detections, order and labels as torchvision, before and after the rescale to the original image."""
+    want = expected["detections"]
+    assert labels.tolist() == want["labels"]
+    np.testing.assert_allclose(scores, want["scores"], rtol=0, atol=SCORE_TOL)
+    np.testing.assert_allclose(boxes, expected["detections_transformed"]["boxes"], rtol=0, atol=BOX_TOL)
+    np.testing.assert_allclose(tv.boxes_to_original(boxes, plan), want["boxes"], rtol=0, atol=BOX_TOL)
+
+
+# ---------------------------------------------------------------------------------------------- SSDLite
+
+
+@pytest.fixture(scope="module")
+def ssdlite(shared_fixtures):
+    root = shared_fixtures / "tv-ssdlite320"
+    return root, json.loads((root / "meta.json").read_text())
+
+
+def _ssdlite_boxes() -> np.ndarray:
+    scales = ssd_boxes.default_box_scales(6, 0.2, 0.95)
+    return ssd_boxes.default_boxes(SSDLITE_FEATURES, SSDLITE["size"], [[2, 3]] * 6, scales)
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", IMAGES)
+def test_ssdlite_transform_is_bit_exact(ssdlite, name):
+    root, _ = ssdlite
+    image = _image(name)
+    plan = tv.fixed_size_plan(_src_size(image), SSDLITE["size"])
+    got = tv.transform(image, plan, SSDLITE["mean"], SSDLITE["std"])
+    np.testing.assert_array_equal(got, np.load(root / name / "input.npy")[0])
+
+
+@pytest.mark.shared
+def test_ssdlite_default_boxes_are_bit_exact(ssdlite):
+    root, meta = ssdlite
+    assert list(ssd_boxes.default_box_scales(6, 0.2, 0.95)) == meta["anchor_generator"]["scales"]
+    np.testing.assert_array_equal(_ssdlite_boxes(), np.load(root / "val_00000" / "anchors.npy"))
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", IMAGES)
+def test_ssdlite_postprocess_matches_torchvision(ssdlite, name):
+    root, meta = ssdlite
+    record = json.loads((root / name / "detections.json").read_text())
+    logits = np.load(root / name / "cls_logits.npy")[0]
+    deltas = np.load(root / name / "bbox_regression.npy")[0]
+    plan = tv.fixed_size_plan(record["orig_size_hw"][::-1], SSDLITE["size"])
+    defaults = meta["postprocess"]
+    builder = {
+        "score_threshold": defaults["score_thresh"],
+        "topk_candidates": defaults["topk_candidates"],
+        "max_detections": defaults["detections_per_img"],
+    }
+    for settings, expected in _settings(record, builder):
+        boxes, scores, labels = ssd_post.postprocess(
+            logits, deltas, _ssdlite_boxes(), image_size=plan.resized_size, iou_threshold=SSDLITE["nms"], **settings
+        )
+        _assert_same(boxes, scores, labels, plan, expected)
+
+
+def test_ssd300_default_boxes_follow_torchvisions_steps():
+    """SSD300-VGG16 has no shared fixture: the builder's parameters, checked against hand-derived boxes."""
+    boxes = ssd_boxes.default_boxes(
+        [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)],
+        (300, 300),
+        [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
+        [0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
+        steps=[8, 16, 32, 64, 100, 300],
+    )
+    assert boxes.shape == (8732, 4)
+    # first box: centre 0.5 / (300 / 8), scale 0.07 → (c -/+ 0.035) * 300
+    np.testing.assert_allclose(boxes[0], [-6.5, -6.5, 14.5, 14.5], atol=1e-5)
+    # last level, ar 2: w = 0.87 * sqrt(2) clipped to 1, h = 0.87 / sqrt(2); centred at 150
+    h = 0.87 / math.sqrt(2) * 300
+    np.testing.assert_allclose(boxes[-2], [0, 150 - h / 2, 300, 150 + h / 2], atol=1e-4)
+    # level 1 (steps 16: 300 / 16 = 18.75 centres per image), location (0, 1), box s'_k
+    s_prime = math.sqrt(0.15 * 0.33) * 300
+    cx, cy = 1.5 / 18.75 * 300, 0.5 / 18.75 * 300
+    row = 38 * 38 * 4 + 1 * 6 + 1
+    np.testing.assert_allclose(
+        boxes[row], [cx - s_prime / 2, cy - s_prime / 2, cx + s_prime / 2, cy + s_prime / 2], atol=1e-4
+    )
+
+
+# -------------------------------------------------------------------------------------------- RetinaNet
+
+
+@pytest.fixture(scope="module")
+def retinanet(shared_fixtures):
+    root = shared_fixtures / "tv-retinanet-r50"
+    return root, json.loads((root / "meta.json").read_text())
+
+
+def _retina_anchors(meta: dict, canvas: tuple[int, int]) -> tuple[np.ndarray, tuple[int, ...]]:
+    generator = meta["anchor_generator"]
+    return retina_anchors.anchors(canvas, RETINA_STRIDES, generator["sizes"], generator["aspect_ratios"])
+
+
+def _dense_head(sparse) -> tuple[np.ndarray, np.ndarray]:
+    """The fixture README's rebuild: logits -100 except the stored ones, deltas 0 except the stored rows."""
+    num_anchors, num_classes = int(sparse["num_anchors"]), int(sparse["num_classes"])
+    logits = np.full((num_anchors, num_classes), -100, np.float32)
+    logits.reshape(-1)[sparse["cls_index"]] = sparse["cls_logit"]
+    deltas = np.zeros((num_anchors, 4), np.float32)
+    deltas[sparse["anchor_index"]] = sparse["bbox_regression"]
+    return logits, deltas
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", IMAGES)
+def test_retinanet_transform_is_bit_exact(retinanet, name):
+    root, _ = retinanet
+    record = json.loads((root / name / "detections.json").read_text())
+    sample = np.load(root / name / "input_sample.npz")
+    image = _image(name)
+    plan = tv.min_max_size_plan(_src_size(image), RETINA["min"], RETINA["max"], 32)
+    assert plan.resized_size == tuple(record["image_size_hw"][::-1])
+    got = tv.transform(image, plan, RETINA["mean"], RETINA["std"])
+    assert got.shape == tuple(sample["input_shape"][1:])
+    np.testing.assert_array_equal(got[:, sample["rows"]][:, :, sample["cols"]], sample["values"])
+
+
+@pytest.mark.shared
+def test_retinanet_anchors_are_bit_exact(retinanet):
+    root, meta = retinanet
+    generator = meta["anchor_generator"]
+    for sizes, ratios, cell in zip(
+        generator["sizes"], generator["aspect_ratios"], generator["cell_anchors"], strict=True
+    ):
+        np.testing.assert_array_equal(retina_anchors.cell_anchors(sizes, ratios), np.float32(cell))
+    # a 96x64 input: P6's stride is (48, 64), P7's (96, 64)
+    anchors, per_level = _retina_anchors(meta, (96, 64))
+    np.testing.assert_array_equal(anchors, np.load(root / "raw_seed0" / "anchors.npy"))
+    assert per_level == (864, 216, 54, 18, 9)
+    for name in IMAGES:
+        record = json.loads((root / name / "detections.json").read_text())
+        sparse = np.load(root / name / "head_sparse.npz")
+        anchors, per_level = _retina_anchors(meta, tuple(record["input_shape"][:1:-1]))
+        assert list(per_level) == record["anchors_per_level"]
+        np.testing.assert_array_equal(anchors[sparse["anchor_index"]], sparse["anchors"])
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", IMAGES)
+def test_retinanet_postprocess_matches_torchvision(retinanet, name):
+    root, meta = retinanet
+    record = json.loads((root / name / "detections.json").read_text())
+    logits, deltas = _dense_head(np.load(root / name / "head_sparse.npz"))
+    plan = tv.min_max_size_plan(record["orig_size_hw"][::-1], RETINA["min"], RETINA["max"], 32)
+    anchors, per_level = _retina_anchors(meta, plan.canvas_size)
+    defaults = meta["postprocess"]
+    builder = {
+        "score_threshold": defaults["score_thresh"],
+        "topk_candidates": defaults["topk_candidates"],
+        "max_detections": defaults["detections_per_img"],
+    }
+    for settings, expected in _settings(record, builder):
+        boxes, scores, labels = retina_post.postprocess(
+            logits, deltas, anchors, per_level, image_size=plan.resized_size, iou_threshold=RETINA["nms"], **settings
+        )
+        _assert_same(boxes, scores, labels, plan, expected)
+
+
+# ---------------------------------------------------------------------------------- shared arithmetic
+
+
+def test_min_max_size_rule():
+    """float64 scale, truncated sizes (the short side may end below min_size), padding to /32."""
+    plan = tv.min_max_size_plan((482, 245), 800, 1333, 32)
+    assert (plan.resized_size, plan.canvas_size) == ((1333, 677), (1344, 704))
+    assert tv.min_max_size_plan((616, 580), 800, 1333, 32).resized_size == (849, 800)
+    assert tv.min_max_size_plan((800, 600), 800, 1333, 32).resized_size == (1066, 800)
+    # far outside the trained range: the rule still applies, and no side becomes 0
+    assert tv.min_max_size_plan((20000, 3), 800, 1333, 32).resized_size == (1333, 1)
+    assert tv.min_max_size_plan((5, 5), 800, 1333, 32).canvas_size == (800, 800)
+    with pytest.raises(InvalidArgumentError):
+        tv.min_max_size_plan((0, 5), 800, 1333, 32)
+
+
+def test_bilinear_resize_agrees_with_cv2_and_keeps_identity():
+    """cv2's float bilinear is the same interpolation up to its own rounding (fixture READMEs: <= 3e-5)."""
+    rng = np.random.default_rng(0)
+    planes = rng.random((3, 37, 53), dtype=np.float32)
+    for size in [(53, 37), (100, 80), (20, 11), (53, 90)]:
+        got = tv.bilinear_resize(planes, size)
+        want = np.stack([cv2.resize(p, size, interpolation=cv2.INTER_LINEAR) for p in planes])
+        np.testing.assert_allclose(got, want, rtol=0, atol=3e-5)
+    np.testing.assert_array_equal(tv.bilinear_resize(planes, (53, 37)), planes)
+
+
+def test_transform_pads_with_zeros_after_normalising():
+    image = np.full((10, 20, 3), 255, np.uint8)
+    plan = tv.ResizePlan((20, 10), (20, 10), (32, 32))
+    out = tv.transform(image, plan, (0.5,) * 3, (0.5,) * 3)
+    assert out.shape == (3, 32, 32)
+    assert (out[:, :10, :20] == 1).all() and (out[:, 10:] == 0).all() and (out[:, :, 20:] == 0).all()
+
+
+def _random_boxes(rng, n: int, classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    xy = rng.random((n, 2), dtype=np.float32) * 300
+    wh = rng.random((n, 2), dtype=np.float32) * 60 + 1
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    scores = rng.random(n, dtype=np.float32)
+    return boxes, scores, rng.integers(0, classes, n)
+
+
+@pytest.mark.parametrize("n", [400, 1000, 1001, 3000])
+def test_batched_nms_takes_torchvisions_path(n):
+    """<= 1000 boxes: one NMS on shifted boxes; above: NMS per class on unshifted boxes, then a score sort."""
+    rng = np.random.default_rng(n)
+    boxes, scores, labels = _random_boxes(rng, n, 7)
+    got = tv.torchvision_batched_nms(boxes, scores, labels, 0.5, None)
+    if n <= tv.COORDINATE_TRICK_MAX_BOXES:
+        want = upstream_nms(boxes, scores, labels, 0.5)
+    else:
+        per_class = []
+        for c in range(7):
+            rows = np.flatnonzero(labels == c)
+            per_class.append(rows[upstream_nms(boxes[rows], scores[rows], np.zeros(len(rows), np.int64), 0.5)])
+        kept = np.sort(np.concatenate(per_class))
+        want = kept[np.argsort(-scores[kept], kind="stable")]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(tv.torchvision_batched_nms(boxes, scores, labels, 0.5, 50), want[:50])
+
+
+def test_decode_boxes_matches_the_coder_formula():
+    rng = np.random.default_rng(1)
+    anchors = _random_boxes(rng, 64, 1)[0]
+    deltas = rng.normal(size=(64, 4)).astype(np.float32) * 3
+    deltas[0, 2:] = 50  # beyond the clamp
+    got = tv.decode_boxes(deltas, anchors, (10, 10, 5, 5))
+    a, d = anchors.astype(np.float64), deltas.astype(np.float64) / [10, 10, 5, 5]
+    w, h = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+    cx, cy = a[:, 0] + w / 2, a[:, 1] + h / 2
+    pw, ph = np.exp(np.minimum(d[:, 2], tv.BBOX_XFORM_CLIP)) * w, np.exp(np.minimum(d[:, 3], tv.BBOX_XFORM_CLIP)) * h
+    pcx, pcy = d[:, 0] * w + cx, d[:, 1] * h + cy
+    want = np.stack([pcx - pw / 2, pcy - ph / 2, pcx + pw / 2, pcy + ph / 2], axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(tv.decode_boxes(deltas[5:9], anchors[5:9], (10, 10, 5, 5)), got[5:9])
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1e-4, 0.05, 0.5, 0.999, 0.999999])
+def test_retinanet_logit_prefilter_changes_nothing(threshold):
+    """Candidates found through the logit bound equal those of a sigmoid on every entry."""
+    rng = np.random.default_rng(2)
+    centre = 0.0 if threshold == 0 else math.log(threshold / (1 - threshold))
+    logits = (centre + rng.normal(size=(500, 91)) * 1e-3).astype(np.float32)
+    logits[::7] += np.float32(rng.normal(size=(1, 91)) * 5)
+    index, scores = retina_post._level_candidates(logits, threshold, 10**9)
+    every = np.float32(1) / (np.float32(1) + np.exp(-logits.reshape(-1)))
+    want = np.flatnonzero(every > np.float32(threshold))
+    want = want[np.argsort(-every[want], kind="stable")]
+    np.testing.assert_array_equal(index, want)
+    np.testing.assert_array_equal(scores, every[want])
+
+
+def test_postprocess_rejects_mismatched_outputs():
+    boxes = _ssdlite_boxes()
+    with pytest.raises(InvalidArgumentError, match="default boxes"):
+        ssd_post.postprocess(
+            np.zeros((10, 91), np.float32),
+            np.zeros((10, 4), np.float32),
+            boxes,
+            image_size=(320, 320),
+            score_threshold=0.01,
+            iou_threshold=0.5,
+            max_detections=10,
+            topk_candidates=10,
+        )
+    anchors, per_level = retina_anchors.anchors((64, 64), RETINA_STRIDES, [[32]] * 5, [[1.0]] * 5)
+    with pytest.raises(InvalidArgumentError, match="anchors"):
+        retina_post.postprocess(
+            np.zeros((len(anchors) + 1, 3), np.float32),
+            np.zeros((len(anchors) + 1, 4), np.float32),
+            anchors,
+            per_level,
+            image_size=(64, 64),
+            score_threshold=0.05,
+            iou_threshold=0.5,
+            max_detections=10,
+            topk_candidates=10,
+        )
