@@ -45,20 +45,18 @@ def _src_size(image: np.ndarray) -> tuple[int, int]:
     return image.shape[1], image.shape[0]
 
 
-def _settings(record: dict, defaults: dict) -> list[tuple[dict, dict]]:
-    """(postprocess keyword arguments, torchvision's result) for the defaults and the variant."""
-    variant = record["variant"]["params"]
-    return [
-        (defaults, record),
-        (
-            {
-                "score_threshold": variant["score_thresh"],
-                "topk_candidates": variant["topk_candidates"],
-                "max_detections": variant["detections_per_img"],
-            },
-            record["variant"],
-        ),
-    ]
+def _settings(record: dict, builder: dict) -> list[tuple[dict, dict]]:
+    """(postprocess keyword arguments, torchvision's result) for the builder's defaults and the variant."""
+    return [(_keywords(builder), record), (_keywords(record["variant"]["params"]), record["variant"])]
+
+
+def _keywords(params: dict) -> dict:
+    """torchvision's postprocess attribute names → ours."""
+    return {
+        "score_threshold": params["score_thresh"],
+        "topk_candidates": params["topk_candidates"],
+        "max_detections": params["detections_per_img"],
+    }
 
 
 def _assert_same(boxes, scores, labels, plan: tv.ResizePlan, expected: dict) -> None:
@@ -109,13 +107,7 @@ def test_ssdlite_postprocess_matches_torchvision(ssdlite, name):
     logits = np.load(root / name / "cls_logits.npy")[0]
     deltas = np.load(root / name / "bbox_regression.npy")[0]
     plan = tv.fixed_size_plan(record["orig_size_hw"][::-1], SSDLITE["size"])
-    defaults = meta["postprocess"]
-    builder = {
-        "score_threshold": defaults["score_thresh"],
-        "topk_candidates": defaults["topk_candidates"],
-        "max_detections": defaults["detections_per_img"],
-    }
-    for settings, expected in _settings(record, builder):
+    for settings, expected in _settings(record, meta["postprocess"]):
         boxes, scores, labels = ssd_post.postprocess(
             logits, deltas, _ssdlite_boxes(), image_size=plan.resized_size, iou_threshold=SSDLITE["nms"], **settings
         )
@@ -212,13 +204,7 @@ def test_retinanet_postprocess_matches_torchvision(retinanet, name):
     logits, deltas = _dense_head(np.load(root / name / "head_sparse.npz"))
     plan = tv.min_max_size_plan(record["orig_size_hw"][::-1], RETINA["min"], RETINA["max"], 32)
     anchors, per_level = _retina_anchors(meta, plan.canvas_size)
-    defaults = meta["postprocess"]
-    builder = {
-        "score_threshold": defaults["score_thresh"],
-        "topk_candidates": defaults["topk_candidates"],
-        "max_detections": defaults["detections_per_img"],
-    }
-    for settings, expected in _settings(record, builder):
+    for settings, expected in _settings(record, meta["postprocess"]):
         boxes, scores, labels = retina_post.postprocess(
             logits, deltas, anchors, per_level, image_size=plan.resized_size, iou_threshold=RETINA["nms"], **settings
         )
