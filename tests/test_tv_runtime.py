@@ -260,7 +260,7 @@ def test_batched_nms_takes_torchvisions_path(n):
     rng = np.random.default_rng(n)
     boxes, scores, labels = _random_boxes(rng, n, 7)
     got = tv.torchvision_batched_nms(boxes, scores, labels, 0.5, None)
-    if n <= tv.COORDINATE_TRICK_MAX_BOXES:
+    if n <= 1000:
         want = upstream_nms(boxes, scores, labels, 0.5)
     else:
         per_class = []
@@ -271,6 +271,22 @@ def test_batched_nms_takes_torchvisions_path(n):
         want = kept[np.argsort(-scores[kept], kind="stable")]
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(tv.torchvision_batched_nms(boxes, scores, labels, 0.5, 50), want[:50])
+
+
+@pytest.mark.parametrize(("n", "pair_kept"), [(1000, 2), (1001, 1)])
+def test_batched_nms_paths_decide_like_torchvision(n, pair_kept):
+    """The coordinate trick rounds shifted coordinates (label 90 x 1334 = 120060: float32 steps of 1/128), so a
+    pair with IoU 0.99900 unshifted has IoU 0.99844 shifted: at 0.9985 only the per-class path (> 1000 boxes)
+    suppresses it."""
+    boxes = np.zeros((n, 4), np.float32)
+    boxes[0], boxes[1], boxes[2] = [0, 0, 10, 10], [0.005, 0, 10.005, 10], [1323, 1323, 1333, 1333]
+    labels = np.ones(n, np.int64)  # fillers: class 1, disjoint unit boxes along the diagonal
+    labels[:2], labels[2] = 90, 0
+    diagonal = 20 + np.arange(n - 3, dtype=np.float32)
+    boxes[3:] = np.stack([diagonal, diagonal, diagonal + 0.5, diagonal + 0.5], axis=1) % 1300
+    scores = np.linspace(1, 0.1, n, dtype=np.float32)
+    keep = tv.torchvision_batched_nms(boxes, scores, labels, 0.9985, None)
+    assert np.isin([0, 1], keep).sum() == pair_kept
 
 
 def test_decode_boxes_matches_the_coder_formula():
