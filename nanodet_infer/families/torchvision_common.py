@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+import cv2
 import numpy as np
 
 from ..errors import InvalidArgumentError
@@ -84,18 +85,23 @@ def min_max_size_plan(src_size: Sequence[int], min_size: int, max_size: int, siz
 
 @lru_cache(maxsize=16)
 def _lookup_tables(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """float32 ``[3, 256]``: ``(float32(v) / 255 - mean[c]) / std[c]`` in torch's float32 order, per RGB channel."""
+    """float32 ``[3, 256, 1]`` (cv2.LUT's shape): ``(float32(v) / 255 - mean[c]) / std[c]`` in torch's float32
+    order, per RGB channel."""
     values = np.arange(256, dtype=np.float32) / np.float32(255)
-    mean32 = np.asarray(mean, dtype=np.float32)[:, None]
-    std32 = np.asarray(std, dtype=np.float32)[:, None]
-    tables = (values[None, :] - mean32) / std32
+    mean32 = np.asarray(mean, dtype=np.float32)[:, None, None]
+    std32 = np.asarray(std, dtype=np.float32)[:, None, None]
+    tables = (values[None, :, None] - mean32) / std32
     tables.flags.writeable = False
     return tables
 
 
-def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """float32 ``a * b + c`` rounded once (torch's contracted FMA), via float64: the product is exact there."""
-    return (a.astype(np.float64) * b + c).astype(np.float32)
+def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 ``a * b + c`` rounded once (torch's contracted FMA), via float64: the float32 product is exact
+    there. Written into the float32 ``out`` when given."""
+    product = np.multiply(a, b, dtype=np.float64)
+    if out is None:
+        return np.add(product, c, out=product).astype(np.float32)
+    return np.add(product, c, out=out, casting="same_kind")
 
 
 @lru_cache(maxsize=64)
@@ -136,10 +142,11 @@ def bilinear_resize(planes: np.ndarray, size: Sequence[int], out: np.ndarray | N
     rows, inverse = np.unique(np.concatenate([h0, h1]), return_inverse=True)
     r0, r1 = inverse[:out_h], inverse[out_h:]
     lh0, lh1 = lh0[:, None], lh1[:, None]
+    across = np.empty((len(rows), out_w), dtype=np.float32)
     for c in range(channels):
         source = planes[c, rows]
-        across = _fma(source[:, w0], lw0, source[:, w1] * lw1)
-        out[c] = _fma(across[r0], lh0, across[r1] * lh1)
+        _fma(source[:, w0], lw0, source[:, w1] * lw1, out=across)
+        _fma(across[r0], lh0, across[r1] * lh1, out=out[c])
     return out
 
 
@@ -165,7 +172,8 @@ def transform(
     elif out.shape != (3, ch, cw) or out.dtype != np.float32:
         raise InvalidArgumentError(f"out must be float32 [3, {ch}, {cw}], got {out.dtype} {out.shape}")
     tables = _lookup_tables(tuple(float(v) for v in mean), tuple(float(v) for v in std))
-    planes = np.stack([tables[c][image[:, :, 2 - c]] for c in range(3)])  # BGR → RGB while normalising
+    blue, green, red = cv2.split(image)
+    planes = np.stack([cv2.LUT(plane, table) for plane, table in zip((red, green, blue), tables, strict=True)])
     if plan.resized_size == plan.src_size:  # torch's kernel copies when in == out (scale 1, weights 0/1)
         out[:, :rh, :rw] = planes
     else:
