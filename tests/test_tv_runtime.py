@@ -114,6 +114,23 @@ def test_ssdlite_postprocess_matches_torchvision(ssdlite, name):
         _assert_same(boxes, scores, labels, plan, expected)
 
 
+@pytest.mark.shared
+def test_ssdlite_single_label_keeps_each_anchors_best_label(ssdlite):
+    root, _ = ssdlite
+    logits = np.load(root / "val_00000" / "cls_logits.npy")[0]
+    deltas = np.load(root / "val_00000" / "bbox_regression.npy")[0]
+    settings = {"score_threshold": 1e-4, "iou_threshold": 0.55, "max_detections": 1000, "topk_candidates": 20}
+    multi = ssd_post.postprocess(logits, deltas, _ssdlite_boxes(), image_size=(320, 320), **settings)
+    boxes, _, labels = ssd_post.postprocess(
+        logits, deltas, _ssdlite_boxes(), image_size=(320, 320), multi_label=False, **settings
+    )
+    assert len(labels) and labels.tolist() != multi[2].tolist()
+    decoded = tv.clip_boxes(tv.decode_boxes(deltas, _ssdlite_boxes(), (10, 10, 5, 5)), (320, 320))
+    for box, label in zip(boxes, labels, strict=True):
+        anchor = np.flatnonzero((decoded == box).all(axis=1))[0]
+        assert label == 1 + logits[anchor, 1:].argmax()
+
+
 def test_ssd300_default_boxes_follow_torchvisions_steps():
     """SSD300-VGG16 has no shared fixture: the builder's parameters, checked against hand-derived boxes."""
     boxes = ssd_boxes.default_boxes(
@@ -318,6 +335,28 @@ def test_retinanet_logit_prefilter_changes_nothing(threshold):
     want = want[np.argsort(-every[want], kind="stable")]
     np.testing.assert_array_equal(index, want)
     np.testing.assert_array_equal(scores, every[want])
+
+
+def test_retinanet_single_label_equals_masking_the_other_classes():
+    rng = np.random.default_rng(3)
+    anchors, per_level = retina_anchors.anchors((128, 96), RETINA_STRIDES, [[32, 40]] * 5, [[0.5, 1.0]] * 5)
+    logits = rng.normal(-3, 1.5, size=(len(anchors), 5)).astype(np.float32)
+    logits[7, 2] = np.nan  # the anchor's best finite class still counts
+    deltas = rng.normal(0, 0.3, size=(len(anchors), 4)).astype(np.float32)
+    settings = {"score_threshold": 0.05, "iou_threshold": 0.5, "max_detections": 1000, "topk_candidates": 40}
+    masked = np.full_like(logits, -100)
+    finite = np.where(np.isnan(logits), -np.inf, logits)
+    rows = np.arange(len(logits))
+    masked[rows, finite.argmax(axis=1)] = finite[rows, finite.argmax(axis=1)]
+    got = retina_post.postprocess(
+        logits, deltas, anchors, per_level, image_size=(128, 96), multi_label=False, **settings
+    )
+    want = retina_post.postprocess(masked, deltas, anchors, per_level, image_size=(128, 96), **settings)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len(got[2]) < len(
+        retina_post.postprocess(logits, deltas, anchors, per_level, image_size=(128, 96), **settings)[2]
+    )
 
 
 def test_postprocess_rejects_mismatched_outputs():

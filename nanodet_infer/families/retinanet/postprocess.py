@@ -36,11 +36,21 @@ def _logit_floor(score_threshold: float) -> float:
 
 
 def _level_candidates(
-    logits: np.ndarray, score_threshold: float, topk_candidates: int
+    logits: np.ndarray, score_threshold: float, topk_candidates: int, multi_label: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices (``anchor * C + class``) and scores of one level's top-k candidates, score descending."""
+    """Flat indices (``anchor * C + class``) and scores of one level's top-k candidates, score descending.
+
+    ``multi_label=False``: only each anchor's best class (its largest finite logit; the lowest on a tie)."""
     flat = logits.reshape(-1)
-    index = np.flatnonzero(flat > _logit_floor(score_threshold))
+    if multi_label:
+        index = np.flatnonzero(flat > _logit_floor(score_threshold))
+    else:
+        top_class = logits.argmax(axis=1)  # NaN would win: such rows are redone without their NaNs
+        undefined = np.flatnonzero(np.isnan(logits[np.arange(len(logits)), top_class]))
+        if len(undefined):
+            top_class[undefined] = np.where(np.isnan(logits[undefined]), -np.inf, logits[undefined]).argmax(axis=1)
+        index = np.arange(len(logits)) * logits.shape[1] + top_class
+        index = index[flat[index] > _logit_floor(score_threshold)]
     with np.errstate(over="ignore"):
         scores = np.float32(1) / (np.float32(1) + np.exp(-flat[index]))
     passed = scores > np.float32(score_threshold)
@@ -60,6 +70,7 @@ def postprocess(
     iou_threshold: float,
     max_detections: int | None,
     topk_candidates: int,
+    multi_label: bool = True,
     coder_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
     bbox_xform_clip: float = BBOX_XFORM_CLIP,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -68,6 +79,7 @@ def postprocess(
     ``cls_logits`` float32 ``[N, C]`` raw logits, ``bbox_regression`` ``[N, 4]`` raw coder deltas,
     ``anchors`` ``[N, 4]`` and ``anchors_per_level`` from :func:`.anchors.anchors` (the head's order);
     ``image_size`` ``(W, H)`` of the resized image before padding (boxes are clipped to it).
+    ``multi_label=False`` lets only each anchor's best class be a candidate (torchvision: True).
     Returns ``(xyxy float32 [K, 4]`` network-input pixels, ``scores float32 [K]``, ``labels int64 [K])``,
     in NMS order (score descending).
     """
@@ -88,7 +100,9 @@ def postprocess(
     rows, labels, scores = [], [], []
     start = 0
     for count in anchors_per_level:
-        index, level_scores = _level_candidates(cls_logits[start : start + count], score_threshold, topk_candidates)
+        index, level_scores = _level_candidates(
+            cls_logits[start : start + count], score_threshold, topk_candidates, multi_label
+        )
         level_rows, level_labels = np.divmod(index, num_classes)
         rows.append(level_rows + start)
         labels.append(level_labels)

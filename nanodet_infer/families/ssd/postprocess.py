@@ -42,6 +42,7 @@ def postprocess(
     iou_threshold: float,
     max_detections: int | None,
     topk_candidates: int,
+    multi_label: bool = True,
     coder_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
     bbox_xform_clip: float = BBOX_XFORM_CLIP,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -50,6 +51,7 @@ def postprocess(
     ``cls_logits`` float32 ``[A, C]`` raw logits (class 0 = background), ``bbox_regression`` ``[A, 4]`` raw
     coder deltas, ``anchors`` ``[A, 4]`` default boxes (:func:`.default_boxes.default_boxes`), all in the
     head's anchor order; ``image_size`` ``(W, H)`` of the resized image (boxes are clipped to it).
+    ``multi_label=False`` lets only each anchor's best foreground label be a candidate (torchvision: True).
     Returns ``(xyxy float32 [K, 4]`` network-input pixels, ``scores float32 [K]``, ``labels int64 [K])``,
     in NMS order (score descending).
     """
@@ -71,6 +73,9 @@ def postprocess(
     boxes = clip_boxes(decode_boxes(bbox_regression, anchors, coder_weights, bbox_xform_clip), image_size)
     # (label, anchor) pairs above the threshold, label-major then anchor ascending, like the label loop
     foreground = scores[:, BACKGROUND_LABEL + 1 :].T
+    if not multi_label:  # only each anchor's best foreground label (the lowest on a tie)
+        best = foreground.argmax(axis=0)
+        foreground = np.where(np.arange(len(foreground))[:, None] == best[None, :], foreground, np.float32(0))
     labels, rows = np.nonzero(foreground > np.float32(score_threshold))
     labels += BACKGROUND_LABEL + 1
     cand_scores = scores[rows, labels]
