@@ -81,14 +81,15 @@ def stored_head(
     size: tuple[int, int],
     outputs: dict[str, tuple[tuple[int, ...], float, np.ndarray, np.ndarray]],
     input_name: str = "images",
+    dynamic_hw: bool = False,
     metadata: dict[str, str] | None = None,
 ) -> Path:
-    """A graph that returns stored head outputs: input ``[1, 3, H, W]`` of ``size`` ``(W, H)``, and per output
+    """A graph that returns stored head outputs: input ``[1, 3, H, W]`` of ``size`` ``(W, H)`` (H and W
+    symbolic when ``dynamic_hw``; the outputs keep their shapes whatever the input), and per output
     ``name: (shape, fill, flat_index, values)`` an array of ``shape`` filled with ``fill`` except
     ``values`` (float32) at the flat positions ``flat_index`` (int64), plus ``mean(x) * 0`` so that the
     output depends on the input. Compact enough for RetinaNet's 16 M logits stored sparsely.
     """
-    width, height = size
     nodes = [helper.make_node("ReduceMean", [input_name], ["m"], axes=[0, 1, 2, 3], keepdims=0)]
     initializers = [numpy_helper.from_array(np.zeros((), np.float32), "zero")]
     nodes.append(helper.make_node("Mul", ["m", "zero"], ["m0"]))
@@ -113,7 +114,11 @@ def stored_head(
     graph = helper.make_graph(
         nodes,
         "stored_head",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 3, height, width])],
+        [
+            helper.make_tensor_value_info(
+                input_name, TensorProto.FLOAT, [1, 3, *(("h", "w") if dynamic_hw else size[::-1])]
+            )
+        ],
         graph_outputs,
         initializer=initializers,
     )

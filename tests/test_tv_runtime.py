@@ -19,14 +19,20 @@ import cv2
 import numpy as np
 import pytest
 from _reference import upstream_nms
+from _tiny_models import stored_head
 from conftest import SHAPES
 
-from nanodet_infer.errors import InvalidArgumentError
+from nanodet_infer import Detector
+from nanodet_infer.errors import IncompatibleModelError, InvalidArgumentError, MetadataError
 from nanodet_infer.families import torchvision_common as tv
 from nanodet_infer.families.retinanet import anchors as retina_anchors
 from nanodet_infer.families.retinanet import postprocess as retina_post
+from nanodet_infer.families.retinanet import section as retina_section
 from nanodet_infer.families.ssd import default_boxes as ssd_boxes
 from nanodet_infer.families.ssd import postprocess as ssd_post
+from nanodet_infer.families.ssd import section as ssd_section
+from nanodet_infer.families.torchvision_section import torchvision_mean_std
+from nanodet_infer.metadata import ModelMetadata
 
 BOX_TOL, SCORE_TOL = 1e-3, 1e-6
 IMAGES = ["val_00000", "val_00002", "val_00004"]
@@ -385,3 +391,168 @@ def test_postprocess_rejects_mismatched_outputs():
             max_detections=10,
             topk_candidates=10,
         )
+
+
+# ------------------------------------------------------------------------- metadata and the Detector
+
+
+def _properties(family: str, categories: list[str], **keys) -> dict[str, str]:
+    return ModelMetadata(
+        num_classes=len(categories), class_names=tuple(categories), model_family=family, **keys
+    ).to_properties()
+
+
+def test_builder_mean_std_round_trip_to_torchvisions_values():
+    """The common keys hold torchvision's mean/std times 255; dividing again gives torchvision's floats exactly."""
+    torchvision = {
+        "ssd300_vgg16": ((0.48235, 0.45882, 0.40784), (1.0 / 255.0,) * 3),
+        "ssdlite320_mobilenet_v3_large": ((0.5,) * 3, (0.5,) * 3),
+    }
+    for name, keys in ssd_section.BUILDERS.items():
+        assert torchvision_mean_std(keys["mean"], keys["std"]) == torchvision[name]
+    imagenet = retina_section.RetinaNetSection.COMMON_DEFAULTS
+    assert torchvision_mean_std(imagenet["mean"], imagenet["std"]) == (RETINA["mean"], RETINA["std"])
+    assert ssd_section.BUILDERS["ssdlite320_mobilenet_v3_large"]["default_box_scales"] == (
+        ssd_boxes.default_box_scales(6, 0.2, 0.95)
+    )
+
+
+@pytest.mark.parametrize("builder", sorted(ssd_section.BUILDERS))
+def test_ssd_metadata_round_trips(builder):
+    props = _properties("ssd", ["__background__", "a", "b"], **ssd_section.BUILDERS[builder])
+    meta = ModelMetadata.from_properties(props)
+    assert ModelMetadata.from_properties(meta.to_properties()) == meta
+    assert meta.to_properties()["nanodet.model_family"] == "ssd"
+    assert meta.num_default_boxes == {"ssd300_vgg16": 8732, "ssdlite320_mobilenet_v3_large": 3234}[builder]
+
+
+def test_retinanet_metadata_defaults_are_torchvisions():
+    meta = ModelMetadata.from_properties(_properties("retinanet", ["a", "b"], input_size=(1344, 800)))
+    assert meta.anchor_sizes == ((32, 40, 50), (64, 80, 101), (128, 161, 203), (256, 322, 406), (512, 645, 812))
+    assert (meta.min_size, meta.max_size, meta.size_divisible, meta.topk_candidates) == (800, 1333, 32, 1000)
+    assert ModelMetadata.from_properties(meta.to_properties()) == meta
+
+
+@pytest.mark.parametrize(
+    ("family", "keys", "message"),
+    [
+        ("ssd", {"default_box_scales": (0.2, 0.5)}, "default_box_scales"),
+        ("ssd", {"default_box_steps": (8, 16)}, "default_box_steps"),
+        ("ssd", {"feature_map_sizes": ((20.5, 20),) * 6}, "feature_map_sizes"),
+        ("ssd", {"default_box_aspect_ratios": ((2, -3),) * 6}, "default_box_aspect_ratios"),
+        ("ssd", {"background_label": 1}, "background_label"),
+        ("ssd", {"bbox_xform_clip": 200.0}, "bbox_xform_clip"),
+        ("retinanet", {"anchor_sizes": ((32,),) * 4}, "anchor_sizes"),
+        ("retinanet", {"anchor_sizes": ((0,),) * 5}, "anchor_sizes"),
+        ("retinanet", {"anchor_strides": (8, 8, 16, 32, 64)}, "anchor_strides"),
+        ("retinanet", {"coder_weights": (1, 1, 1)}, "coder_weights"),
+        ("retinanet", {"topk_candidates": 0}, "topk_candidates"),
+    ],
+)
+def test_impossible_anchor_configurations_are_metadata_errors(family, keys, message):
+    base = dict(ssd_section.BUILDERS["ssdlite320_mobilenet_v3_large"]) if family == "ssd" else {"input_size": (64, 64)}
+    with pytest.raises(MetadataError, match=message):
+        _properties(family, ["a", "b"], **{**base, **keys})
+
+
+def _ssdlite_model(tmp_path, root, name: str, **keys) -> str:
+    meta = json.loads((root / "meta.json").read_text())
+    logits = np.load(root / name / "cls_logits.npy")
+    deltas = np.load(root / name / "bbox_regression.npy")
+    every = np.arange(logits.size)
+    properties = _properties(
+        "ssd", meta["categories"], **{**ssd_section.BUILDERS["ssdlite320_mobilenet_v3_large"], **keys}
+    )
+    outputs = {
+        "cls_logits": (logits.shape, 0.0, every, logits.ravel()),
+        "bbox_regression": (deltas.shape, 0.0, np.arange(deltas.size), deltas.ravel()),
+    }
+    return str(stored_head(tmp_path / f"{name}.onnx", size=(320, 320), outputs=outputs, metadata=properties))
+
+
+def _check_detections(result, expected: dict) -> None:
+    want = expected["detections"]
+    assert result.class_ids.tolist() == want["labels"]
+    np.testing.assert_allclose(result.scores, want["scores"], rtol=0, atol=SCORE_TOL)
+    np.testing.assert_allclose(result.xyxy, want["boxes"], rtol=0, atol=BOX_TOL)
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_detector_runs_ssdlite_like_torchvision(ssdlite, tmp_path, backend):
+    """Image in, detections out, through the registry: a model returning torchvision's stored head outputs."""
+    root, _ = ssdlite
+    record = json.loads((root / "val_00000" / "detections.json").read_text())
+    detector = Detector(_ssdlite_model(tmp_path, root, "val_00000"), backend=backend)
+    assert (detector.score_threshold, detector.iou_threshold, detector.max_detections) == (0.001, 0.55, 300)
+    result = detector(SHAPES / "images" / "val_00000.jpg")
+    _check_detections(result, record)
+    assert result.class_names[result.class_ids[0]] == json.loads((root / "meta.json").read_text())["categories"][1]
+    variant = record["variant"]["params"]
+    detector = Detector(
+        _ssdlite_model(tmp_path, root, "val_00000", topk_candidates=variant["topk_candidates"]),
+        backend=backend,
+        score_threshold=variant["score_thresh"],
+        max_detections=variant["detections_per_img"],
+    )
+    _check_detections(detector(SHAPES / "images" / "val_00000.jpg"), record["variant"])
+    with pytest.raises(InvalidArgumentError, match="keep_ratio"):
+        Detector(_ssdlite_model(tmp_path, root, "val_00000"), backend=backend, keep_ratio=True)(
+            SHAPES / "images" / "val_00000.jpg"
+        )
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize(("backend", "dynamic_hw"), [("onnxruntime", True), ("openvino", True), ("onnxruntime", False)])
+def test_detector_runs_retinanet_like_torchvision(retinanet, tmp_path, backend, dynamic_hw):
+    """Dynamic H/W pads to /32 as torchvision does; a static 1344x704 input is the same canvas for this image."""
+    root, meta = retinanet
+    record = json.loads((root / "val_00000" / "detections.json").read_text())
+    sparse = np.load(root / "val_00000" / "head_sparse.npz")
+    rows = int(sparse["num_anchors"])
+    box_index = (sparse["anchor_index"][:, None] * 4 + np.arange(4)).ravel()
+    outputs = {
+        "cls_logits": ((1, rows, 91), -100.0, sparse["cls_index"], sparse["cls_logit"]),
+        "bbox_regression": ((1, rows, 4), 0.0, box_index, sparse["bbox_regression"].ravel()),
+    }
+    properties = _properties("retinanet", meta["categories"], input_size=(1344, 704), dynamic_hw=dynamic_hw)
+    path = stored_head(
+        tmp_path / "r.onnx", size=(1344, 704), dynamic_hw=dynamic_hw, outputs=outputs, metadata=properties
+    )
+    detector = Detector(str(path), backend=backend)
+    _check_detections(detector(SHAPES / "images" / "val_00000.jpg"), record)
+    variant = record["variant"]["params"]
+    detector.score_threshold, detector.max_detections = variant["score_thresh"], variant["detections_per_img"]
+    properties = _properties(
+        "retinanet",
+        meta["categories"],
+        input_size=(1344, 704),
+        dynamic_hw=dynamic_hw,
+        topk_candidates=variant["topk_candidates"],
+    )
+    path = stored_head(
+        tmp_path / "v.onnx", size=(1344, 704), dynamic_hw=dynamic_hw, outputs=outputs, metadata=properties
+    )
+    detector = Detector(
+        str(path),
+        backend=backend,
+        score_threshold=variant["score_thresh"],
+        max_detections=variant["detections_per_img"],
+    )
+    _check_detections(detector(SHAPES / "images" / "val_00000.jpg"), record["variant"])
+
+
+def test_detector_refuses_a_head_that_does_not_match_its_anchors(tmp_path):
+    keys = ssd_section.BUILDERS["ssdlite320_mobilenet_v3_large"]
+    outputs = {
+        "cls_logits": ((1, 3000, 3), 0.0, np.zeros(1, np.int64), np.zeros(1, np.float32)),
+        "bbox_regression": ((1, 3000, 4), 0.0, np.zeros(1, np.int64), np.zeros(1, np.float32)),
+    }
+    path = stored_head(
+        tmp_path / "m.onnx", size=(320, 320), outputs=outputs, metadata=_properties("ssd", ["bg", "a", "b"], **keys)
+    )
+    with pytest.raises(IncompatibleModelError, match="3234"):
+        Detector(str(path), backend="onnxruntime")
+    plain = stored_head(tmp_path / "plain.onnx", size=(320, 320), outputs=outputs)
+    with pytest.raises(MetadataError, match="nanodet-export"):
+        Detector(str(plain), backend="onnxruntime", model_family="ssd")

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 FAMILIES: dict[str, str] = {
     "nanodet-plus": "nanodet_plus",
+    "ssd": "ssd",
+    "retinanet": "retinanet",
 }
 """``model_family`` string → the family's folder (a subpackage of this package)."""
 

@@ -29,9 +29,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from ..nms import greedy_nms, max_coordinate
-
-BBOX_XFORM_CLIP = math.log(1000.0 / 16)
-"""torchvision's default ``BoxCoder`` clamp on ``dw``/``dh`` (``log(1000 / 16)``)."""
+from .torchvision_section import BBOX_XFORM_CLIP
 
 COORDINATE_TRICK_MAX_BOXES = 1000
 """CPU ``batched_nms`` uses the coordinate trick up to this many boxes (``boxes.numel() <= 4000``)."""
@@ -63,14 +61,21 @@ def fixed_size_plan(src_size: Sequence[int], size: Sequence[int]) -> ResizePlan:
     return ResizePlan(_size("src_size", src_size), size, size)
 
 
-def min_max_size_plan(src_size: Sequence[int], min_size: int, max_size: int, size_divisible: int) -> ResizePlan:
+def min_max_size_plan(
+    src_size: Sequence[int],
+    min_size: int,
+    max_size: int,
+    size_divisible: int,
+    canvas: Sequence[int] | None = None,
+) -> ResizePlan:
     """RetinaNet's transform: keep the aspect ratio, short side to ``min_size`` unless the long side exceeds
     ``max_size``, then pad to multiples of ``size_divisible``.
 
     ``scale = min(min_size / min(h, w), max_size / max(h, w))`` in float64 and the resized side is
     ``floor(side * scale)`` (``F.interpolate`` with ``recompute_scale_factor=True``), so the short side can
     come out one pixel below ``min_size``. A side that would be 0 (an image thinner than about 1:1333)
-    is made 1, where torchvision would raise.
+    is made 1, where torchvision would raise. With a fixed ``canvas`` ``(W, H)`` (a model with a static
+    input) the scale is also limited to ``canvas / side`` so the image fits, and the canvas is not rounded.
     """
     w, h = _size("src_size", src_size)
     if min_size < 1 or max_size < 1 or size_divisible < 1:
@@ -78,8 +83,14 @@ def min_max_size_plan(src_size: Sequence[int], min_size: int, max_size: int, siz
             f"min_size, max_size and size_divisible must be positive, got {min_size}, {max_size}, {size_divisible}"
         )
     scale = min(float(min_size) / min(h, w), float(max_size) / max(h, w))
+    if canvas is not None:
+        canvas = _size("canvas", canvas)
+        scale = min(scale, canvas[0] / w, canvas[1] / h)
     resized = (max(1, math.floor(w * scale)), max(1, math.floor(h * scale)))
-    canvas = tuple(-(-v // size_divisible) * size_divisible for v in resized)
+    if canvas is None:
+        canvas = tuple(-(-v // size_divisible) * size_divisible for v in resized)
+    else:
+        resized = (min(resized[0], canvas[0]), min(resized[1], canvas[1]))
     return ResizePlan((w, h), resized, canvas)
 
 
