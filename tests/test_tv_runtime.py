@@ -248,6 +248,10 @@ def test_min_max_size_rule():
     assert tv.min_max_size_plan((5, 5), 800, 1333, 32).canvas_size == (800, 800)
     with pytest.raises(InvalidArgumentError):
         tv.min_max_size_plan((0, 5), 800, 1333, 32)
+    # a static canvas: torchvision's plan where it fits, else the scale is limited so that it fits
+    assert tv.min_max_size_plan((482, 245), 800, 1333, 32, canvas=(1344, 704)) == plan
+    portrait = tv.min_max_size_plan((245, 482), 800, 1333, 32, canvas=(1344, 704))
+    assert portrait.canvas_size == (1344, 704) and portrait.resized_size == (357, 704)
 
 
 def test_bilinear_resize_agrees_with_cv2_and_keeps_identity():
