@@ -41,6 +41,7 @@ SSDLITE = {"size": (320, 320), "mean": (0.5,) * 3, "std": (0.5,) * 3, "nms": 0.5
 SSDLITE_FEATURES = [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
 RETINA = {"min": 800, "max": 1333, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "nms": 0.5}
 RETINA_STRIDES = [8, 16, 32, 64, 128]
+SSD_CODER, RETINA_CODER = (10.0, 10.0, 5.0, 5.0), (1.0, 1.0, 1.0, 1.0)
 
 
 def _image(name: str) -> np.ndarray:
@@ -63,6 +64,10 @@ def _keywords(params: dict) -> dict:
         "topk_candidates": params["topk_candidates"],
         "max_detections": params["detections_per_img"],
     }
+
+
+def _params(coder_weights: tuple[float, ...], topk_candidates: int = 10, **settings) -> tv.DetectionParams:
+    return tv.DetectionParams(coder_weights=coder_weights, topk_candidates=topk_candidates, **settings)
 
 
 def _assert_same(boxes, scores, labels, plan: tv.ResizePlan, expected: dict) -> None:
@@ -114,9 +119,8 @@ def test_ssdlite_postprocess_matches_torchvision(ssdlite, name):
     deltas = np.load(root / name / "bbox_regression.npy")[0]
     plan = tv.fixed_size_plan(record["orig_size_hw"][::-1], SSDLITE["size"])
     for settings, expected in _settings(record, meta["postprocess"]):
-        boxes, scores, labels = ssd_post.postprocess(
-            logits, deltas, _ssdlite_boxes(), image_size=plan.resized_size, iou_threshold=SSDLITE["nms"], **settings
-        )
+        params = _params(SSD_CODER, image_size=plan.resized_size, iou_threshold=SSDLITE["nms"], **settings)
+        boxes, scores, labels = ssd_post.postprocess(logits, deltas, _ssdlite_boxes(), params)
         _assert_same(boxes, scores, labels, plan, expected)
 
 
@@ -126,12 +130,12 @@ def test_ssdlite_single_label_keeps_each_anchors_best_label(ssdlite):
     logits = np.load(root / "val_00000" / "cls_logits.npy")[0]
     deltas = np.load(root / "val_00000" / "bbox_regression.npy")[0]
     settings = {"score_threshold": 1e-4, "iou_threshold": 0.55, "max_detections": 1000, "topk_candidates": 20}
-    multi = ssd_post.postprocess(logits, deltas, _ssdlite_boxes(), image_size=(320, 320), **settings)
-    boxes, _, labels = ssd_post.postprocess(
-        logits, deltas, _ssdlite_boxes(), image_size=(320, 320), multi_label=False, **settings
-    )
+    settings["image_size"] = (320, 320)
+    multi = ssd_post.postprocess(logits, deltas, _ssdlite_boxes(), _params(SSD_CODER, **settings))
+    single = _params(SSD_CODER, multi_label=False, **settings)
+    boxes, _, labels = ssd_post.postprocess(logits, deltas, _ssdlite_boxes(), single)
     assert len(labels) and labels.tolist() != multi[2].tolist()
-    decoded = tv.clip_boxes(tv.decode_boxes(deltas, _ssdlite_boxes(), (10, 10, 5, 5)), (320, 320))
+    decoded = tv.clip_boxes(tv.decode_boxes(deltas, _ssdlite_boxes(), SSD_CODER), (320, 320))
     for box, label in zip(boxes, labels, strict=True):
         anchor = np.flatnonzero((decoded == box).all(axis=1))[0]
         assert label == 1 + logits[anchor, 1:].argmax()
@@ -228,9 +232,8 @@ def test_retinanet_postprocess_matches_torchvision(retinanet, name):
     plan = tv.min_max_size_plan(record["orig_size_hw"][::-1], RETINA["min"], RETINA["max"], 32)
     anchors, per_level = _retina_anchors(meta, plan.canvas_size)
     for settings, expected in _settings(record, meta["postprocess"]):
-        boxes, scores, labels = retina_post.postprocess(
-            logits, deltas, anchors, per_level, image_size=plan.resized_size, iou_threshold=RETINA["nms"], **settings
-        )
+        params = _params(RETINA_CODER, image_size=plan.resized_size, iou_threshold=RETINA["nms"], **settings)
+        boxes, scores, labels = retina_post.postprocess(logits, deltas, anchors, per_level, params)
         _assert_same(boxes, scores, labels, plan, expected)
 
 
@@ -354,46 +357,40 @@ def test_retinanet_single_label_equals_masking_the_other_classes():
     logits[7, 2] = np.nan  # the anchor's best finite class still counts
     deltas = rng.normal(0, 0.3, size=(len(anchors), 4)).astype(np.float32)
     settings = {"score_threshold": 0.05, "iou_threshold": 0.5, "max_detections": 1000, "topk_candidates": 40}
+    settings["image_size"] = (128, 96)
     masked = np.full_like(logits, -100)
     finite = np.where(np.isnan(logits), -np.inf, logits)
     rows = np.arange(len(logits))
     masked[rows, finite.argmax(axis=1)] = finite[rows, finite.argmax(axis=1)]
     got = retina_post.postprocess(
-        logits, deltas, anchors, per_level, image_size=(128, 96), multi_label=False, **settings
+        logits, deltas, anchors, per_level, _params(RETINA_CODER, multi_label=False, **settings)
     )
-    want = retina_post.postprocess(masked, deltas, anchors, per_level, image_size=(128, 96), **settings)
+    want = retina_post.postprocess(masked, deltas, anchors, per_level, _params(RETINA_CODER, **settings))
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert len(got[2]) < len(
-        retina_post.postprocess(logits, deltas, anchors, per_level, image_size=(128, 96), **settings)[2]
-    )
+    every = retina_post.postprocess(logits, deltas, anchors, per_level, _params(RETINA_CODER, **settings))
+    assert len(got[2]) < len(every[2])
 
 
 def test_postprocess_rejects_mismatched_outputs():
     boxes = _ssdlite_boxes()
+    params = _params(SSD_CODER, image_size=(64, 64), score_threshold=0.05, iou_threshold=0.5, max_detections=10)
     with pytest.raises(InvalidArgumentError, match="default boxes"):
-        ssd_post.postprocess(
-            np.zeros((10, 91), np.float32),
-            np.zeros((10, 4), np.float32),
-            boxes,
-            image_size=(320, 320),
-            score_threshold=0.01,
-            iou_threshold=0.5,
-            max_detections=10,
-            topk_candidates=10,
-        )
+        ssd_post.postprocess(np.zeros((10, 91), np.float32), np.zeros((10, 4), np.float32), boxes, params)
     anchors, per_level = retina_anchors.anchors((64, 64), RETINA_STRIDES, [[32]] * 5, [[1.0]] * 5)
     with pytest.raises(InvalidArgumentError, match="anchors"):
+        rows = len(anchors) + 1
         retina_post.postprocess(
-            np.zeros((len(anchors) + 1, 3), np.float32),
-            np.zeros((len(anchors) + 1, 4), np.float32),
-            anchors,
-            per_level,
+            np.zeros((rows, 3), np.float32), np.zeros((rows, 4), np.float32), anchors, per_level, params
+        )
+    with pytest.raises(InvalidArgumentError, match="topk_candidates"):
+        _params(
+            SSD_CODER,
             image_size=(64, 64),
             score_threshold=0.05,
             iou_threshold=0.5,
             max_detections=10,
-            topk_candidates=10,
+            topk_candidates=0,
         )
 
 

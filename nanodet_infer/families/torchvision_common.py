@@ -228,6 +228,38 @@ def clip_boxes(boxes: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return boxes
 
 
+@dataclass(frozen=True)
+class DetectionParams:
+    """The settings of one torchvision ``postprocess_detections`` call.
+
+    ``image_size``: ``(W, H)`` of the resized image (boxes are clipped to it). ``score_threshold``: a candidate's
+    score must be ``>`` it (float32 compare). ``iou_threshold``: NMS suppresses ``IoU >`` it. ``max_detections``:
+    kept after NMS (None: all). ``topk_candidates``: torchvision's per-label (SSD) / per-level (RetinaNet) top-k.
+    ``coder_weights``, ``bbox_xform_clip``: the ``BoxCoder``. ``multi_label=False`` lets only each anchor's best
+    class be a candidate (torchvision: True).
+    """
+
+    image_size: tuple[int, int]
+    score_threshold: float
+    iou_threshold: float
+    max_detections: int | None
+    topk_candidates: int
+    coder_weights: tuple[float, ...]
+    multi_label: bool = True
+    bbox_xform_clip: float = BBOX_XFORM_CLIP
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.score_threshold <= 1.0 or not 0.0 <= self.iou_threshold <= 1.0:
+            raise InvalidArgumentError(
+                f"score_threshold and iou_threshold must lie in [0, 1], got {self.score_threshold} and "
+                f"{self.iou_threshold}"
+            )
+        if self.topk_candidates < 1 or (self.max_detections is not None and self.max_detections < 1):
+            raise InvalidArgumentError(
+                f"topk_candidates and max_detections must be >= 1, got {self.topk_candidates} and {self.max_detections}"
+            )
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """``scores.topk(min(k, len))`` indices, sorted by score descending; ties (undefined in torch) by index."""
     if k < len(scores):

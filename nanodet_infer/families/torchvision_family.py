@@ -23,7 +23,7 @@ from ..errors import IncompatibleModelError, InvalidArgumentError, MetadataError
 from ..metadata import ModelMetadata
 from ..model_spec import ModelSpec, output_index
 from .base import Family, Settings
-from .torchvision_common import ResizePlan, boxes_to_original, transform
+from .torchvision_common import DetectionParams, ResizePlan, boxes_to_original, transform
 from .torchvision_section import torchvision_mean_std
 
 
@@ -57,7 +57,12 @@ class TorchvisionFamily(Family):
 
     @abstractmethod
     def detect(
-        self, logits: np.ndarray, deltas: np.ndarray, plan: ResizePlan, meta: ModelMetadata, settings: Settings
+        self,
+        logits: np.ndarray,
+        deltas: np.ndarray,
+        meta: ModelMetadata,
+        canvas_size: Sequence[int],
+        params: DetectionParams,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The family's ``postprocess_detections``: boxes in network-input pixels, scores, labels."""
 
@@ -115,7 +120,18 @@ class TorchvisionFamily(Family):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         logits, deltas = spec.layout.split(outputs, spec.metadata)
         _check_anchor_count(len(logits), len(self.anchors(spec.metadata, plan.canvas_size)), plan.canvas_size)
-        boxes, scores, labels = self.detect(logits, deltas, plan, spec.metadata, settings)
+        meta = spec.metadata
+        params = DetectionParams(
+            plan.resized_size,
+            settings.score_threshold,
+            settings.iou_threshold,
+            settings.max_detections,
+            meta.topk_candidates,
+            meta.coder_weights,
+            settings.multi_label,
+            meta.bbox_xform_clip,
+        )
+        boxes, scores, labels = self.detect(logits, deltas, meta, plan.canvas_size, params)
         return boxes_to_original(boxes, plan), scores, labels
 
 

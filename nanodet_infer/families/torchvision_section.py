@@ -1,19 +1,20 @@
-"""Metadata pieces shared by the torchvision families' sections (``ssd``, ``retinanet``); standard library only.
+"""Metadata shared by the torchvision families' sections (``ssd``, ``retinanet``); standard library only.
 
-Both families carry torchvision's box coder (``coder_weights``, ``bbox_xform_clip``) and post-process
-defaults (``score_threshold``, ``iou_threshold``, ``max_detections``, ``topk_candidates``) under the same
-keys; this module checks them, and converts the common ``mean``/``std`` (0-255 scale) back to
-torchvision's 0-1 values.
+Both families carry the head's output names, torchvision's box coder (``coder_weights``, ``bbox_xform_clip``)
+and post-process defaults (``score_threshold``, ``iou_threshold``, ``max_detections``, ``topk_candidates``)
+under the same keys (:class:`TorchvisionSection`), and both read the common ``mean``/``std`` (0-255 scale)
+as torchvision's 0-1 values (:func:`torchvision_mean_std`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from ..errors import MetadataError
-from ..metadata import check_number
+from ..metadata import MetadataSection, check_number
 
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 """torchvision's default ``BoxCoder`` clamp on ``dw``/``dh`` (``log(1000 / 16)``)."""
@@ -42,23 +43,54 @@ def check_float_lists(
             check_number(f"{name} entry", value, low, high)
 
 
-def check_coder(weights: Sequence[float], clip: float) -> None:
-    """Raise :class:`MetadataError` unless ``coder_weights`` are 4 positive numbers and the clip is in range."""
-    if len(weights) != 4:
-        raise MetadataError(f"coder_weights must be 4 numbers (wx, wy, ww, wh), got {list(weights)!r}")
-    for weight in weights:
-        check_number("coder_weights entry", weight, 1e-6, 1e6)
-    check_number("bbox_xform_clip", clip, 0.0, MAX_EXP_ARGUMENT)
+@dataclass(frozen=True)
+class TorchvisionSection(MetadataSection):
+    """The keys both torchvision families carry (subclasses add theirs and may change the defaults).
 
+    ``scores_output`` / ``boxes_output``: names of the ``[B, A, C]`` logits and ``[B, A, 4]`` deltas outputs;
+    ``coder_weights`` / ``bbox_xform_clip``: torchvision's ``BoxCoder``; ``score_threshold``,
+    ``iou_threshold``, ``max_detections``: the model's default settings; ``topk_candidates``: torchvision's.
+    """
 
-def check_postprocess_defaults(section: Any) -> None:
-    """Raise :class:`MetadataError` unless the section's post-process defaults are in range."""
-    check_number("score_threshold", section.score_threshold, 0.0, 1.0)
-    check_number("iou_threshold", section.iou_threshold, 0.0, 1.0)
-    for name in ("max_detections", "topk_candidates"):
-        value = getattr(section, name)
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOPK:
-            raise MetadataError(f"{name} must be an integer in 1..{MAX_TOPK}, got {value!r}")
+    KINDS: ClassVar[dict[str, str]] = {
+        "scores_output": "str",
+        "boxes_output": "str",
+        "coder_weights": "float_list",
+        "bbox_xform_clip": "float",
+        "score_threshold": "float",
+        "iou_threshold": "float",
+        "max_detections": "int",
+        "topk_candidates": "int",
+    }
+    COMMON_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "mean": IMAGENET_MEAN_255,
+        "std": IMAGENET_STD_255,
+        "channel_order": "RGB",
+        "input_name": "images",
+    }
+
+    scores_output: str = "cls_logits"
+    boxes_output: str = "bbox_regression"
+    coder_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    bbox_xform_clip: float = BBOX_XFORM_CLIP
+    score_threshold: float = 0.05
+    iou_threshold: float = 0.5
+    max_detections: int = 300
+    topk_candidates: int = 1000
+
+    def validate(self) -> None:
+        """Raise :class:`MetadataError` naming the first shared field outside its range."""
+        if len(self.coder_weights) != 4:
+            raise MetadataError(f"coder_weights must be 4 numbers (wx, wy, ww, wh), got {list(self.coder_weights)!r}")
+        for weight in self.coder_weights:
+            check_number("coder_weights entry", weight, 1e-6, 1e6)
+        check_number("bbox_xform_clip", self.bbox_xform_clip, 0.0, MAX_EXP_ARGUMENT)
+        check_number("score_threshold", self.score_threshold, 0.0, 1.0)
+        check_number("iou_threshold", self.iou_threshold, 0.0, 1.0)
+        for name in ("max_detections", "topk_candidates"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOPK:
+                raise MetadataError(f"{name} must be an integer in 1..{MAX_TOPK}, got {value!r}")
 
 
 def torchvision_mean_std(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:

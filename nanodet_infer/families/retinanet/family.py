@@ -17,7 +17,7 @@ from ...errors import InvalidArgumentError
 from ...metadata import ModelMetadata
 from ...model_spec import ModelSpec
 from ..base import Settings
-from ..torchvision_common import ResizePlan, min_max_size_plan
+from ..torchvision_common import DetectionParams, ResizePlan, min_max_size_plan
 from ..torchvision_family import TorchvisionFamily
 from .anchors import anchors
 from .postprocess import postprocess
@@ -49,23 +49,14 @@ class RetinaNet(TorchvisionFamily):
         return anchors(canvas_size, meta.anchor_strides, meta.anchor_sizes, meta.anchor_aspect_ratios)
 
     def detect(
-        self, logits: np.ndarray, deltas: np.ndarray, plan: ResizePlan, meta: ModelMetadata, settings: Settings
+        self,
+        logits: np.ndarray,
+        deltas: np.ndarray,
+        meta: ModelMetadata,
+        canvas_size: Sequence[int],
+        params: DetectionParams,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        boxes, per_level = self._anchors(meta, plan.canvas_size)
-        return postprocess(
-            logits,
-            deltas,
-            boxes,
-            per_level,
-            image_size=plan.resized_size,
-            score_threshold=settings.score_threshold,
-            iou_threshold=settings.iou_threshold,
-            max_detections=settings.max_detections,
-            topk_candidates=meta.topk_candidates,
-            multi_label=settings.multi_label,
-            coder_weights=meta.coder_weights,
-            bbox_xform_clip=meta.bbox_xform_clip,
-        )
+        return postprocess(logits, deltas, *self._anchors(meta, canvas_size), params)
 
 
 FAMILY = RetinaNet()

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ...errors import InvalidArgumentError
-from ..torchvision_common import BBOX_XFORM_CLIP, clip_boxes, decode_boxes, top_k, torchvision_batched_nms
+from ..torchvision_common import DetectionParams, clip_boxes, decode_boxes, top_k, torchvision_batched_nms
 
 
 def _logit_floor(score_threshold: float) -> float:
@@ -64,22 +64,12 @@ def postprocess(
     bbox_regression: np.ndarray,
     anchors: np.ndarray,
     anchors_per_level: Sequence[int],
-    *,
-    image_size: Sequence[int],
-    score_threshold: float,
-    iou_threshold: float,
-    max_detections: int | None,
-    topk_candidates: int,
-    multi_label: bool = True,
-    coder_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
-    bbox_xform_clip: float = BBOX_XFORM_CLIP,
+    params: DetectionParams,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Detections of one image.
 
     ``cls_logits`` float32 ``[N, C]`` raw logits, ``bbox_regression`` ``[N, 4]`` raw coder deltas,
-    ``anchors`` ``[N, 4]`` and ``anchors_per_level`` from :func:`.anchors.anchors` (the head's order);
-    ``image_size`` ``(W, H)`` of the resized image before padding (boxes are clipped to it).
-    ``multi_label=False`` lets only each anchor's best class be a candidate (torchvision: True).
+    ``anchors`` ``[N, 4]`` and ``anchors_per_level`` from :func:`.anchors.anchors` (the head's order).
     Returns ``(xyxy float32 [K, 4]`` network-input pixels, ``scores float32 [K]``, ``labels int64 [K])``,
     in NMS order (score descending).
     """
@@ -94,14 +84,12 @@ def postprocess(
             f"{len(cls_logits)} head rows for {len(anchors)} anchors ({sum(anchors_per_level)} over the levels): "
             "the model output does not match the anchors of this input size"
         )
-    if topk_candidates < 1:
-        raise InvalidArgumentError(f"topk_candidates must be >= 1, got {topk_candidates}")
     num_classes = cls_logits.shape[1]
     rows, labels, scores = [], [], []
     start = 0
     for count in anchors_per_level:
         index, level_scores = _level_candidates(
-            cls_logits[start : start + count], score_threshold, topk_candidates, multi_label
+            cls_logits[start : start + count], params.score_threshold, params.topk_candidates, params.multi_label
         )
         level_rows, level_labels = np.divmod(index, num_classes)
         rows.append(level_rows + start)
@@ -109,6 +97,7 @@ def postprocess(
         scores.append(level_scores)
         start += count
     rows, labels, scores = np.concatenate(rows), np.concatenate(labels), np.concatenate(scores)
-    boxes = clip_boxes(decode_boxes(bbox_regression[rows], anchors[rows], coder_weights, bbox_xform_clip), image_size)
-    keep = torchvision_batched_nms(boxes, scores, labels, iou_threshold, max_detections)
+    boxes = decode_boxes(bbox_regression[rows], anchors[rows], params.coder_weights, params.bbox_xform_clip)
+    clip_boxes(boxes, params.image_size)
+    keep = torchvision_batched_nms(boxes, scores, labels, params.iou_threshold, params.max_detections)
     return boxes[keep], scores[keep], labels[keep].astype(np.int64)

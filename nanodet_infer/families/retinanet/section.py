@@ -30,18 +30,11 @@ class indices, ``0 .. C-1``; unlike SSD, class 0 is a real class (torchvision's 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ...errors import MetadataError
-from ...metadata import MAX_INPUT_SIDE, MetadataSection, check_int_list
-from ..torchvision_section import (
-    BBOX_XFORM_CLIP,
-    IMAGENET_MEAN_255,
-    IMAGENET_STD_255,
-    check_coder,
-    check_float_lists,
-    check_postprocess_defaults,
-)
+from ...metadata import MAX_INPUT_SIDE, check_int_list
+from ..torchvision_section import TorchvisionSection, check_float_lists
 
 MAX_LEVELS = 16
 
@@ -50,36 +43,20 @@ TORCHVISION_ANCHOR_SIZES = tuple((x, int(x * 2 ** (1.0 / 3)), int(x * 2 ** (2.0 
 
 
 @dataclass(frozen=True)
-class RetinaNetSection(MetadataSection):
-    """The ``retinanet`` family's keys (see the module docstring)."""
+class RetinaNetSection(TorchvisionSection):
+    """The ``retinanet`` family's keys (see the module docstring); the shared ones' defaults are RetinaNet's."""
 
     FAMILY: ClassVar[str] = "retinanet"
     KINDS: ClassVar[dict[str, str]] = {
-        "scores_output": "str",
-        "boxes_output": "str",
+        **TorchvisionSection.KINDS,
         "min_size": "int",
         "max_size": "int",
         "size_divisible": "int",
         "anchor_strides": "int_list",
         "anchor_sizes": "float_lists",
         "anchor_aspect_ratios": "float_lists",
-        "coder_weights": "float_list",
-        "bbox_xform_clip": "float",
-        "score_threshold": "float",
-        "iou_threshold": "float",
-        "max_detections": "int",
-        "topk_candidates": "int",
-    }
-    REQUIRED: ClassVar[tuple[str, ...]] = ()
-    COMMON_DEFAULTS: ClassVar[dict[str, Any]] = {
-        "mean": IMAGENET_MEAN_255,
-        "std": IMAGENET_STD_255,
-        "channel_order": "RGB",
-        "input_name": "images",
     }
 
-    scores_output: str = "cls_logits"
-    boxes_output: str = "bbox_regression"
     min_size: int = 800
     max_size: int = 1333
     size_divisible: int = 32
@@ -88,12 +65,6 @@ class RetinaNetSection(MetadataSection):
         tuple(float(s) for s in level) for level in TORCHVISION_ANCHOR_SIZES
     )
     anchor_aspect_ratios: tuple[tuple[float, ...], ...] = ((0.5, 1.0, 2.0),) * 5
-    coder_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
-    bbox_xform_clip: float = BBOX_XFORM_CLIP
-    score_threshold: float = 0.05
-    iou_threshold: float = 0.5
-    max_detections: int = 300
-    topk_candidates: int = 1000
 
     def validate(self) -> None:
         """Raise :class:`MetadataError` naming the first field outside its range."""
@@ -111,8 +82,7 @@ class RetinaNetSection(MetadataSection):
                 raise MetadataError(f"{name} must hold one list per level ({levels}), got {len(getattr(self, name))}")
         check_float_lists("anchor_sizes", self.anchor_sizes, 1e-3, 1e5)
         check_float_lists("anchor_aspect_ratios", self.anchor_aspect_ratios, 1e-6, 1e6)
-        check_coder(self.coder_weights, self.bbox_xform_clip)
-        check_postprocess_defaults(self)
+        super().validate()
 
 
 SECTION = RetinaNetSection

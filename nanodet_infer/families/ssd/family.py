@@ -15,7 +15,7 @@ from ...errors import InvalidArgumentError
 from ...metadata import ModelMetadata
 from ...model_spec import ModelSpec
 from ..base import Settings
-from ..torchvision_common import ResizePlan, fixed_size_plan
+from ..torchvision_common import DetectionParams, ResizePlan, fixed_size_plan
 from ..torchvision_family import TorchvisionFamily
 from .default_boxes import default_boxes
 from .postprocess import postprocess
@@ -48,21 +48,14 @@ class SSD(TorchvisionFamily):
         )
 
     def detect(
-        self, logits: np.ndarray, deltas: np.ndarray, plan: ResizePlan, meta: ModelMetadata, settings: Settings
+        self,
+        logits: np.ndarray,
+        deltas: np.ndarray,
+        meta: ModelMetadata,
+        canvas_size: Sequence[int],
+        params: DetectionParams,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return postprocess(
-            logits,
-            deltas,
-            self.anchors(meta, plan.canvas_size),
-            image_size=plan.resized_size,
-            score_threshold=settings.score_threshold,
-            iou_threshold=settings.iou_threshold,
-            max_detections=settings.max_detections,
-            topk_candidates=meta.topk_candidates,
-            multi_label=settings.multi_label,
-            coder_weights=meta.coder_weights,
-            bbox_xform_clip=meta.bbox_xform_clip,
-        )
+        return postprocess(logits, deltas, self.anchors(meta, canvas_size), params)
 
 
 FAMILY = SSD()

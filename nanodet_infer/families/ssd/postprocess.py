@@ -14,12 +14,10 @@ background). Ties in score, unordered in torchvision, are broken by anchor index
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from ...errors import InvalidArgumentError
-from ..torchvision_common import BBOX_XFORM_CLIP, clip_boxes, decode_boxes, torchvision_batched_nms
+from ..torchvision_common import DetectionParams, clip_boxes, decode_boxes, torchvision_batched_nms
 
 BACKGROUND_LABEL = 0
 """torchvision's SSD treats class 0 of the head as the background (``range(1, num_classes)``)."""
@@ -33,27 +31,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def postprocess(
-    cls_logits: np.ndarray,
-    bbox_regression: np.ndarray,
-    anchors: np.ndarray,
-    *,
-    image_size: Sequence[int],
-    score_threshold: float,
-    iou_threshold: float,
-    max_detections: int | None,
-    topk_candidates: int,
-    multi_label: bool = True,
-    coder_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
-    bbox_xform_clip: float = BBOX_XFORM_CLIP,
+    cls_logits: np.ndarray, bbox_regression: np.ndarray, anchors: np.ndarray, params: DetectionParams
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Detections of one image.
 
     ``cls_logits`` float32 ``[A, C]`` raw logits (class 0 = background), ``bbox_regression`` ``[A, 4]`` raw
     coder deltas, ``anchors`` ``[A, 4]`` default boxes (:func:`.default_boxes.default_boxes`), all in the
-    head's anchor order; ``image_size`` ``(W, H)`` of the resized image (boxes are clipped to it).
-    ``multi_label=False`` lets only each anchor's best foreground label be a candidate (torchvision: True).
-    Returns ``(xyxy float32 [K, 4]`` network-input pixels, ``scores float32 [K]``, ``labels int64 [K])``,
-    in NMS order (score descending).
+    head's anchor order. Returns ``(xyxy float32 [K, 4]`` network-input pixels, ``scores float32 [K]``,
+    ``labels int64 [K])``, in NMS order (score descending).
     """
     cls_logits = np.asarray(cls_logits, dtype=np.float32)
     bbox_regression = np.asarray(bbox_regression, dtype=np.float32)
@@ -67,22 +52,21 @@ def postprocess(
             f"{len(cls_logits)} head rows for {len(anchors)} default boxes: the model output does not match "
             "the default-box configuration"
         )
-    if topk_candidates < 1:
-        raise InvalidArgumentError(f"topk_candidates must be >= 1, got {topk_candidates}")
     scores = softmax(cls_logits)
-    boxes = clip_boxes(decode_boxes(bbox_regression, anchors, coder_weights, bbox_xform_clip), image_size)
+    boxes = decode_boxes(bbox_regression, anchors, params.coder_weights, params.bbox_xform_clip)
+    clip_boxes(boxes, params.image_size)
     # (label, anchor) pairs above the threshold, label-major then anchor ascending, like the label loop
     foreground = scores[:, BACKGROUND_LABEL + 1 :].T
-    if not multi_label:  # only each anchor's best foreground label (the lowest on a tie)
+    if not params.multi_label:  # only each anchor's best foreground label (the lowest on a tie)
         best = foreground.argmax(axis=0)
         foreground = np.where(np.arange(len(foreground))[:, None] == best[None, :], foreground, np.float32(0))
-    labels, rows = np.nonzero(foreground > np.float32(score_threshold))
+    labels, rows = np.nonzero(foreground > np.float32(params.score_threshold))
     labels += BACKGROUND_LABEL + 1
     cand_scores = scores[rows, labels]
     order = np.lexsort((-cand_scores, labels))  # per label by score descending; ties: anchor ascending
     labels, rows, cand_scores = labels[order], rows[order], cand_scores[order]
     first = np.searchsorted(labels, labels)  # position of each label's best candidate
-    top = np.arange(len(labels)) - first < topk_candidates
+    top = np.arange(len(labels)) - first < params.topk_candidates
     labels, rows, cand_scores = labels[top], rows[top], cand_scores[top]
-    keep = torchvision_batched_nms(boxes[rows], cand_scores, labels, iou_threshold, max_detections)
+    keep = torchvision_batched_nms(boxes[rows], cand_scores, labels, params.iou_threshold, params.max_detections)
     return boxes[rows[keep]], cand_scores[keep], labels[keep].astype(np.int64)

@@ -34,62 +34,39 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import MetadataError
-from ...metadata import MAX_INPUT_SIDE, MetadataSection, check_int_list, check_number
-from ..torchvision_section import (
-    BBOX_XFORM_CLIP,
-    IMAGENET_MEAN_255,
-    IMAGENET_STD_255,
-    check_coder,
-    check_float_lists,
-    check_postprocess_defaults,
-)
+from ...metadata import MAX_INPUT_SIDE, check_int_list, check_number
+from ..torchvision_section import TorchvisionSection, check_float_lists
 
 MAX_LEVELS = 16
 MAX_DEFAULT_BOXES = 10_000_000
 
 
 @dataclass(frozen=True)
-class SSDSection(MetadataSection):
+class SSDSection(TorchvisionSection):
     """The ``ssd`` family's keys (see the module docstring)."""
 
     FAMILY: ClassVar[str] = "ssd"
     KINDS: ClassVar[dict[str, str]] = {
-        "scores_output": "str",
-        "boxes_output": "str",
+        **TorchvisionSection.KINDS,
         "feature_map_sizes": "float_lists",
         "default_box_aspect_ratios": "float_lists",
         "default_box_scales": "float_list",
         "default_box_steps": "float_list",
         "default_box_clip": "bool",
-        "coder_weights": "float_list",
-        "bbox_xform_clip": "float",
-        "score_threshold": "float",
-        "iou_threshold": "float",
-        "max_detections": "int",
-        "topk_candidates": "int",
         "background_label": "int",
     }
     REQUIRED: ClassVar[tuple[str, ...]] = ("feature_map_sizes", "default_box_aspect_ratios", "default_box_scales")
-    COMMON_DEFAULTS: ClassVar[dict[str, Any]] = {
-        "mean": IMAGENET_MEAN_255,
-        "std": IMAGENET_STD_255,
-        "channel_order": "RGB",
-        "input_name": "images",
-    }
 
+    coder_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
+    score_threshold: float = 0.01
+    iou_threshold: float = 0.45
+    max_detections: int = 200
+    topk_candidates: int = 400
     feature_map_sizes: tuple[tuple[float, ...], ...] = ()
     default_box_aspect_ratios: tuple[tuple[float, ...], ...] = ()
     default_box_scales: tuple[float, ...] = ()
     default_box_steps: tuple[float, ...] = ()
     default_box_clip: bool = True
-    scores_output: str = "cls_logits"
-    boxes_output: str = "bbox_regression"
-    coder_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
-    bbox_xform_clip: float = BBOX_XFORM_CLIP
-    score_threshold: float = 0.01
-    iou_threshold: float = 0.45
-    max_detections: int = 200
-    topk_candidates: int = 400
     background_label: int = 0
 
     def validate(self) -> None:
@@ -121,8 +98,7 @@ class SSDSection(MetadataSection):
             raise MetadataError(f"default_box_clip must be true or false, got {self.default_box_clip!r}")
         if self.num_default_boxes > MAX_DEFAULT_BOXES:
             raise MetadataError(f"the default boxes number {self.num_default_boxes}, more than {MAX_DEFAULT_BOXES}")
-        check_coder(self.coder_weights, self.bbox_xform_clip)
-        check_postprocess_defaults(self)
+        super().validate()
         if self.background_label != 0:
             raise MetadataError(f"background_label must be 0 (torchvision's SSD), got {self.background_label!r}")
 
