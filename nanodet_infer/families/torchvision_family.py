@@ -6,7 +6,8 @@ Outputs: ``scores_output`` ``[B, A, C]`` raw class logits and ``boxes_output`` `
 deltas, ``A`` anchors in torchvision's head order, ``C = num_classes``. Labels are the head's class indices.
 These models always carry metadata (there is no foreign torchvision export to run): ``foreign_facts`` is empty.
 The default settings (``score_threshold``, ``iou_threshold``, ``max_detections``) are the model's own, from
-its metadata (torchvision's builders of one family differ); ``multi_label`` defaults to True as in torchvision.
+its metadata keys ``score_thresh``, ``nms_thresh``, ``detections_per_img`` (torchvision's builders of one
+family differ); ``multi_label`` defaults to True as in torchvision.
 """
 
 from __future__ import annotations
@@ -82,9 +83,9 @@ class TorchvisionFamily(Family):
     def model_settings(self, metadata: ModelMetadata) -> Mapping[str, Any]:
         return {
             **self.default_settings,
-            "score_threshold": metadata.score_threshold,
-            "iou_threshold": metadata.iou_threshold,
-            "max_detections": metadata.max_detections,
+            "score_threshold": metadata.score_thresh,
+            "iou_threshold": metadata.nms_thresh,
+            "max_detections": metadata.detections_per_img,
         }
 
     def check_model(self, backend: Backend, metadata: ModelMetadata) -> HeadLayout:
@@ -127,7 +128,7 @@ class TorchvisionFamily(Family):
             settings.iou_threshold,
             settings.max_detections,
             meta.topk_candidates,
-            meta.coder_weights,
+            meta.box_coder_weights,
             settings.multi_label,
             meta.bbox_xform_clip,
         )

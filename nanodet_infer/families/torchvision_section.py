@@ -1,7 +1,7 @@
 """Metadata shared by the torchvision families' sections (``ssd``, ``retinanet``); standard library only.
 
-Both families carry the head's output names, torchvision's box coder (``coder_weights``, ``bbox_xform_clip``)
-and post-process defaults (``score_threshold``, ``iou_threshold``, ``max_detections``, ``topk_candidates``)
+Both families carry the head's output names, torchvision's box coder (``box_coder_weights``, ``bbox_xform_clip``)
+and post-process attributes (``score_thresh``, ``nms_thresh``, ``detections_per_img``, ``topk_candidates``)
 under the same keys (:class:`TorchvisionSection`), and both read the common ``mean``/``std`` (0-255 scale)
 as torchvision's 0-1 values (:func:`torchvision_mean_std`).
 """
@@ -48,18 +48,20 @@ class TorchvisionSection(MetadataSection):
     """The keys both torchvision families carry (subclasses add theirs and may change the defaults).
 
     ``scores_output`` / ``boxes_output``: names of the ``[B, A, C]`` logits and ``[B, A, 4]`` deltas outputs;
-    ``coder_weights`` / ``bbox_xform_clip``: torchvision's ``BoxCoder``; ``score_threshold``,
-    ``iou_threshold``, ``max_detections``: the model's default settings; ``topk_candidates``: torchvision's.
+    ``box_coder_weights`` / ``bbox_xform_clip``: torchvision's ``BoxCoder``; ``score_thresh``, ``nms_thresh``,
+    ``detections_per_img``, ``topk_candidates``: the detector's attributes of those names (torchvision's
+    names), the first three being the defaults of the ``score_threshold``, ``iou_threshold`` and
+    ``max_detections`` settings.
     """
 
     KINDS: ClassVar[dict[str, str]] = {
         "scores_output": "str",
         "boxes_output": "str",
-        "coder_weights": "float_list",
+        "box_coder_weights": "float_list",
         "bbox_xform_clip": "float",
-        "score_threshold": "float",
-        "iou_threshold": "float",
-        "max_detections": "int",
+        "score_thresh": "float",
+        "nms_thresh": "float",
+        "detections_per_img": "int",
         "topk_candidates": "int",
     }
     COMMON_DEFAULTS: ClassVar[dict[str, Any]] = {
@@ -71,23 +73,25 @@ class TorchvisionSection(MetadataSection):
 
     scores_output: str = "cls_logits"
     boxes_output: str = "bbox_regression"
-    coder_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    box_coder_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     bbox_xform_clip: float = BBOX_XFORM_CLIP
-    score_threshold: float = 0.05
-    iou_threshold: float = 0.5
-    max_detections: int = 300
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_img: int = 300
     topk_candidates: int = 1000
 
     def validate(self) -> None:
         """Raise :class:`MetadataError` naming the first shared field outside its range."""
-        if len(self.coder_weights) != 4:
-            raise MetadataError(f"coder_weights must be 4 numbers (wx, wy, ww, wh), got {list(self.coder_weights)!r}")
-        for weight in self.coder_weights:
-            check_number("coder_weights entry", weight, 1e-6, 1e6)
+        if len(self.box_coder_weights) != 4:
+            raise MetadataError(
+                f"box_coder_weights must be 4 numbers (wx, wy, ww, wh), got {list(self.box_coder_weights)!r}"
+            )
+        for weight in self.box_coder_weights:
+            check_number("box_coder_weights entry", weight, 1e-6, 1e6)
         check_number("bbox_xform_clip", self.bbox_xform_clip, 0.0, MAX_EXP_ARGUMENT)
-        check_number("score_threshold", self.score_threshold, 0.0, 1.0)
-        check_number("iou_threshold", self.iou_threshold, 0.0, 1.0)
-        for name in ("max_detections", "topk_candidates"):
+        check_number("score_thresh", self.score_thresh, 0.0, 1.0)
+        check_number("nms_thresh", self.nms_thresh, 0.0, 1.0)
+        for name in ("detections_per_img", "topk_candidates"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOPK:
                 raise MetadataError(f"{name} must be an integer in 1..{MAX_TOPK}, got {value!r}")

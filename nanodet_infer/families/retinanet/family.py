@@ -46,7 +46,7 @@ class RetinaNet(TorchvisionFamily):
 
     @staticmethod
     def _anchors(meta: ModelMetadata, canvas_size: Sequence[int]) -> tuple[np.ndarray, tuple[int, ...]]:
-        return anchors(canvas_size, meta.anchor_strides, meta.anchor_sizes, meta.anchor_aspect_ratios)
+        return anchors(canvas_size, meta.strides, meta.anchor_sizes, meta.anchor_aspect_ratios)
 
     def detect(
         self,

@@ -8,14 +8,14 @@ key                         example (torchvision default)   meaning
 ``min_size``                ``800``                         ``GeneralizedRCNNTransform.min_size``
 ``max_size``                ``1333``                        ``GeneralizedRCNNTransform.max_size``
 ``size_divisible``          ``32``                          the padded canvas is a multiple of this
-``anchor_strides``          ``[8, 16, 32, 64, 128]``        nominal stride of each pyramid level (P3..P7)
+``strides``                 ``[8, 16, 32, 64, 128]``        nominal stride of each pyramid level (P3..P7)
 ``anchor_sizes``            ``[[32, 40, 50], ...]``         ``AnchorGenerator.sizes``, per level
 ``anchor_aspect_ratios``    ``[[0.5, 1.0, 2.0], ...]``      ``AnchorGenerator.aspect_ratios``, per level
-``coder_weights``           ``[1, 1, 1, 1]``                ``BoxCoder.weights``
+``box_coder_weights``       ``[1, 1, 1, 1]``                ``BoxCoder.weights``
 ``bbox_xform_clip``         ``4.135166556742356``           ``BoxCoder.bbox_xform_clip`` (``log(1000/16)``)
-``score_threshold``         ``0.05``                        ``RetinaNet.score_thresh``: the default setting
-``iou_threshold``           ``0.5``                         ``RetinaNet.nms_thresh``: the default setting
-``max_detections``          ``300``                         ``RetinaNet.detections_per_img``: the default setting
+``score_thresh``            ``0.05``                        ``RetinaNet.score_thresh``: default ``score_threshold``
+``nms_thresh``              ``0.5``                         ``RetinaNet.nms_thresh``: default ``iou_threshold``
+``detections_per_img``      ``300``                         ``RetinaNet.detections_per_img``: default ``max_detections``
 ``topk_candidates``         ``1000``                        ``RetinaNet.topk_candidates`` (per level)
 ==========================  ==============================  =============================================
 
@@ -52,7 +52,7 @@ class RetinaNetSection(TorchvisionSection):
         "min_size": "int",
         "max_size": "int",
         "size_divisible": "int",
-        "anchor_strides": "int_list",
+        "strides": "int_list",
         "anchor_sizes": "float_lists",
         "anchor_aspect_ratios": "float_lists",
     }
@@ -60,7 +60,7 @@ class RetinaNetSection(TorchvisionSection):
     min_size: int = 800
     max_size: int = 1333
     size_divisible: int = 32
-    anchor_strides: tuple[int, ...] = (8, 16, 32, 64, 128)
+    strides: tuple[int, ...] = (8, 16, 32, 64, 128)
     anchor_sizes: tuple[tuple[float, ...], ...] = tuple(
         tuple(float(s) for s in level) for level in TORCHVISION_ANCHOR_SIZES
     )
@@ -70,12 +70,11 @@ class RetinaNetSection(TorchvisionSection):
         """Raise :class:`MetadataError` naming the first field outside its range."""
         for name in ("min_size", "max_size", "size_divisible"):
             check_int_list(name, (getattr(self, name),), 1, MAX_INPUT_SIDE, what="an integer")
-        levels = len(self.anchor_strides)
-        check_int_list("anchor_strides", self.anchor_strides, 1, MAX_INPUT_SIDE, what="positive integers")
-        if levels > MAX_LEVELS or list(self.anchor_strides) != sorted(set(self.anchor_strides)):
+        levels = len(self.strides)
+        check_int_list("strides", self.strides, 1, MAX_INPUT_SIDE, what="positive integers")
+        if levels > MAX_LEVELS or list(self.strides) != sorted(set(self.strides)):
             raise MetadataError(
-                f"anchor_strides must be strictly ascending, at most {MAX_LEVELS} levels, "
-                f"got {list(self.anchor_strides)!r}"
+                f"strides must be strictly ascending, at most {MAX_LEVELS} levels, got {list(self.strides)!r}"
             )
         for name in ("anchor_sizes", "anchor_aspect_ratios"):
             if len(getattr(self, name)) != levels:

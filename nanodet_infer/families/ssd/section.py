@@ -5,18 +5,19 @@ key                             example (SSDLite320)         meaning
 ==============================  ===========================  =========================================
 ``scores_output``               ``cls_logits``               output ``[B, A, C]``: raw class logits
 ``boxes_output``                ``bbox_regression``          output ``[B, A, 4]``: raw box-coder deltas
-``feature_map_sizes``           ``[[20, 20], ..., [1, 1]]``  ``[W, H]`` of each head level's feature map
+``feature_map_sizes``           ``[[20, 20], ..., [1, 1]]``  ``[H, W]`` of each head level's feature map
+                                                             (torchvision's order)
 ``default_box_aspect_ratios``   ``[[2, 3], ...]``            ``DefaultBoxGenerator.aspect_ratios``, per level
 ``default_box_scales``          ``[0.2, ..., 0.95, 1.0]``    its ``scales``: one per level, plus one
 ``default_box_steps``           ``[]``                       its ``steps`` (one per level), ``[]`` for None
 ``default_box_clip``            ``true``                     its ``clip`` (clamp the (w, h) pairs to [0, 1])
-``coder_weights``               ``[10, 10, 5, 5]``           ``BoxCoder.weights``
+``box_coder_weights``           ``[10, 10, 5, 5]``           ``BoxCoder.weights``
 ``bbox_xform_clip``             ``4.135166556742356``        ``BoxCoder.bbox_xform_clip`` (``log(1000/16)``)
-``score_threshold``             ``0.001``                    ``SSD.score_thresh``: the default setting
-``iou_threshold``               ``0.55``                     ``SSD.nms_thresh``: the default setting
-``max_detections``              ``300``                      ``SSD.detections_per_img``: the default setting
+``score_thresh``                ``0.001``                    ``SSD.score_thresh``: default ``score_threshold``
+``nms_thresh``                  ``0.55``                     ``SSD.nms_thresh``: default ``iou_threshold``
+``detections_per_img``          ``300``                      ``SSD.detections_per_img``: default ``max_detections``
 ``topk_candidates``             ``300``                      ``SSD.topk_candidates`` (per label)
-``background_label``            ``0``                        the head's background class (must be 0)
+``background_class``            ``0``                        the head's background class (must be 0)
 ==============================  ===========================  =========================================
 
 The transform is torchvision's fixed-size one: the image is stretched to the common ``input_size`` and
@@ -53,21 +54,21 @@ class SSDSection(TorchvisionSection):
         "default_box_scales": "float_list",
         "default_box_steps": "float_list",
         "default_box_clip": "bool",
-        "background_label": "int",
+        "background_class": "int",
     }
     REQUIRED: ClassVar[tuple[str, ...]] = ("feature_map_sizes", "default_box_aspect_ratios", "default_box_scales")
 
-    coder_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
-    score_threshold: float = 0.01
-    iou_threshold: float = 0.45
-    max_detections: int = 200
+    box_coder_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
+    score_thresh: float = 0.01
+    nms_thresh: float = 0.45
+    detections_per_img: int = 200
     topk_candidates: int = 400
     feature_map_sizes: tuple[tuple[float, ...], ...] = ()
     default_box_aspect_ratios: tuple[tuple[float, ...], ...] = ()
     default_box_scales: tuple[float, ...] = ()
     default_box_steps: tuple[float, ...] = ()
     default_box_clip: bool = True
-    background_label: int = 0
+    background_class: int = 0
 
     def validate(self) -> None:
         """Raise :class:`MetadataError` naming the first field outside its range."""
@@ -77,7 +78,7 @@ class SSDSection(TorchvisionSection):
         check_float_lists("default_box_aspect_ratios", self.default_box_aspect_ratios, 1e-6, 1e6, min_length=0)
         if len(self.feature_map_sizes) != levels:
             raise MetadataError(
-                f"feature_map_sizes must give one [W, H] per level ({levels}), got {self.feature_map_sizes!r}"
+                f"feature_map_sizes must give one [H, W] per level ({levels}), got {self.feature_map_sizes!r}"
             )
         for size in self.feature_map_sizes:
             check_int_list("feature_map_sizes entry", tuple(_integral(v) for v in size), 1, MAX_INPUT_SIDE, length=2)
@@ -99,13 +100,13 @@ class SSDSection(TorchvisionSection):
         if self.num_default_boxes > MAX_DEFAULT_BOXES:
             raise MetadataError(f"the default boxes number {self.num_default_boxes}, more than {MAX_DEFAULT_BOXES}")
         super().validate()
-        if self.background_label != 0:
-            raise MetadataError(f"background_label must be 0 (torchvision's SSD), got {self.background_label!r}")
+        if self.background_class != 0:
+            raise MetadataError(f"background_class must be 0 (torchvision's SSD), got {self.background_class!r}")
 
     @property
     def feature_sizes(self) -> tuple[tuple[int, int], ...]:
-        """``feature_map_sizes`` as ``(W, H)`` integer pairs."""
-        return tuple((int(w), int(h)) for w, h in self.feature_map_sizes)
+        """``feature_map_sizes`` as ``(W, H)`` integer pairs (this package's order)."""
+        return tuple((int(w), int(h)) for h, w in self.feature_map_sizes)
 
     @property
     def num_default_boxes(self) -> int:
@@ -133,9 +134,9 @@ BUILDERS: dict[str, dict[str, Any]] = {
         "default_box_aspect_ratios": ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
         "default_box_scales": (0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05),
         "default_box_steps": (8, 16, 32, 64, 100, 300),
-        "score_threshold": 0.01,
-        "iou_threshold": 0.45,
-        "max_detections": 200,
+        "score_thresh": 0.01,
+        "nms_thresh": 0.45,
+        "detections_per_img": 200,
         "topk_candidates": 400,
     },
     "ssdlite320_mobilenet_v3_large": {
@@ -147,9 +148,9 @@ BUILDERS: dict[str, dict[str, Any]] = {
         "default_box_aspect_ratios": ((2, 3),) * 6,
         "default_box_scales": (0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.0),  # min_ratio 0.2, max_ratio 0.95
         "default_box_steps": (),
-        "score_threshold": 0.001,
-        "iou_threshold": 0.55,
-        "max_detections": 300,
+        "score_thresh": 0.001,
+        "nms_thresh": 0.55,
+        "detections_per_img": 300,
         "topk_candidates": 300,
     },
 }
