@@ -102,7 +102,9 @@ class Detector:
 
     ``keep_ratio=None`` resizes as the model was trained (its metadata); ``True`` / ``False`` override it.
     ``multi_label=True`` keeps every class above the threshold per prior (upstream); ``False`` only the
-    best class. ``num_threads`` / ``precision`` go to the backend (see :func:`create_backend`).
+    best class. ``num_threads`` / ``precision`` go to the backend (see :func:`create_backend`), and so does
+    ``allow_control_flow``: ``True`` accepts a model holding ``Loop`` / ``Scan`` / ``TensorIterator`` (refused
+    by default, since such a graph can hang the engine), for foreign models you trust.
 
     The five settings (``score_threshold``, ``iou_threshold``, ``max_detections``, ``keep_ratio``,
     ``multi_label``) are attributes that can be reassigned: a new value is validated like the constructor
@@ -130,6 +132,7 @@ class Detector:
         precision: str = "f32",
         keep_ratio: bool | None = None,
         multi_label: bool = True,
+        allow_control_flow: bool = False,
         **foreign_model_facts: Any,
     ) -> None:
         settings = _Settings.checked(
@@ -140,7 +143,9 @@ class Detector:
             multi_label=multi_label,
         )
         facts = check_facts(foreign_model_facts)
-        self._backend = create_backend(model, backend, num_threads=num_threads, precision=precision)
+        self._backend = create_backend(
+            model, backend, num_threads=num_threads, precision=precision, allow_control_flow=allow_control_flow
+        )
         self._spec = resolve_model_spec(self._backend, **facts)
         self._settings_lock = threading.Lock()
         self._settings = settings.resolved(self._spec.metadata.keep_ratio)
