@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import _hostile_models as hostile
 import cv2
 import numpy as np
 import onnx
@@ -24,6 +25,7 @@ from conftest import SHAPES
 from onnx import TensorProto, helper, numpy_helper
 
 from nanodet_infer import Detector
+from nanodet_infer.backends import inspect_model
 from nanodet_infer.cli import main as infer_main
 from nanodet_infer.errors import (
     CheckpointError,
@@ -31,6 +33,7 @@ from nanodet_infer.errors import (
     MetadataError,
     ModelLoadError,
     NanoDetError,
+    UnsafeModelError,
 )
 from nanodet_infer.metadata import ModelMetadata
 from nanodet_infer.results import Detections
@@ -286,6 +289,20 @@ MODEL_ERRORS: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], dict, typ
         IncompatibleModelError,
         "no nanodet metadata",
     ),
+    "1 kB Loop with a huge trip count (would hang the engine)": (
+        lambda tmp: hostile.loop_model(tmp / "loop.onnx"),
+        ENGINES,
+        {},
+        UnsafeModelError,
+        "contains Loop .*allow_control_flow=True",
+    ),
+    "metadata key present twice (engines read different values)": (
+        lambda tmp: hostile.duplicate_key_model(tmp / "dup.onnx"),
+        ENGINES,
+        {"allow_control_flow": True},
+        MetadataError,
+        "'nanodet.num_classes' 2 times",
+    ),
 }
 
 
@@ -297,6 +314,14 @@ def test_bad_model_files(case, tmp_path):
         with pytest.raises(error, match=fragment) as info:
             Detector(path, backend=engine, **kwargs)
         assert "\n" not in str(info.value)  # engines' multi-line C++ messages are folded into one line
+
+
+def test_external_weights_are_never_opened_by_the_inspector(tmp_path):
+    """The inspector reads the .onnx only: an external-data location is never opened (the engines refuse it)."""
+    path = _external_weights(tmp_path, "SECRET")
+    with never_opened("secret.bin") as seen:
+        assert inspect_model(path).op_types == {("", "Conv")}
+    assert seen == []
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -436,6 +461,18 @@ def test_cli_corrupt_model_is_one_line_exit_2(capsys, tmp_path):
     )
     assert code == 2
     assert "cannot load" in one_line_error(err, "nanodet-infer")
+
+
+def test_cli_control_flow_needs_allow_control_flow(capsys, tmp_path):
+    """Refused with exit 2 and one line naming the opt-in; with it, the bounded Loop gets past the check (and is
+    then refused as what it is, not a detector)."""
+    loop = hostile.loop_model(tmp_path / "loop.onnx", trip_count=3)
+    code, _, err = _infer(capsys, "detect", IMAGE, "--model", loop, "--backend", "onnxruntime", "--no-progress")
+    assert code == 2 and "--allow-control-flow" in one_line_error(err, "nanodet-infer")
+    code, _, err = _infer(
+        capsys, "detect", IMAGE, "--model", loop, "--backend", "onnxruntime", "--no-progress", "--allow-control-flow"
+    )
+    assert code == 2 and "no nanodet metadata" in one_line_error(err, "nanodet-infer")
 
 
 def test_cli_model_failing_at_run_time_is_one_line_exit_2(capsys, tmp_path):
