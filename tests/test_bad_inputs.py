@@ -297,7 +297,7 @@ MODEL_ERRORS: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], dict, typ
         ENGINES,
         {},
         UnsafeModelError,
-        "contains Loop .*allow_control_flow=True",
+        "contains 'Loop' .*allow_control_flow=True",
     ),
     "metadata key present twice (engines read different values)": (
         lambda tmp: hostile.duplicate_key_model(tmp / "dup.onnx"),

@@ -79,9 +79,10 @@ def check_model(path: str | Path, *, allow_control_flow: bool = False) -> ModelR
             "OpenVINO would read different values; re-export the model so that every key appears once"
         )
     if report.control_flow and not allow_control_flow:
+        ops = ", ".join(map(repr, report.control_flow))
         raise UnsafeModelError(
-            f"{path.name!r} contains {', '.join(report.control_flow)} (control flow that can run without bound and "
-            "hang the engine); if you trust this model, pass allow_control_flow=True (CLI: --allow-control-flow)"
+            f"{path.name!r} contains {ops} (control flow that can run without bound and hang the engine); "
+            "if you trust this model, pass allow_control_flow=True (CLI: --allow-control-flow)"
         )
     return report
 
@@ -148,7 +149,7 @@ class _OnnxWalker:
                 for sub, sub_wire, c, d in self.fields(a, b):
                     if sub == 1 and sub_wire == _LEN:
                         key = self.string(c, d)
-                self.found.keys.append(key.decode("utf-8", "replace"))
+                self.found.keys.append(_text(key))
             elif field == 25:
                 self.graph(a, b, 1, node_field=7)
 
@@ -172,7 +173,7 @@ class _OnnxWalker:
                 domain = self.string(a, b)
             elif field == 5:
                 subgraphs += [(c, d) for sub, w, c, d in self.fields(a, b) if sub in (6, 11) and w == _LEN]
-        op = (_domain(domain), op_type.decode("utf-8", "replace"))
+        op = (_domain(domain), _text(op_type))
         self.found.op_types.add(op)
         if (op[0] == "" and op[1] in ONNX_CONTROL_FLOW) or (subgraphs and op != ("", "If")):
             self.found.control_flow.add(f"{op[0]}.{op[1]}" if op[0] else op[1])
@@ -223,8 +224,13 @@ class _OnnxWalker:
 
 
 def _domain(raw: bytes) -> str:
-    domain = raw.decode("utf-8", "replace")
+    domain = _text(raw)
     return "" if domain in _DEFAULT_DOMAINS else domain
+
+
+def _text(raw: bytes) -> str:
+    """A protobuf string as text; bytes that are not UTF-8 (protobuf 2 allows them) stay distinct as surrogates."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 # ---------------------------------------------------------------------------------------------- IR
