@@ -82,7 +82,10 @@ def test_report_matches_onnx(make, tmp_path):
 @pytest.mark.parametrize("ir", ["metadata_ir", "loop_ir"])
 def test_ir_report_matches_element_tree(ir, request):
     """Layer types at every depth (Loop bodies too) and rt_info keys, as ElementTree reads the .xml."""
-    xml = request.getfixturevalue(ir)
+    _assert_matches_element_tree(request.getfixturevalue(ir))
+
+
+def _assert_matches_element_tree(xml: Path) -> None:
     root = ElementTree.parse(xml).getroot()
     keys = [
         f"{section.tag}/{entry.get('name') if entry.tag == 'info' else entry.tag}"
@@ -92,6 +95,28 @@ def test_ir_report_matches_element_tree(ir, request):
     report = inspect_model(xml)
     assert report.op_types == {("", layer.get("type")) for layer in root.iter("layer")}
     assert [k for k in report.metadata_keys if "/" in k] == keys
+
+
+@pytest.fixture(scope="module")
+def exported(shared_fixtures, tmp_path_factory, one_torch_thread) -> dict[str, Path]:
+    """The shapes checkpoint exported by nanodet-export: ONNX and IR, both carrying our metadata."""
+    from nanodet_export import export_checkpoint
+
+    checkpoint = shared_fixtures / "shapes-m-256" / "nanodet_model_best.pth"
+    out = tmp_path_factory.mktemp("exported")
+    return {
+        fmt: export_checkpoint(checkpoint, out / f"m{suffix}", config=SHAPES / "config.yml", fmt=fmt).path
+        for fmt, suffix in (("onnx", ".onnx"), ("openvino", ".xml"))
+    }
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_exported_models_read_like_onnx_and_element_tree(exported):
+    _assert_matches_onnx(exported["onnx"])
+    assert "nanodet.num_classes" in inspect_model(exported["onnx"]).metadata_keys
+    _assert_matches_element_tree(exported["openvino"])
+    assert "model_info/nanodet.num_classes" in inspect_model(exported["openvino"]).metadata_keys
 
 
 def test_every_truncation_is_refused_or_read_like_onnx(tmp_path):
