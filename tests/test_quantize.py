@@ -185,6 +185,8 @@ def test_int8_export_accuracy_and_metadata(int8_exports, fmt):
 @pytest.mark.parametrize(("fmt", "backends"), [("onnx", ("onnxruntime", "openvino")), ("openvino", ("openvino",))])
 def test_detector_runs_int8_files(int8_exports, fmt, backends):
     image = cv2.imread(str(IMAGES / "val_00003.jpg"))
+    # "auto": OpenVINO, except for a QDQ ONNX file, whose calibration is ONNX Runtime's
+    assert Detector(int8_exports[fmt].path).backend_name == backends[0]
     for backend in backends:
         detector = Detector(int8_exports[fmt].path, backend=backend, num_threads=1)
         assert detector.metadata.precision == "int8"
