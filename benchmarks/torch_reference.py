@@ -27,6 +27,9 @@ from nanodet_infer.metadata import ModelMetadata
 _SPLIT_THRESHOLD = 10000
 #: Boxes per block of the blocked greedy NMS.
 _BLOCK = 64
+#: The threshold upstream's demo ``Predictor`` post-processes at inside the head (its model config's
+#: ``test_cfg``/``get_bboxes`` default); a display threshold is applied afterwards.
+UPSTREAM_HEAD_THRESHOLD = 0.05
 
 
 def priors(width: int, height: int, strides: tuple[int, ...]) -> torch.Tensor:
@@ -135,8 +138,10 @@ class TorchPipeline:
     """Images → detections with the PyTorch model: what a user of upstream's code runs on a CPU.
 
     Preprocessing is ours (numpy/cv2, identical to upstream's); inference is the training-side
-    ``NanoDetPlus.forward`` (class logits); post-processing is :func:`torch_postprocess`, then boxes
-    are mapped back to the original image. Calling it returns ``(results, stage_ms)`` where
+    ``NanoDetPlus.forward`` (class logits); post-processing is :func:`torch_postprocess` at upstream's head
+    threshold (:data:`UPSTREAM_HEAD_THRESHOLD`, or ``score_threshold`` when lower), then the detections above
+    ``score_threshold`` are kept, as upstream's demo ``Predictor`` + a display threshold do, and boxes are
+    mapped back to the original image. Calling it returns ``(results, stage_ms)`` where
     ``results`` holds one ``(xyxy, scores, class_ids)`` per image.
     """
 
@@ -144,8 +149,10 @@ class TorchPipeline:
                  iou_threshold: float = 0.6, max_detections: int = 100) -> None:
         self.model = model.eval()
         self.meta = metadata
+        self.score_threshold = score_threshold
         self.options = {"num_classes": metadata.num_classes, "reg_max": metadata.reg_max,
-                        "strides": metadata.strides, "score_threshold": score_threshold,
+                        "strides": metadata.strides,
+                        "score_threshold": min(UPSTREAM_HEAD_THRESHOLD, score_threshold),
                         "iou_threshold": iou_threshold, "max_detections": max_detections}
 
     def __call__(self, images: list[np.ndarray]) -> tuple[list[tuple[np.ndarray, ...]], dict[str, float]]:
@@ -162,7 +169,8 @@ class TorchPipeline:
         results: list[tuple[np.ndarray, ...]] = []
         for row, plan in zip(output, plans, strict=True):
             xyxy, scores, labels = torch_postprocess(row, canvas_size=plan.canvas_size, **self.options)
-            results.append((boxes_to_original(xyxy, plan), scores, labels))
+            keep = scores > self.score_threshold  # upstream's Predictor: 0.05 in the head, then the display filter
+            results.append((boxes_to_original(xyxy[keep], plan), scores[keep], labels[keep]))
         done = time.perf_counter()
         stages: dict[str, Any] = {"preprocess": (inferred - start) * 1e3, "inference": (decoded - inferred) * 1e3,
                                   "postprocess": (done - decoded) * 1e3}
