@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import pickle
-import pickletools
 import types
 import warnings
 import zipfile
@@ -31,6 +30,7 @@ import torch
 from nanodet_infer.errors import CheckpointError, ModelLoadError, UnsafeCheckpointError
 
 from ..checkpoint import file_sha256
+from ..sniff import pickle_names
 from .model import MODULES, YOLOv7
 
 UPSTREAM_MODULES = {
@@ -135,29 +135,9 @@ class YOLOv7Checkpoint:
     sha256: str
 
 
-def pickle_globals(path: str | Path) -> set[str]:
-    """``module.name`` of every class/function a zip checkpoint's pickle names (read, never executed);
-    empty for anything that is not a readable torch zip checkpoint."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-            data = archive.read(member) if member else b""
-        found, strings = set(), []
-        for op, arg, _ in pickletools.genops(data):
-            if isinstance(arg, str):
-                strings.append(arg)
-            if op.name == "GLOBAL":
-                found.add(str(arg).replace(" ", "."))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.add(f"{strings[-2]}.{strings[-1]}")
-        return found
-    except Exception:
-        return set()
-
-
 def is_yolov7_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a pickled upstream YOLOv7 ``models.yolo.Model`` checkpoint (content sniffing)."""
-    return ".".join(UPSTREAM_MODEL) in pickle_globals(path)
+    """Whether ``path``'s pickle names upstream's ``models.yolo.Model`` (content sniffing, nothing executed)."""
+    return ".".join(UPSTREAM_MODEL) in pickle_names(path).globals
 
 
 def read_yolov7_checkpoint(path: str | Path) -> YOLOv7Checkpoint:
