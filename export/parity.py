@@ -35,10 +35,9 @@ class ParityCase:
     max_abs_reference: dict[str, float]
 
 
-def inputs(size_wh: tuple[int, int], *, dynamic: bool, multiple: int = 32) -> list[np.ndarray]:
-    """Seeded N(0, 1) inputs: the export size, and for ``dynamic`` also batch 2 at a non-square size
+def input_shapes(size_wh: tuple[int, int], *, dynamic: bool, multiple: int = 32) -> list[tuple[int, int, int, int]]:
+    """The checked input shapes: the export size, and for ``dynamic`` also batch 2 at a non-square size
     (both sides still multiples of ``multiple``, the model's largest stride)."""
-    rng = np.random.default_rng(0)
     width, height = size_wh
     shapes = [(1, 3, height, width)]
     if dynamic:
@@ -47,7 +46,13 @@ def inputs(size_wh: tuple[int, int], *, dynamic: bool, multiple: int = 32) -> li
         if other_w == other_h:
             other_w += multiple
         shapes.append((2, 3, other_h, other_w))
-    return [rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
+    return shapes
+
+
+def inputs(size_wh: tuple[int, int], *, dynamic: bool) -> list[np.ndarray]:
+    """Seeded N(0, 1) inputs at :func:`input_shapes` (stride multiple 32)."""
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(shape, dtype=np.float32) for shape in input_shapes(size_wh, dynamic=dynamic)]
 
 
 def torch_runner(deploy: nn.Module, names: tuple[str, ...] = (SCORES_NAME, BOXES_NAME)) -> Runner:

@@ -116,13 +116,17 @@ def write_checked(
     reference: parity.Runner,
     samples: list[Any],
     verify: Callable[[dict[str, str]], None],
+    view: Callable[[parity.Runner], parity.Runner] = lambda run: run,
+    tolerances: Callable[..., dict[str, float]] = parity.tolerances,
+    tolerance_rule: Callable[..., str] = parity.tolerance_rule,
 ) -> Written:
     """Write ``graph`` (metadata already embedded) as ``options.fmt`` at ``out``, checked.
 
     ``verify`` receives the metadata string map read back from the written file and raises
-    :class:`ExportError` if it differs; ``reference`` (PyTorch) and the written file are run on
-    ``samples`` and must agree within :func:`parity.tolerances`, else :class:`ExportError` and nothing
-    is written.
+    :class:`ExportError` if it differs; ``reference`` (PyTorch) and ``view(file runner)`` are run on
+    ``samples`` and must agree within ``tolerances(cases, fp16=...)`` (default
+    :func:`parity.tolerances`), else :class:`ExportError` and nothing is written. ``view`` lets a
+    family compare parts of an output separately (YOLOv7: boxes and probabilities).
     """
     names = tuple(onnx_export.output_shapes(graph))
     finals = (out, *(out.with_suffix(suffix) for suffix in FORMATS[options.fmt][1:]))
@@ -131,15 +135,17 @@ def write_checked(
             onnx.save(graph, str(staged.temp))
             written = onnx.load(str(staged.temp), load_external_data=False).metadata_props
             verify({p.key: p.value for p in written})
-            candidate = parity.onnxruntime_runner(staged.temp, names)
+            candidate = view(parity.onnxruntime_runner(staged.temp, names))
         else:
             ov_model = openvino_export.convert(graph, dict(properties))
             openvino_export.save(ov_model, staged.temp, fp16=options.fp16)
             verify(openvino_export.read_properties(staged.temp))
-            candidate = parity.openvino_runner(staged.temp, names)
+            candidate = view(parity.openvino_runner(staged.temp, names))
         cases = parity.compare(reference, candidate, samples) if options.check else []
-        worst = {name: max(case.max_abs_diff[name] for case in cases) for name in names} if cases else {}
-        tolerance = parity.tolerances(cases, fp16=options.fp16)
+        worst = (
+            {name: max(case.max_abs_diff[name] for case in cases) for name in cases[0].max_abs_diff} if cases else {}
+        )
+        tolerance = tolerances(cases, fp16=options.fp16)
         failed = [name for name, value in worst.items() if not value <= tolerance[name]]
         if failed:
             detail = ", ".join(f"{name} {worst[name]:.3g} > {tolerance[name]:.3g}" for name in failed)
@@ -153,6 +159,6 @@ def write_checked(
         cases=tuple(cases),
         max_abs_diff=worst,
         tolerance=tolerance,
-        tolerance_rule=parity.tolerance_rule(fp16=options.fp16),
+        tolerance_rule=tolerance_rule(fp16=options.fp16),
         file_size=sum(path.stat().st_size for path in finals),
     )

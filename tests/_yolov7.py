@@ -14,8 +14,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 from nanodet_models.yolov7 import YOLOv7, common, heads, preset
+
+FIXTURES = ("yolov7-s", "yolov7-tiny-s", "yolov7-w6-aux-s")  # folders of ../shared/fixtures
+STEMS = ("val_00000", "val_00001", "val_00002")
+
+
+def fixture_input(folder: Path, stem: str) -> np.ndarray:
+    """The float32 model input upstream built: the stored tensor, or the letterboxed PNG → RGB / 255."""
+    stored = folder / f"{stem}_input.npz"
+    if stored.is_file():
+        return np.load(stored)["x"]
+    image = cv2.imread(str(folder / f"{stem}_letterbox.png"), cv2.IMREAD_UNCHANGED)
+    return (np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1)).astype(np.float32) / np.float32(255))[None]
+
 
 UPSTREAM_CLASSES = {
     "models.common": [getattr(common, n) for n in ("Conv", "RepConv", "MP", "SP", "SPPCSPC", "ReOrg", "DownC")]

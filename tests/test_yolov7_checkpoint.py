@@ -10,13 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _yolov7 import save_upstream_checkpoint, seeded, small_yaml
+from _yolov7 import FIXTURES, save_upstream_checkpoint, seeded, small_yaml
 from nanodet_models.yolov7 import YOLOv7, is_yolov7_checkpoint, load_yolov7_weights, read_yolov7_checkpoint
 from nanodet_models.yolov7.checkpoint import RESTRICTED_PICKLE
 
 from nanodet_infer.errors import CheckpointError, ModelLoadError, UnsafeCheckpointError
-
-FIXTURES = ("yolov7-s", "yolov7-tiny-s", "yolov7-w6-aux-s")
 
 
 @pytest.fixture(scope="module")

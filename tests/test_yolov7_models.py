@@ -9,29 +9,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 import yaml
-from _yolov7 import seeded, small_yaml
+from _yolov7 import FIXTURES, STEMS, fixture_input, seeded, small_yaml
 from nanodet_models.yolov7 import PRESETS, YOLOv7, deploy_yaml, load_yolov7_weights, read_yolov7_checkpoint, to_deploy
 from nanodet_models.yolov7.common import RepConv
 
 from nanodet_infer.errors import CheckpointError
 
-FIXTURES = ("yolov7-s", "yolov7-tiny-s", "yolov7-w6-aux-s")
-STEMS = ("val_00000", "val_00001", "val_00002")
 RELATIVE_TOLERANCE = 1e-4
-
-
-def fixture_input(folder: Path, stem: str) -> np.ndarray:
-    """The float32 model input upstream built: the stored tensor, or the letterboxed PNG → RGB / 255."""
-    stored = folder / f"{stem}_input.npz"
-    if stored.is_file():
-        return np.load(stored)["x"]
-    image = cv2.imread(str(folder / f"{stem}_letterbox.png"), cv2.IMREAD_UNCHANGED)
-    return (np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1)).astype(np.float32) / np.float32(255))[None]
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 from nanodet_models.yolov7 import (
     YOLOv7,
@@ -29,11 +31,15 @@ from nanodet_infer.errors import ExportError, InvalidArgumentError, MetadataErro
 from .. import onnx_export, parity
 from ..adapter import FamilyAdapter
 from ..writer import PRODUCER, ExportOptions, ExportReport, check_options, write_checked
-from .metadata import YOLOv7Metadata
+from .metadata import LETTERBOX_COLOR, YOLOv7Metadata
 
 NAME = "yolov7"
 OUTPUT_NAME = "output"
 DEFAULT_INPUT_SIZE = (640, 640)  # upstream detect.py --img-size
+BOX_COLUMNS, PROBABILITY_COLUMNS = "output[xywh]", "output[obj,cls]"
+#: FP32 parity bounds against PyTorch: decoded boxes amplify logit rounding by up to ~anchor size
+#: (``wh = (2σ)² anchor``), so they are bounded relative to the box scale; probabilities absolutely.
+BOX_RELATIVE_TOLERANCE, PROBABILITY_TOLERANCE = 1e-4, 1e-3
 
 
 class Predictions(nn.Module):
@@ -183,9 +189,12 @@ def _export(
         properties,
         out,
         options,
-        reference=parity.torch_runner(wrapper, (OUTPUT_NAME,)),
-        samples=parity.inputs(size, dynamic=dynamic, multiple=max(strides)),
+        reference=by_column_group(parity.torch_runner(wrapper, (OUTPUT_NAME,))),
+        samples=image_like_inputs(parity.input_shapes(size, dynamic=dynamic, multiple=max(strides))),
         verify=lambda found: _check_round_trip(metadata, found),
+        view=by_column_group,
+        tolerances=tolerances,
+        tolerance_rule=tolerance_rule,
     )
     return ExportReport(
         paths=written.paths,
@@ -204,6 +213,55 @@ def _export(
         file_size=written.file_size,
         seconds=time.perf_counter() - start,
         family=NAME,
+    )
+
+
+def image_like_inputs(shapes: list[tuple[int, int, int, int]], seed: int = 0) -> list[np.ndarray]:
+    """Seeded inputs like a letterboxed photo: smooth random colours in [0, 1] (bilinear from a grid of
+    one value per 8 x 8 pixels) with a grey (114 / 255) band top and bottom.
+
+    YOLOv7 expects RGB / 255; N(0, 1) noise drives an untrained model's logits into the thousands,
+    where float32 cancellation alone moves decoded boxes by pixels.
+    """
+    rng = np.random.default_rng(seed)
+    samples = []
+    for batch, channels, height, width in shapes:
+        grid = rng.random((batch * channels, height // 8 + 1, width // 8 + 1), dtype=np.float32)
+        planes = [cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR) for plane in grid]
+        x = np.stack(planes).reshape(batch, channels, height, width)
+        band = height // 8
+        x[:, :, :band] = x[:, :, height - band :] = np.float32(LETTERBOX_COLOR) / np.float32(255)
+        samples.append(np.ascontiguousarray(x))
+    return samples
+
+
+def by_column_group(run: parity.Runner) -> parity.Runner:
+    """``run`` with ``output`` split into its box columns (``cx, cy, w, h``, pixels) and its
+    probability columns (obj, classes), which the parity check bounds separately."""
+
+    def split(x: np.ndarray) -> dict[str, np.ndarray]:
+        out = run(x)[OUTPUT_NAME]
+        return {BOX_COLUMNS: out[..., :4], PROBABILITY_COLUMNS: out[..., 4:]}
+
+    return split
+
+
+def tolerances(cases: list[parity.ParityCase], *, fp16: bool) -> dict[str, float]:
+    """Max |Δ| allowed: boxes ``1e-4 x max(1, max |box|)`` pixels, probabilities ``1e-3`` (FP32);
+    FP16 weights: :func:`parity.tolerances`' FP16 rule."""
+    if fp16:
+        return parity.tolerances(cases, fp16=True)
+    scale = max((case.max_abs_reference[BOX_COLUMNS] for case in cases), default=1.0)
+    return {BOX_COLUMNS: BOX_RELATIVE_TOLERANCE * max(1.0, scale), PROBABILITY_COLUMNS: PROBABILITY_TOLERANCE}
+
+
+def tolerance_rule(*, fp16: bool) -> str:
+    """:func:`tolerances`' rule in words."""
+    if fp16:
+        return parity.tolerance_rule(fp16=True)
+    return (
+        f"tolerance {BOX_RELATIVE_TOLERANCE:.0e} x max(1, max |box|) px for boxes, "
+        f"{PROBABILITY_TOLERANCE:.0e} for probabilities"
     )
 
 
