@@ -132,3 +132,25 @@ def test_nanodet_only_options_are_refused_for_yolov7(small_ckpt: Path, tmp_path:
         export_checkpoint(small_ckpt, tmp_path / "a.onnx", input_size=(120, 100))
     with pytest.raises(InvalidArgumentError, match="2 class names given for a model with 3 classes"):
         export_checkpoint(small_ckpt, tmp_path / "a.onnx", class_names=["a", "b"])
+
+
+def test_upstream_checkpoints_are_recognised(shared_fixtures: Path) -> None:
+    cases = {
+        "plus-m-320/model_best.ckpt": "nanodet-plus",
+        "shapes-m-256/nanodet_model_best.pth": "nanodet-plus",
+        **{f"{name}/{name}.pt": "yolov7" for name in FIXTURES},
+        "tv-ssdlite320/model.pth": None,  # a torchvision state dict: no adapter here claims it
+    }
+    assert {path: recognise(shared_fixtures / path) for path in cases} == cases
+
+
+def test_metadata_reads_back_through_the_runtime_schema(small_ckpt: Path, tmp_path: Path) -> None:
+    """The keys written here are the runtime's ``yolov7`` metadata section once that family is registered."""
+    from nanodet_infer.families import family_names
+    from nanodet_infer.metadata import ModelMetadata
+
+    if "yolov7" not in family_names():
+        pytest.skip("the runtime's yolov7 family is not in this tree yet")
+    report = export_checkpoint(small_ckpt, tmp_path / "t.onnx", input_size=(128, 96))
+    meta = ModelMetadata.from_properties({p.key: p.value for p in onnx.load(str(report.path)).metadata_props})
+    assert meta.to_properties() == report.metadata.to_properties()

@@ -22,15 +22,14 @@ from ..resolve import architecture_summary, check_input_size, resolve_config
 from ..writer import PRODUCER, ExportOptions, ExportReport, check_options, write_checked
 
 NAME = "nanodet-plus"
-_STATE_DICT_ROOTS = tuple(
-    f"{prefix}{part}." for prefix in ("", "model.", "avg_model.", "module.") for part in ("backbone", "fpn", "head")
-)
+# Every NanoDet-Plus checkpoint holds its head's per-level output convs (state-dict key prefixes below).
+_HEAD_KEYS = tuple(f"{prefix}head.gfl_cls." for prefix in ("", "model.", "avg_model.", "module."))
 
 
 def recognise(path: Path) -> bool:
-    """Whether ``path``'s pickle holds NanoDet-Plus state-dict keys (``backbone.*``, ``avg_model.head.*``,
-    ...; content sniffing, nothing executed or loaded)."""
-    return any(text.startswith(_STATE_DICT_ROOTS) for text in pickle_names(path).strings)
+    """Whether ``path``'s pickle holds NanoDet-Plus state-dict keys (``head.gfl_cls.*``, with or without
+    the Lightning/EMA/DataParallel prefix; content sniffing, nothing executed or loaded)."""
+    return any(text.startswith(_HEAD_KEYS) for text in pickle_names(path).strings)
 
 
 def export_checkpoint(
