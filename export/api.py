@@ -13,9 +13,9 @@ from nanodet_infer.errors import InvalidArgumentError
 from . import families
 from .nanodet_plus import export_model_config
 from .resolve import with_overrides
-from .writer import FORMATS, MAX_OPSET, MIN_OPSET, PRODUCER, ExportOptions, ExportReport, check_options
+from .writer import FORMATS, PRODUCER, ExportOptions, ExportReport, check_options
 
-__all__ = ["FORMATS", "MAX_OPSET", "MIN_OPSET", "PRODUCER", "ExportReport", "export_checkpoint", "export_model"]
+__all__ = ["FORMATS", "PRODUCER", "ExportReport", "export_checkpoint", "export_model"]
 
 
 def export_checkpoint(

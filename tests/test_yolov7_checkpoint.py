@@ -75,7 +75,13 @@ def test_os_system_payload_is_refused_and_never_runs(tmp_path: Path, pair: tuple
 )
 def test_classes_outside_the_allow_list_are_named(module: str, name: str) -> None:
     payload = f"c{module}\n{name}\n)R.".encode()  # GLOBAL + empty-tuple REDUCE
-    with pytest.raises(UnsafeCheckpointError, match=f"{module}.{name}"):
+    with pytest.raises(UnsafeCheckpointError, match=f"{module}.{name}.*nothing was executed"):
+        RESTRICTED_PICKLE.load(io.BytesIO(payload))
+
+
+def test_unsupported_upstream_module_is_named() -> None:
+    payload = b"cmodels.common\nRepConv_OREPA\n)R."
+    with pytest.raises(UnsafeCheckpointError, match="upstream module models.common.RepConv_OREPA, which this exporter"):
         RESTRICTED_PICKLE.load(io.BytesIO(payload))
 
 

@@ -103,6 +103,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _STAND_INS[key]
         if key in _FUNCTIONS:
             return _FUNCTIONS[key]
+        if module in UPSTREAM_MODULES:
+            raise UnsafeCheckpointError(
+                f"the checkpoint uses upstream module {module}.{name}, which this exporter does not build "
+                f"(supported: {', '.join(sorted(UPSTREAM_MODULES[module]))}); nothing was executed"
+            )
         raise UnsafeCheckpointError(
             f"the checkpoint's pickle references {module}.{name}, which is not an upstream YOLOv7 or torch "
             "class this exporter admits; nothing was executed (re-save the weights as a state_dict)"
