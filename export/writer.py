@@ -95,6 +95,17 @@ def check_options(out: str | Path, options: ExportOptions) -> None:
         )
 
 
+def check_input_multiple(size_wh: tuple[int, ...], multiple: int, reason: str) -> None:
+    """Raise :class:`InvalidArgumentError` unless ``size_wh`` is two positive multiples of ``multiple``
+    (``reason`` says why, e.g. ``"the largest backbone stride"``), suggesting the nearest valid size."""
+    if len(size_wh) != 2 or any(v < multiple or v % multiple for v in size_wh):
+        fixed = ",".join(str(max(multiple, round(v / multiple) * multiple)) for v in (size_wh[0], size_wh[-1]))
+        raise InvalidArgumentError(
+            f"input size W,H = {','.join(map(str, size_wh))} is not a multiple of {multiple} ({reason}); "
+            f"use e.g. --input-size {fixed}"
+        )
+
+
 @dataclass(frozen=True)
 class Written:
     """Result of :func:`write_checked`."""
