@@ -18,7 +18,7 @@ from nanodet_infer import __version__
 from nanodet_infer.errors import ExportError, InvalidArgumentError
 
 from . import onnx_export, openvino_export, parity
-from .staging import StagedOutput
+from .staging import StagedOutput, output_files
 
 PRODUCER = f"nanodet-export {__version__}"
 
@@ -140,7 +140,7 @@ def write_checked(
     family compare parts of an output separately (YOLOv7: boxes and probabilities).
     """
     names = tuple(onnx_export.output_shapes(graph))
-    finals = (out, *(out.with_suffix(suffix) for suffix in FORMATS[options.fmt][1:]))
+    finals = output_files(out, FORMATS[options.fmt])
     with StagedOutput(finals) as staged:
         if options.fmt == "onnx":
             onnx.save(graph, str(staged.temp))
