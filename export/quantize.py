@@ -129,6 +129,21 @@ class Int8Report:
     without ``eval_ann``."""
 
 
+def check_request(request: Int8Request, *, fp16: bool) -> Calibration:
+    """Check an INT8 request before any work: options, the eval files, the calibration images (returned)."""
+    if fp16:
+        raise InvalidArgumentError("--int8 and --fp16 exclude each other; choose one")
+    if (request.eval_ann is None) != (request.eval_images is None):
+        raise InvalidArgumentError("--eval-ann and --eval-images go together; give both or neither")
+    if request.eval_ann is not None:
+        from nanodet_infer.evaluate import load_ground_truth
+
+        load_ground_truth(request.eval_ann)
+        if not Path(request.eval_images).is_dir():
+            raise InvalidArgumentError(f"--eval-images {str(request.eval_images)!r} is not a folder")
+    return find_calibration_images(request.calib_images, request.calib_count)
+
+
 def find_calibration_images(folder: str | Path, count: int | None) -> Calibration:
     """The first ``count`` images of ``folder`` (sorted by name), each checked to decode.
 
