@@ -125,6 +125,46 @@ def _check_image(image: np.ndarray) -> None:
         )
 
 
+def _checked_out(out: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
+    """``out`` when it is float32 ``[3, H, W]`` for ``size`` ``(W, H)``, a new array when None."""
+    w, h = size
+    if out is None:
+        return np.empty((3, h, w), dtype=np.float32)
+    if out.shape != (3, h, w) or out.dtype != np.float32:
+        raise InvalidArgumentError(f"out must be float32 [3, {h}, {w}], got {out.dtype} {out.shape}")
+    return out
+
+
+def normalise(
+    image: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    channel_order: str = "BGR",
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """BGR ``uint8 [H, W, 3]`` → float32 ``[3, H, W]``: ``(v / 255 - mean / 255) / (std / 255)`` per channel.
+
+    ``mean``/``std`` are per network-input channel (in ``channel_order``), 0-255 scale; float32 arithmetic in
+    upstream's order, through a 256-entry lookup table (bit-identical). With mean 0 and std 255 this is
+    exactly ``v / np.float32(255)``. With ``out`` (float32 ``[3, H, W]``, e.g. a region of a canvas) the
+    result is written there and returned.
+    """
+    if channel_order not in ("BGR", "RGB"):
+        raise InvalidArgumentError(f"channel_order must be 'BGR' or 'RGB', got {channel_order!r}")
+    out = _checked_out(out, (image.shape[1], image.shape[0]))
+    planes = cv2.split(image)
+    if channel_order == "RGB":
+        planes = planes[::-1]
+    tables = _lookup_tables(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+    for c in range(3):
+        region = out[c]
+        written = cv2.LUT(planes[c], tables[c], dst=region)
+        if written is not region:  # cv2 could not write in place (unusual strides): copy its result
+            region[...] = written
+    return out
+
+
 def preprocess(
     image: np.ndarray,
     plan: InputPlan,
@@ -146,23 +186,10 @@ def preprocess(
             f"image is {image.shape[1]}x{image.shape[0]} (WxH) but the plan was made for "
             f"{plan.src_size[0]}x{plan.src_size[1]}; call plan_input with this image's size"
         )
-    if channel_order not in ("BGR", "RGB"):
-        raise InvalidArgumentError(f"channel_order must be 'BGR' or 'RGB', got {channel_order!r}")
     (cw, ch), (w, h) = plan.content_size, plan.canvas_size
-    if out is None:
-        out = np.empty((3, h, w), dtype=np.float32)
-    elif out.shape != (3, h, w) or out.dtype != np.float32:
-        raise InvalidArgumentError(f"out must be float32 [3, {h}, {w}], got {out.dtype} {out.shape}")
+    out = _checked_out(out, (w, h))
     warped = cv2.warpPerspective(image, plan.matrix, dsize=(cw, ch))
-    planes = cv2.split(warped)
-    if channel_order == "RGB":
-        planes = planes[::-1]
-    tables = _lookup_tables(tuple(float(v) for v in mean), tuple(float(v) for v in std))
-    for c in range(3):
-        region = out[c, :ch, :cw]
-        written = cv2.LUT(planes[c], tables[c], dst=region)
-        if written is not region:  # cv2 could not write in place (unusual strides): copy its result
-            region[...] = written
+    normalise(warped, mean, std, channel_order=channel_order, out=out[:, :ch, :cw])
     if ch < h:
         out[:, ch:, :] = 0.0
     if cw < w:
