@@ -19,8 +19,8 @@ import onnx
 import torch
 from torch import nn
 
-from nanodet_infer.decode import num_priors
 from nanodet_infer.errors import ExportError
+from nanodet_infer.families.nanodet_plus.decode import num_priors
 
 INPUT_NAME = "images"
 SCORES_NAME = "scores"

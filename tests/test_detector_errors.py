@@ -54,7 +54,7 @@ def detector() -> Detector:
         ({"keep_ratio": "yes"}, "keep_ratio"),
         ({"keep_ratio": 1}, "keep_ratio"),
         ({"multi_label": "no"}, "multi_label"),
-        ({"multi_label": None}, "multi_label"),
+        ({"multi_label": 0}, "multi_label"),
         ({"backend": "tflite"}, "unknown backend"),
         ({"num_threads": 0}, "num_threads"),
         ({"backend": "onnxruntime", "precision": "f16"}, "precision"),

@@ -60,7 +60,7 @@ def test_missing_metadata_names_the_fix(props, fragment) -> None:
         ("keep_ratio", "1", "should be bool"),
         ("class_names", '["a", 2, "c"]', "should be str list"),
         ("schema_version", str(SCHEMA_VERSION + 1), "not supported"),
-        ("model_family", "yolo", "only 'nanodet-plus'"),
+        ("model_family", "yolo", "'yolo' is not supported; this runtime runs 'nanodet-plus'"),
         ("class_names", '["a", "b"]', "2 class names for num_classes=3"),
         ("strides", "[16, 8]", "strictly ascending"),
         ("input_size", f"[{MAX_INPUT_SIDE + 1}, 320]", f"integers in 1..{MAX_INPUT_SIDE}"),

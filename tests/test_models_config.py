@@ -11,8 +11,8 @@ import torch
 import yaml
 from conftest import DATA, PLUS320, SHAPES
 
-from nanodet_infer.decode import num_priors
 from nanodet_infer.errors import InvalidArgumentError
+from nanodet_infer.families.nanodet_plus.decode import num_priors
 
 
 def test_upstream_yaml_shapes() -> None:

@@ -14,7 +14,8 @@ Upstream, for an image of ``(h0, w0)`` and ``new_shape``:
    ``top = int(round(dh - 0.1))``, ``bottom = int(round(dh + 0.1))`` (left/right likewise, Python's
    round-half-even), colour 114.
 3. ``img[:, :, ::-1].transpose(2, 0, 1)`` (RGB, CHW), float32, true division by 255 — here the shared
-   :func:`nanodet_infer.preprocess.normalise` with mean 0 / std 255 (bit-identical to ``x / np.float32(255)``).
+   :func:`nanodet_infer.preprocess.normalize_into` with mean 0 / std 255 (bit-identical to
+   ``x / np.float32(255)``).
 
 ``auto=False`` is the square (``new_shape``-sized) letterbox a static-shape export needs.
 """
@@ -28,7 +29,7 @@ import cv2
 import numpy as np
 
 from ...errors import InvalidArgumentError, InvalidImageError
-from ...preprocess import _check_image, normalise
+from ...preprocess import canvas_out, check_image, normalize_into
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def letterbox(image: np.ndarray, plan: LetterboxPlan, color: int | Sequence[int]
 
     ``color`` is the padding value (one for all channels, or BGR). Bit-identical to upstream's.
     """
-    _check_image(image)
+    check_image(image)
     if (image.shape[1], image.shape[0]) != plan.src_size:
         raise InvalidImageError(
             f"image is {image.shape[1]}x{image.shape[0]} (WxH) but the plan was made for "
@@ -138,4 +139,4 @@ def letterbox_input(
     The defaults are detect.py's: RGB, ``x / 255`` (mean 0, std 255, 0-255 scale, per ``channel_order``
     channel). With ``out`` (float32 ``[3, Hc, Wc]``, e.g. one slot of a batch) the result is written there.
     """
-    return normalise(letterbox(image, plan, color), mean, std, channel_order=channel_order, out=out)
+    return normalize_into(letterbox(image, plan, color), mean, std, channel_order, canvas_out(plan.canvas_size, out))
