@@ -19,14 +19,8 @@ import pytest
 from _reference import upstream_nms
 
 from nanodet_infer.errors import InvalidArgumentError, InvalidImageError
-from nanodet_infer.families.yolov7 import (
-    letterbox,
-    letterbox_input,
-    non_max_suppression,
-    plan_letterbox,
-    scale_coords,
-    xywh2xyxy,
-)
+from nanodet_infer.families.yolov7.postprocess import non_max_suppression, scale_coords, xywh2xyxy
+from nanodet_infer.families.yolov7.preprocess import letterbox, letterbox_input, plan_letterbox
 from nanodet_infer.nms import nms
 
 FIXTURES = ("yolov7-s", "yolov7-tiny-s", "yolov7-w6-aux-s")

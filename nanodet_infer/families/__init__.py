@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 FAMILIES: dict[str, str] = {
     "nanodet-plus": "nanodet_plus",
+    "yolov7": "yolov7",
 }
 """``model_family`` string → the family's folder (a subpackage of this package)."""
 

@@ -2,18 +2,6 @@
 
 The model is the deploy graph (``Detect`` head, eval mode): one output ``[B, N, 5 + C]`` of rows
 ``[cx, cy, w, h, obj, cls_0 .. cls_{C-1}]``, boxes already decoded in network-input pixels and obj/cls
-already sigmoided, so the runtime only letterboxes the image and runs NMS.
+already sigmoided, so the runtime only letterboxes the image (:mod:`.preprocess`) and runs NMS
+(:mod:`.postprocess`). Nothing is imported here, so reading the metadata section stays cheap.
 """
-
-from .postprocess import non_max_suppression, scale_coords, xywh2xyxy
-from .preprocess import LetterboxPlan, letterbox, letterbox_input, plan_letterbox
-
-__all__ = [
-    "LetterboxPlan",
-    "letterbox",
-    "letterbox_input",
-    "non_max_suppression",
-    "plan_letterbox",
-    "scale_coords",
-    "xywh2xyxy",
-]

@@ -34,6 +34,7 @@ import numpy as np
 
 from ...errors import InvalidArgumentError
 from ...nms import nms
+from .preprocess import LetterboxPlan
 
 MAX_WH = 4096  # upstream's class offset (pixels)
 MAX_NMS = 30000  # upstream's cap on the boxes entering NMS
@@ -134,9 +135,27 @@ def scale_coords(
         pad = ((cw - w0 * gain) / 2, (ch - h0 * gain) / 2)
     else:
         gain, pad = ratio_pad[0][0], tuple(ratio_pad[1])
+    return _unpad_and_scale(boxes, pad, (gain, gain), (w0, h0))
+
+
+def boxes_to_original(boxes: np.ndarray, plan: LetterboxPlan) -> np.ndarray:
+    """xyxy boxes on ``plan``'s canvas → original-image pixels (float32 ``[K, 4]``, clipped).
+
+    A letterbox (one ratio) maps back with detect.py's :func:`scale_coords` (gain and padding from the
+    sizes); a stretch (``scale_fill``, a ratio per axis, no padding) divides x and y by their own ratios.
+    """
+    if plan.ratio[0] == plan.ratio[1]:
+        return scale_coords(boxes, plan.canvas_size, plan.src_size)
+    return _unpad_and_scale(boxes, (0.0, 0.0), plan.ratio, plan.src_size)
+
+
+def _unpad_and_scale(
+    boxes: np.ndarray, pad: Sequence[float], gain: Sequence[float], src_size: Sequence[int]
+) -> np.ndarray:
+    """float32 ``(xyxy - pad) / gain`` (per axis, scalars rounded to float32), clipped to ``[0, W] x [0, H]``."""
     out = np.array(boxes, dtype=np.float32).reshape(-1, 4)
     out -= np.array([pad[0], pad[1], pad[0], pad[1]], dtype=np.float32)
-    out /= np.float32(gain)
-    np.clip(out[:, 0::2], 0, w0, out=out[:, 0::2])
-    np.clip(out[:, 1::2], 0, h0, out=out[:, 1::2])
+    out /= np.array([gain[0], gain[1], gain[0], gain[1]], dtype=np.float32)
+    np.clip(out[:, 0::2], 0, src_size[0], out=out[:, 0::2])
+    np.clip(out[:, 1::2], 0, src_size[1], out=out[:, 1::2])
     return out
