@@ -315,3 +315,19 @@ def test_scale_coords_gain_pad_and_clip() -> None:
     with_pad = scale_coords(boxes[:1], plan.canvas_size, plan.src_size, ratio_pad=(plan.ratio, plan.pad))
     np.testing.assert_array_equal(with_pad, (boxes[:1] - np.float32([0, 13.5, 0, 13.5])) / np.float32(gain))
     assert scale_coords(np.zeros((0, 4)), (640, 352), (482, 245)).shape == (0, 4)
+
+
+def test_non_finite_rows() -> None:
+    nan = np.nan
+    pred = np.array(
+        [
+            _row(nan, 10, 4, 4, 0.9, 1.0, 0.0),  # NaN box: dropped by NMS (upstream would return NaN coordinates)
+            _row(10, 10, 4, 4, nan, 1.0, 0.0),  # NaN obj: not a candidate
+            _row(30, 30, 4, 4, 0.8, nan, 0.5),  # NaN class: torch's max picks it, NaN > thr fails
+            _row(50, 50, 4, 4, 0.7, 0.2, 0.9),
+        ],
+        np.float32,
+    )
+    assert non_max_suppression(pred)[1].tolist() == [np.float32(0.7) * np.float32(0.9)]
+    _, scores, labels = non_max_suppression(pred, multi_label=True)
+    assert labels.tolist() == [1, 1] and scores[1] == np.float32(0.8) * np.float32(0.5)

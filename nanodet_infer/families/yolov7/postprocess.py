@@ -24,6 +24,10 @@ a warning; results never depend on it here), merge-NMS and apriori labels (both 
 and the tie order of step 5: upstream sorts with torch's unstable ``argsort(descending=True)`` (introsort),
 here the sort is stable. The two differ only when more than ``max_nms`` candidates have exactly equal
 float32 scores (which ones survive the cut, and their NMS order among equals).
+
+Non-finite values: a NaN obj or class probability is never a candidate (as upstream: NaN fails ``>``); a
+candidate whose box has a NaN or infinite coordinate is dropped by NMS (:func:`nanodet_infer.nms.nms`),
+where upstream would keep it (a NaN IoU suppresses nothing) and return NaN coordinates.
 """
 
 from __future__ import annotations
