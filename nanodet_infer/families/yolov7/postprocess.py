@@ -36,6 +36,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ...arguments import check_positive_int, check_unit_interval
 from ...errors import InvalidArgumentError
 from ...nms import nms
 from .preprocess import LetterboxPlan
@@ -50,18 +51,6 @@ def xywh2xyxy(xywh: np.ndarray) -> np.ndarray:
     xywh = np.asarray(xywh, dtype=np.float32).reshape(-1, 4)
     half = xywh[:, 2:4] / np.float32(2)
     return np.concatenate([xywh[:, 0:2] - half, xywh[:, 0:2] + half], axis=1)
-
-
-def _check_fraction(name: str, value: float) -> np.float32:
-    if not 0.0 <= value <= 1.0:
-        raise InvalidArgumentError(f"{name} must be in [0, 1], got {value!r}")
-    return np.float32(value)
-
-
-def _check_count(name: str, value: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def non_max_suppression(
@@ -87,9 +76,9 @@ def non_max_suppression(
         raise InvalidArgumentError(
             f"prediction must be one image's rows [N, 5 + num_classes], got shape {prediction.shape}"
         )
-    conf_t = _check_fraction("conf_thres", conf_thres)
-    _check_fraction("iou_thres", iou_thres)
-    max_det, max_nms = _check_count("max_det", max_det), _check_count("max_nms", max_nms)
+    conf_t = np.float32(check_unit_interval("conf_thres", conf_thres))
+    iou_thres = check_unit_interval("iou_thres", iou_thres)
+    max_det, max_nms = check_positive_int("max_det", max_det), check_positive_int("max_nms", max_nms)
     num_classes = prediction.shape[1] - 5
     x = prediction[prediction[:, 4] > conf_t]
     if num_classes == 1:

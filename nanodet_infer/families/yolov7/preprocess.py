@@ -24,10 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 import cv2
 import numpy as np
 
+from ...arguments import check_items, check_positive_int
 from ...errors import InvalidArgumentError, InvalidImageError
 from ...preprocess import canvas_out, check_image, normalize_into
 
@@ -52,10 +54,12 @@ class LetterboxPlan:
 
 
 def _positive_size(name: str, size: int | Sequence[int]) -> tuple[int, int]:
-    values = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
-    if len(values) != 2 or any(isinstance(v, bool) or int(v) != v or v < 1 for v in values):
-        raise InvalidArgumentError(f"{name} must be a positive integer or (W, H) positive integers, got {size!r}")
-    return int(values[0]), int(values[1])
+    """``size`` (an integer for a square, or ``(W, H)``) as two positive ``int``."""
+    if isinstance(size, Integral) and not isinstance(size, bool):
+        side = check_positive_int(name, size)
+        return side, side
+    width, height = check_items(name, size, f"pass an integer or (W, H), e.g. {name}=640", 2)
+    return check_positive_int(f"{name} width", width), check_positive_int(f"{name} height", height)
 
 
 def plan_letterbox(
@@ -74,8 +78,7 @@ def plan_letterbox(
     """
     w0, h0 = _positive_size("src_size", src_size)
     new_w, new_h = _positive_size("new_shape", new_shape)
-    if isinstance(stride, bool) or int(stride) != stride or stride < 1:
-        raise InvalidArgumentError(f"stride must be a positive integer, got {stride!r}")
+    stride = check_positive_int("stride", stride)
     r = min(new_h / h0, new_w / w0)
     if not scaleup:
         r = min(r, 1.0)
