@@ -104,6 +104,10 @@ def test_minimal_rectangle_canvases_per_aspect_ratio(model: Path) -> None:
     plans = [family.plan((im.shape[1], im.shape[0]), detector._spec, detector._settings) for im in _images()]
     # 100x60 -> content 128x77, padded to 128x96; 70x90 -> 100x128, padded to 128x128
     assert [plan.canvas_size for plan in plans] == [(128, 96), (128, 128), (128, 128)]
+    # an input_size that is not a multiple of the largest stride is rounded up first (detect.py's check_img_size)
+    odd = ModelMetadata.from_properties(_metadata(input_size=(100, 70)).to_properties())
+    spec = type(detector._spec)(odd, family, detector._spec.layout, True)
+    assert family.plan((100, 60), spec, detector._settings).canvas_size == (128, 96)
 
 
 def test_static_model_uses_the_square_letterbox(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ box); test.py evaluates with :data:`EVALUATION_SETTINGS` (0.001 / 0.65, multi-la
 with upstream's ``max_wh`` offset, never agnostic here.
 
 ``keep_ratio=True`` (the model's own resize) letterboxes as detect.py does: the minimal rectangle (a multiple of
-the largest stride, one canvas per aspect ratio) on a dynamic-H/W model, the square ``input_size`` letterbox
-on a static one; boxes map back with ``scale_coords``. ``keep_ratio=False`` stretches to ``input_size``
+the largest stride, one canvas per aspect ratio; ``input_size`` rounded up to a multiple of it first, as
+``check_img_size`` does) on a dynamic-H/W model, the square ``input_size`` letterbox on a static one; boxes
+map back with ``scale_coords``. ``keep_ratio=False`` stretches to ``input_size``
 (upstream's ``scaleFill``) and maps back per axis.
 """
 
@@ -58,7 +59,11 @@ class YoloV7(Family):
         meta = spec.metadata
         if not settings.keep_ratio:
             return plan_letterbox(image_size, meta.input_size, auto=False, scale_fill=True)
-        return plan_letterbox(image_size, meta.input_size, stride=meta.max_stride, auto=meta.dynamic_hw)
+        if not meta.dynamic_hw:
+            return plan_letterbox(image_size, meta.input_size, auto=False)
+        # detect.py's check_img_size: the target rounded up to a multiple of the largest stride
+        target = tuple(-(-side // meta.max_stride) * meta.max_stride for side in meta.input_size)
+        return plan_letterbox(image_size, target, stride=meta.max_stride, auto=True)
 
     def preprocess(self, image: np.ndarray, plan: LetterboxPlan, spec: ModelSpec) -> np.ndarray:
         meta = spec.metadata
