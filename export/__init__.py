@@ -7,5 +7,6 @@ in-memory NanoDet-Plus model (:func:`.yolov7.export_model` for YOLOv7); all retu
 """
 
 from .api import PRODUCER, ExportReport, export_checkpoint, export_model
+from .quantize import Int8Request
 
-__all__ = ["PRODUCER", "ExportReport", "export_checkpoint", "export_model"]
+__all__ = ["PRODUCER", "ExportReport", "Int8Request", "export_checkpoint", "export_model"]
