@@ -201,8 +201,15 @@ class ModelMetadata:
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_properties(self) -> dict[str, str]:
-        """The string map written into ONNX ``metadata_props`` / OpenVINO ``rt_info``."""
+        """The string map written into ONNX ``metadata_props`` / OpenVINO ``rt_info``.
+
+        The optional ``precision`` / ``calibration`` keys are left out at their defaults (``f32`` / ``{}``), so
+        a float model's map is what it was before they existed.
+        """
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "section"}
+        for name in _OMITTED_AT_DEFAULT:
+            if values[name] == _COMMON_DEFAULTS[name]:
+                del values[name]
         values.update(asdict(self.section))
         out: dict[str, str] = {}
         for name, value in values.items():
@@ -242,6 +249,7 @@ _COMMON_DEFAULTS: dict[str, Any] = {
     "calibration": {},
     "schema_version": SCHEMA_VERSION,
 }
+_OMITTED_AT_DEFAULT = ("precision", "calibration")
 _COMMON_REQUIRED = ("schema_version", "model_family", "num_classes", "class_names", "input_size")
 _COMMON_KINDS: dict[str, str] = {
     "schema_version": "int",
