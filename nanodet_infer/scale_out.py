@@ -138,6 +138,7 @@ def detect_with_ray(
     batch_size: int = 16,
     address: str | None = None,
     parquet_dir: str | os.PathLike | None = None,
+    progress: bool = True,
     **detector_kwargs: Any,
 ) -> RayRun:
     """Detect on many images with Ray Data; the same rows as the local ``nanodet-infer detect --json``.
@@ -163,7 +164,8 @@ def detect_with_ray(
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = progress
     dataset = _dataset(inputs, ray)
     cpus = plan_actor_cpus(float(ray.cluster_resources().get("CPU", 1.0)), actors, threads)
     with warnings.catch_warnings():

@@ -87,7 +87,8 @@ def local_rows(paths: list[str], backend: str) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_same_rows_as_local_detection(local_ray: Path, folder: Path, backend: str) -> None:
-    run = detect_with_ray([folder], MODEL, actors=2, threads=1, batch_size=3, class_names=NAMES, backend=backend)
+    run = detect_with_ray([folder], MODEL, actors=2, threads=1, batch_size=3, class_names=NAMES, backend=backend,
+                          progress=False)
     paths = image_paths([folder])
     assert run.images == len(paths) == 13
     assert run.rows == local_rows(paths, backend)
@@ -98,7 +99,8 @@ def test_same_rows_as_local_detection(local_ray: Path, folder: Path, backend: st
 @pytest.mark.slow
 def test_dead_actor_is_restarted_and_no_image_is_lost_or_duplicated(local_ray: Path, folder: Path) -> None:
     local_ray.unlink()  # arm: the first batch of this run kills its actor process once
-    run = detect_with_ray([folder], MODEL, actors=1, threads=1, batch_size=2, class_names=NAMES)
+    run = detect_with_ray([folder], MODEL, actors=1, threads=1, batch_size=2, class_names=NAMES,
+                          progress=False)
     assert local_ray.exists(), "the fault was not injected"
     paths = image_paths([folder])
     assert run.images == len(paths)
@@ -111,7 +113,7 @@ def test_dead_actor_is_restarted_and_no_image_is_lost_or_duplicated(local_ray: P
 def test_parquet_output_keyed_by_path(local_ray: Path, folder: Path, tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     out = tmp_path / "parquet"
-    run = detect_with_ray([folder], MODEL, class_names=NAMES, parquet_dir=out)
+    run = detect_with_ray([folder], MODEL, class_names=NAMES, parquet_dir=out, progress=False)
     table = pq.read_table(out).to_pylist()
     assert sorted(row["path"] for row in table) == image_paths([folder])
     assert sum(len(__import__("json").loads(row["rows"])) for row in table) == len(run.rows)
