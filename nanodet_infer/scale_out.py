@@ -3,8 +3,8 @@
 One :class:`~nanodet_infer.Detector` per Ray actor (the model is loaded once per actor), batches of image
 *paths* stream through ``Dataset.map_batches``; each actor reads, decodes and detects its images. The
 output rows have the schema of ``nanodet-infer detect --json`` (COCO result rows plus ``file_name`` and
-``path``), with ``image_id`` = the image's position in the sorted input list, exactly as the local command
-numbers them, so the two runs give identical rows.
+``path``), with ``image_id`` numbered exactly as the local command numbers them (readable images in input
+order), so the two runs give identical rows.
 
 Nothing here is imported by ``import nanodet_infer``; Ray is imported when a function here is called.
 
@@ -45,7 +45,7 @@ class RayRun:
 
     ``rows``: COCO result rows sorted by ``image_id`` (then score, descending, as the detector returns
     them); ``errors``: ``(path, message)`` for each image that could not be read; ``images``: how many
-    images were processed (read or not).
+    images were read and detected on (``image_id`` counts these, in input order, as the local command does).
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -77,9 +77,9 @@ def image_paths(inputs: Iterable[str | os.PathLike]) -> list[str]:
     A folder contributes its images (by suffix, sorted by name, not recursive); a file is taken as given.
     Videos are not supported here (:class:`InvalidArgumentError`): run them with the local ``detect``.
     """
-    from .cli import collect_sources  # the local command's expansion rule
+    from .cli.sources import collect_sources  # the local command's expansion rule
 
-    sources = collect_sources([Path(p) for p in inputs])
+    sources = collect_sources([Path(p) for p in inputs]).sources
     videos = [str(s.path) for s in sources if s.is_video]
     if videos:
         raise InvalidArgumentError(f"videos are not supported with Ray ({videos[0]}); run them without --ray")
@@ -95,21 +95,21 @@ class _DetectActor:
         self.detector = Detector(model, **detector_kwargs)
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[Any]]:
-        """``{"image_id", "path"}`` columns → ``image_id``, ``path``, ``rows`` (JSON list of result rows) and
-        ``error`` ("" when the image was read)."""
+        """``{"index", "path"}`` columns → ``index``, ``path``, ``rows`` (JSON list of result rows, ``image_id`` =
+        ``index``) and ``error`` ("" when the image was read)."""
         from .images import load_image
 
         _fault_once()
-        out: dict[str, list[Any]] = {"image_id": [], "path": [], "rows": [], "error": []}
-        for image_id, path in zip(batch["image_id"], batch["path"], strict=True):
+        out: dict[str, list[Any]] = {"index": [], "path": [], "rows": [], "error": []}
+        for index, path in zip(batch["index"], batch["path"], strict=True):
             rows, error = [], ""
             try:
                 found = self.detector(load_image(str(path)))
                 name = Path(str(path)).name
-                rows = [{**row, "file_name": name, "path": str(path)} for row in found.to_coco(int(image_id))]
+                rows = [{**row, "file_name": name, "path": str(path)} for row in found.to_coco(int(index))]
             except ImageReadError as exc:
                 error = str(exc)
-            out["image_id"].append(int(image_id))
+            out["index"].append(int(index))
             out["path"].append(str(path))
             out["rows"].append(json.dumps(rows))
             out["error"].append(error)
@@ -148,8 +148,8 @@ def detect_with_ray(
     ``Detector(model, num_threads=threads, **detector_kwargs)``; ``batch_size`` paths go to an actor at a
     time. ``address``: an existing cluster (``"auto"`` or ``"ray://host:10001"``); ``None`` starts a local
     Ray on this machine (or uses the one already initialised in this process). ``parquet_dir``: also write
-    one Parquet file per block there (columns ``image_id``, ``path``, ``rows`` (the image's result rows as
-    a JSON list), ``error``), keyed by ``path``.
+    one Parquet file per block there (columns ``index`` (position in the sorted input list), ``path``,
+    ``rows`` (the image's result rows as a JSON list, ``image_id`` = ``index``), ``error``), keyed by ``path``.
 
     The model is loaded here first, so a file that does not load fails before any image is read.
     """
@@ -185,11 +185,13 @@ def detect_with_ray(
         results = results.materialize()
         results.write_parquet(str(parquet_dir))
     run = RayRun()
-    for record in sorted(results.iter_rows(), key=lambda r: int(r["image_id"])):
-        run.images += 1
-        run.rows.extend(json.loads(record["rows"]))
+    for record in sorted(results.iter_rows(), key=lambda r: int(r["index"])):
         if record["error"]:
             run.errors.append((str(record["path"]), str(record["error"])))
+            continue
+        # numbered like the local command: the count of images read before this one
+        run.rows.extend({**row, "image_id": run.images} for row in json.loads(record["rows"]))
+        run.images += 1
     return run
 
 
@@ -200,7 +202,7 @@ def _positive(name: str, value: Any) -> int:
 
 
 def _dataset(inputs: Any, ray: Any) -> Any:
-    """A Ray Dataset of ``{"image_id", "path"}`` rows (small: paths only; the workers read the images)."""
+    """A Ray Dataset of ``{"index", "path"}`` rows (small: paths only; the workers read the images)."""
     if isinstance(inputs, ray.data.Dataset):
         if "path" not in inputs.schema().names:
             raise InvalidArgumentError("a Ray Dataset given to detect_with_ray needs a 'path' column")
@@ -209,7 +211,7 @@ def _dataset(inputs: Any, ray: Any) -> Any:
         paths = image_paths(inputs)
     if not paths:
         raise NanoDetError("no images to process")
-    return ray.data.from_items([{"image_id": i, "path": p} for i, p in enumerate(paths)])
+    return ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)])
 
 
 __all__ = ["MAX_RESTARTS", "RayRun", "detect_with_ray", "image_paths", "plan_actor_cpus"]

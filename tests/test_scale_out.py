@@ -6,6 +6,7 @@ results are compared with the local :class:`Detector` on the same images: equal 
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 from collections.abc import Iterator
@@ -74,12 +75,10 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def local_rows(paths: list[str], backend: str) -> list[dict]:
     """What ``nanodet-infer detect --json`` writes for these images (readable ones), computed in-process."""
     detector = Detector(MODEL, class_names=NAMES, backend=backend, num_threads=1)
-    rows = []
-    for image_id, path in enumerate(paths):
-        image = cv2.imread(path)
-        if image is None:
-            continue
-        found = detector(image)
+    rows: list[dict] = []
+    readable = [path for path in paths if cv2.imread(path) is not None]
+    for image_id, path in enumerate(readable):  # the local command counts readable images only
+        found = detector(path)
         rows += [{**row, "file_name": Path(path).name, "path": path} for row in found.to_coco(image_id)]
     return rows
 
@@ -90,7 +89,7 @@ def test_same_rows_as_local_detection(local_ray: Path, folder: Path, backend: st
     run = detect_with_ray([folder], MODEL, actors=2, threads=1, batch_size=3, class_names=NAMES, backend=backend,
                           progress=False)
     paths = image_paths([folder])
-    assert run.images == len(paths) == 13
+    assert run.images == len(paths) - 1 == 12
     assert run.rows == local_rows(paths, backend)
     assert len(run.rows) > 20
     assert [Path(p).name for p, _ in run.errors] == ["zz_broken.jpg"]
@@ -103,7 +102,7 @@ def test_dead_actor_is_restarted_and_no_image_is_lost_or_duplicated(local_ray: P
                           progress=False)
     assert local_ray.exists(), "the fault was not injected"
     paths = image_paths([folder])
-    assert run.images == len(paths)
+    assert run.images == len(paths) - 1
     assert run.rows == local_rows(paths, "auto")
     ids = [row["image_id"] for row in run.rows]
     assert ids == sorted(ids)
@@ -116,7 +115,7 @@ def test_parquet_output_keyed_by_path(local_ray: Path, folder: Path, tmp_path: P
     run = detect_with_ray([folder], MODEL, class_names=NAMES, parquet_dir=out, progress=False)
     table = pq.read_table(out).to_pylist()
     assert sorted(row["path"] for row in table) == image_paths([folder])
-    assert sum(len(__import__("json").loads(row["rows"])) for row in table) == len(run.rows)
+    assert sum(len(json.loads(row["rows"])) for row in table) == len(run.rows)
 
 
 def test_model_that_does_not_load_fails_before_ray_starts(tmp_path: Path) -> None:
@@ -148,3 +147,26 @@ def test_actor_cpus_leave_room_for_read_tasks(cluster: float, actors: int, threa
 def test_too_many_actors_for_the_cluster_is_a_typed_error() -> None:
     with pytest.raises(InvalidArgumentError, match="fewer --actors"):
         plan_actor_cpus(2, 100, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_cli_ray_json_equals_local_json(local_ray: Path, folder: Path, tmp_path: Path, backend: str) -> None:
+    from nanodet_infer.cli import main
+
+    common = [str(folder), "--model", str(MODEL), "--class-names", ",".join(NAMES), "--backend", backend,
+              "--threads", "1", "--no-progress"]
+    assert main(["detect", *common, "--json", str(tmp_path / "local.json")]) == 2  # the broken image
+    assert main(["detect", *common, "--ray", "--actors", "2", "--json", str(tmp_path / "ray.json")]) == 2
+    local = json.loads((tmp_path / "local.json").read_text())
+    assert len(local) > 20
+    assert json.loads((tmp_path / "ray.json").read_text()) == local
+
+
+def test_cli_ray_refuses_save_dir(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nanodet_infer.cli import main
+
+    status = main(["detect", str(folder), "--model", str(MODEL), "--class-names", ",".join(NAMES), "--ray",
+                   "--save-dir", str(tmp_path / "out"), "--no-progress"])
+    assert status == 2
+    assert "--save-dir is not supported with --ray" in capsys.readouterr().err
