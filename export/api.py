@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
 from nanodet_models import ModelConfig, NanoDetPlus, build_model, load_weights, read_checkpoint
 from torch import nn
 
@@ -14,13 +13,13 @@ from nanodet_infer import __version__
 from nanodet_infer.errors import ExportError, InvalidArgumentError, MetadataError
 from nanodet_infer.metadata import ModelMetadata
 
-from . import onnx_export, openvino_export, parity
+from . import onnx_export, parity, torchvision_export, writing
 from .resolve import architecture_summary, check_input_size, resolve_config, with_overrides
-from .staging import StagedOutput
+from .torchvision_export import TorchvisionExportReport
 
 PRODUCER = f"nanodet-export {__version__}"
 
-FORMATS = {"onnx": (".onnx",), "openvino": (".xml", ".bin")}
+FORMATS = writing.FORMATS
 MIN_OPSET, MAX_OPSET = 11, 20
 
 
@@ -74,8 +73,13 @@ def export_checkpoint(
     trust_checkpoint: bool = False,
     check: bool = True,
     activation: str | None = None,
-) -> ExportReport:
+    bn_eps: float | None = None,
+) -> ExportReport | TorchvisionExportReport:
     """Export an upstream NanoDet-Plus training checkpoint (``.pth``/``.ckpt``) to ONNX or OpenVINO IR.
+
+    A torchvision SSD300-VGG16 / SSDLite320 / RetinaNet-ResNet50-FPN checkpoint is recognised and
+    exported by :func:`.torchvision_export.export_torchvision_checkpoint` instead (``bn_eps`` states its
+    backbone norm's eps; the NanoDet-only options must then be left unset).
 
     The architecture comes from ``config`` (an upstream YAML), a ``preset`` name, or, with neither,
     from the checkpoint's tensors; then what a checkpoint does not store is assumed (listed in the
@@ -87,6 +91,28 @@ def export_checkpoint(
     """
     start = time.perf_counter()
     _check_options(out, fmt=fmt, fp16=fp16, opset=opset)
+    if torchvision_export.is_torchvision_checkpoint(ckpt, trust=trust_checkpoint):
+        given = {"--config": config, "--preset": preset, "--input-size": input_size, "--activation": activation}
+        refused = [flag for flag, value in given.items() if value is not None]
+        if refused:
+            raise InvalidArgumentError(
+                f"{', '.join(refused)} apply to NanoDet checkpoints only; this is a torchvision detector, "
+                "whose architecture and input size come from its builder: drop them"
+            )
+        return torchvision_export.export_torchvision_checkpoint(
+            ckpt,
+            out,
+            opset=opset,
+            simplify=simplify,
+            fmt=fmt,
+            fp16=fp16,
+            class_names=class_names,
+            bn_eps=bn_eps,
+            trust_checkpoint=trust_checkpoint,
+            check=check,
+        )
+    if bn_eps is not None:
+        raise InvalidArgumentError("--bn-eps applies to torchvision checkpoints only; NanoDet's eps is known: drop it")
     checkpoint = read_checkpoint(Path(ckpt), trust=trust_checkpoint)
     cfg = resolve_config(
         checkpoint.state_dict,
@@ -196,46 +222,33 @@ def _export(
     shapes = onnx_export.output_shapes(graph)
     input_shape = ["batch", 3, "height", "width"] if options.dynamic else [1, 3, size[1], size[0]]
 
-    finals = (out, *(out.with_suffix(suffix) for suffix in FORMATS[options.fmt][1:]))
-    with StagedOutput(finals) as staged:
-        if options.fmt == "onnx":
-            onnx.save(graph, str(staged.temp))
-            written = onnx.load(str(staged.temp), load_external_data=False).metadata_props
-            _check_round_trip(metadata, {p.key: p.value for p in written})
-            candidate = parity.onnxruntime_runner(staged.temp)
-        else:
-            ov_model = openvino_export.convert(graph, properties)
-            openvino_export.save(ov_model, staged.temp, fp16=options.fp16)
-            _check_round_trip(metadata, openvino_export.read_properties(staged.temp))
-            candidate = parity.openvino_runner(staged.temp)
-        cases: list[parity.ParityCase] = []
-        if options.check:
-            cases = parity.compare(parity.torch_runner(deploy), candidate, parity.inputs(size, dynamic=options.dynamic))
-        worst = {name: max(case.max_abs_diff[name] for case in cases) for name in shapes} if cases else {}
-        tolerance = parity.tolerances(cases, fp16=options.fp16)
-        failed = [name for name, value in worst.items() if not value <= tolerance[name]]
-        if failed:
-            detail = ", ".join(f"{name} {worst[name]:.3g} > {tolerance[name]:.3g}" for name in failed)
-            raise ExportError(
-                f"parity check failed, max |Δ| against PyTorch: {detail}; nothing was written "
-                "(re-run with --verbose and report the model)"
-            )
-        staged.commit()
+    finals = writing.final_paths(out, options.fmt)
+    result = writing.write_checked(
+        graph,
+        properties,
+        out,
+        fmt=options.fmt,
+        fp16=options.fp16,
+        reference=parity.torch_runner(deploy),
+        samples=parity.inputs(size, dynamic=options.dynamic) if options.check else [],
+        names=tuple(shapes),
+        check_written=lambda written: _check_round_trip(metadata, written),
+    )
     return ExportReport(
         paths=finals,
         format=options.fmt,
         metadata=metadata,
         input_shape=input_shape,
         output_shapes=shapes,
-        max_abs_diff=worst,
-        parity_cases=tuple(cases),
-        tolerance=tolerance,
+        max_abs_diff=result.worst,
+        parity_cases=result.cases,
+        tolerance=result.tolerance,
         tolerance_rule=parity.tolerance_rule(fp16=options.fp16),
         num_params=num_params,
         aux_params_dropped=aux_dropped,
         used_ema=used_ema,
         source_format=source_format,
-        file_size=sum(path.stat().st_size for path in finals),
+        file_size=writing.file_size(finals),
         seconds=time.perf_counter() - start,
     )
 

@@ -19,6 +19,7 @@ from nanodet_infer.errors import ExportError, NanoDetError
 
 from .api import FORMATS, PRODUCER, ExportReport, export_checkpoint
 from .resolve import parse_input_size, read_class_names
+from .torchvision_export import TorchvisionExportReport
 
 EXIT_OK, EXIT_EXPORT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -37,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export an upstream NanoDet-Plus training checkpoint (.pth/.ckpt) to ONNX or OpenVINO IR "
         "with embedded metadata, after checking it against PyTorch.",
     )
-    parser.add_argument("--ckpt", required=True, help="upstream checkpoint: model_best.pth, *.ckpt (Lightning)")
+    parser.add_argument(
+        "--ckpt",
+        required=True,
+        help="upstream checkpoint: model_best.pth, *.ckpt (Lightning); or a torchvision SSD/SSDLite/RetinaNet "
+        "state_dict or references/detection/train.py checkpoint",
+    )
     parser.add_argument("--out", required=True, help="output file: .onnx, or .xml for --format openvino")
     arch = parser.add_mutually_exclusive_group()
     arch.add_argument("--config", help="upstream training YAML (default: infer the architecture from the weights)")
@@ -56,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=tuple(FORMATS), default="onnx", help="output format (default onnx)")
     parser.add_argument("--fp16", action="store_true", help="OpenVINO IR with FP16 weights (default FP32)")
     parser.add_argument("--class-names", metavar="FILE", help="class names: one per line, or a JSON list")
+    parser.add_argument(
+        "--bn-eps",
+        type=float,
+        metavar="EPS",
+        help="torchvision checkpoints: eps of the backbone's BatchNorm/FrozenBatchNorm (not stored in a checkpoint; "
+        "default: the builder's, 0.001 for SSDLite, 1e-5 for RetinaNet; torchvision's own COCO RetinaNet used 0.0)",
+    )
     parser.add_argument(
         "--trust-checkpoint", action="store_true", help="allow full unpickling (runs code from the file!)"
     )
@@ -86,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             class_names=read_class_names(args.class_names) if args.class_names else None,
             trust_checkpoint=args.trust_checkpoint,
             activation=args.activation,
+            bn_eps=args.bn_eps,
         )
     except ExportError as exc:
         return _fail(exc, EXIT_EXPORT_FAILED, args.verbose)
@@ -106,8 +120,10 @@ def _fail(exc: BaseException, code: int, verbose: bool, prefix: str = "") -> int
     return code
 
 
-def summary(report: ExportReport, *, verbose: bool = False) -> str:
+def summary(report: ExportReport | TorchvisionExportReport, *, verbose: bool = False) -> str:
     """A few human-readable lines about an export."""
+    if isinstance(report, TorchvisionExportReport):
+        return "\n".join(report.summary_lines())
     meta = report.metadata
     arch = meta.architecture
     if report.used_ema is None:
