@@ -169,7 +169,7 @@ def export_torchvision_checkpoint(
         samples=samples,
         names=OUTPUT_NAMES,
         check_written=lambda written: _check_round_trip(properties, written),
-        noise=parity.float32_noise(model, samples, OUTPUT_NAMES) if samples and not fp16 else None,
+        noise=parity.reference_noise(model, samples, OUTPUT_NAMES, fp16=fp16) if samples else None,
     )
     finals = writing.final_paths(out, fmt)
     return TorchvisionExportReport(
@@ -181,7 +181,7 @@ def export_torchvision_checkpoint(
         input_shape=["batch", 3, size[1], size[0]] if ssd else ["batch", 3, "height", "width"],
         output_shapes=shapes,
         parity=result,
-        tolerance_rule=parity.tolerance_rule(fp16=fp16, noise=not fp16),
+        tolerance_rule=parity.tolerance_rule(fp16=fp16, noise=check),
         num_params=num_params,
         source_format=checkpoint.source_format,
         stored_dtype=checkpoint.stored_dtype,

@@ -162,3 +162,43 @@ def test_nanodet_only_options_are_refused_for_torchvision(shared_fixtures, tmp_p
     assert main(["--ckpt", ckpt, "--out", str(tmp_path / "m.onnx"), "--input-size", "320,320"]) == EXIT_BAD_INPUT
     assert "--input-size apply to NanoDet checkpoints only" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.shared
+def test_parity_failure_on_openvino_is_exit_1_and_writes_nothing(shared_fixtures, tmp_path, monkeypatch, capsys):
+    from nanodet_export import parity
+
+    compare = parity.compare
+    off = 0.05  # above the SSDLite tolerances (~3e-3), as a broken conversion would be
+    monkeypatch.setattr(
+        parity, "compare", lambda ref, cand, xs: compare(ref, lambda x: {k: v + off for k, v in cand(x).items()}, xs)
+    )
+    out = tmp_path / "m.xml"
+    code = main(
+        ["--ckpt", str(shared_fixtures / "tv-ssdlite320" / "model.pth"), "--out", str(out), "--format", "openvino"]
+    )
+    assert code == 1 and "parity check failed" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_reference_noise_widens_the_tolerance_only_as_far_as_pytorch_itself_moves():
+    from nanodet_export import parity
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1)).eval()
+    model[2].weight.data *= 1000  # large outputs: float32 and float16 rounding show
+    samples = [np.random.default_rng(0).standard_normal((1, 3, 16, 16), dtype=np.float32)]
+    names = ("a",)
+    f32 = parity.reference_noise(torch.nn.Sequential(model, _First()), samples, names, fp16=False)["a"]
+    f16 = parity.reference_noise(torch.nn.Sequential(model, _First()), samples, names, fp16=True)["a"]
+    assert 0 < f32 < 1e-3 < f16  # float64 copy: float32 rounding only; FP16 weights: far more
+    case = parity.ParityCase((1, 3, 16, 16), {"a": 0.0}, {"a": 1.0})
+    assert parity.tolerances([case], fp16=False, noise={"a": f32}) == {"a": max(1e-4, 4 * f32)}
+    assert parity.tolerances([case], fp16=True, noise={"a": f16}) == {"a": max(5e-2, 4 * f16)}
+
+
+class _First(torch.nn.Module):
+    """Wrap a single output as the one-element tuple the parity runners expect."""
+
+    def forward(self, x):
+        return (x,)
