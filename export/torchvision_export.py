@@ -231,14 +231,13 @@ def _check_rows(graph: Any, size_wh: tuple[int, int], built: TorchvisionModel) -
 
 
 def family_properties(built: TorchvisionModel) -> dict[str, Any]:
-    """The family's own metadata entries (unprefixed names → JSON-ready values); see ``docs/export.md``."""
+    """The family's own metadata entries (unprefixed names → JSON-ready values), named after torchvision's
+    attributes; the transform's mean/std are the common keys (torchvision's values × 255). See
+    ``docs/export.md``."""
     f = built.model.facts
     common = {
         "scores_output": SCORES_NAME,
         "boxes_output": BOXES_NAME,
-        "image_mean": list(f["image_mean"]),
-        "image_std": list(f["image_std"]),
-        "normalize_before_resize": True,
         "box_coder_weights": list(f["box_coder_weights"]),
         "bbox_xform_clip": BBOX_XFORM_CLIP,
         "score_thresh": f["score_thresh"],
@@ -249,27 +248,21 @@ def family_properties(built: TorchvisionModel) -> dict[str, Any]:
     if built.family == "ssd":
         return {
             **common,
-            "scores_activation": "softmax",
-            "background_class": 0,
-            "resize_mode": "fixed",
-            "size_divisible": 1,
+            "feature_map_sizes": [list(s) for s in f["feature_map_sizes"]],
             "default_box_aspect_ratios": [list(r) for r in f["aspect_ratios"]],
             "default_box_scales": default_box_scales(f),
-            "default_box_steps": None if f["steps"] is None else list(f["steps"]),
+            "default_box_steps": list(f["steps"] or ()),
             "default_box_clip": f["clip"],
-            "feature_map_sizes": [list(s) for s in f["feature_map_sizes"]],
+            "background_class": 0,
         }
     return {
         **common,
-        "scores_activation": "sigmoid",
-        "background_class": None,
-        "resize_mode": "min_max",
         "min_size": f["min_size"],
         "max_size": f["max_size"],
         "size_divisible": f["size_divisible"],
+        "strides": list(f["strides"]),
         "anchor_sizes": [list(s) for s in f["anchor_sizes"]],
         "anchor_aspect_ratios": [list(r) for r in f["aspect_ratios"]],
-        "strides": list(f["strides"]),
     }
 
 
