@@ -19,8 +19,8 @@ import onnx
 import torch
 from torch import nn
 
-from nanodet_infer.decode import num_priors
 from nanodet_infer.errors import ExportError
+from nanodet_infer.families.nanodet_plus.decode import num_priors
 
 INPUT_NAME = "images"
 SCORES_NAME = "scores"
@@ -37,20 +37,21 @@ _EXPORTER_WARNINGS = (
 def trace_to_onnx(
     deploy: nn.Module,
     size_wh: tuple[int, int],
-    channels: tuple[int, int],
+    channels: tuple[int, ...],
     *,
     dynamic: bool,
     opset: int,
     simplify: bool,
-    output_names: tuple[str, str] = (SCORES_NAME, BOXES_NAME),
+    output_names: tuple[str, ...] = (SCORES_NAME, BOXES_NAME),
     dynamic_hw: bool | None = None,
 ) -> onnx.ModelProto:
-    """Trace ``deploy`` (``x -> (scores, boxes)``) at ``size_wh`` and return the ONNX model.
+    """Trace ``deploy`` (``x -> outputs``, e.g. NanoDet's ``(scores, boxes)``) at ``size_wh`` and return
+    the ONNX model.
 
-    The input is ``images`` ``[B, 3, H, W]``; the two outputs (``output_names``, default ``scores``
-    ``[B, N, C]`` and ``boxes`` ``[B, N, 4 * (reg_max + 1)]``) have ``channels`` as their last dims.
-    With ``dynamic`` the batch is symbolic (``batch``; the row axis is ``priors``), and so are the height
-    and width (``height``, ``width``) unless ``dynamic_hw`` is False.
+    The input is ``images`` ``[B, 3, H, W]``; the outputs, named ``output_names``, are ``[B, N, c]``
+    with ``c`` the matching entry of ``channels`` (NanoDet: ``scores`` ``[B, N, C]`` and ``boxes``
+    ``[B, N, 4 * (reg_max + 1)]``). With ``dynamic`` the batch is symbolic (``batch``; the row axis is
+    ``priors``), and so are the height and width (``height``, ``width``) unless ``dynamic_hw`` is False.
     """
     width, height = size_wh
     example = torch.zeros(1, 3, height, width)

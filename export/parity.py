@@ -39,27 +39,34 @@ class ParityCase:
     max_abs_reference: dict[str, float]
 
 
-def inputs(size_wh: tuple[int, int], *, dynamic: bool) -> list[np.ndarray]:
-    """Seeded N(0, 1) inputs: the export size, and for ``dynamic`` also batch 2 at a non-square size."""
-    rng = np.random.default_rng(0)
+def input_shapes(size_wh: tuple[int, int], *, dynamic: bool, multiple: int = 32) -> list[tuple[int, int, int, int]]:
+    """The checked input shapes: the export size, and for ``dynamic`` also batch 2 at a non-square size
+    (both sides still multiples of ``multiple``, the model's largest stride)."""
     width, height = size_wh
     shapes = [(1, 3, height, width)]
     if dynamic:
-        other_h = height - 32 if height > 64 else height + 32
-        other_w = width + 64
+        other_h = height - multiple if height > 2 * multiple else height + multiple
+        other_w = width + 2 * multiple
         if other_w == other_h:
-            other_w += 32
+            other_w += multiple
         shapes.append((2, 3, other_h, other_w))
-    return [rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
+    return shapes
+
+
+def inputs(size_wh: tuple[int, int], *, dynamic: bool) -> list[np.ndarray]:
+    """Seeded N(0, 1) inputs at :func:`input_shapes` (stride multiple 32)."""
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(shape, dtype=np.float32) for shape in input_shapes(size_wh, dynamic=dynamic)]
 
 
 def torch_runner(deploy: nn.Module, names: tuple[str, ...] = (SCORES_NAME, BOXES_NAME)) -> Runner:
-    """Run the PyTorch deploy module (``x -> (scores, boxes)``), outputs keyed by ``names``."""
+    """Run the PyTorch deploy module (``x -> outputs``, one tensor or a tuple, named ``names``)."""
 
     def run(x: np.ndarray) -> dict[str, np.ndarray]:
         with torch.no_grad():
             outputs = deploy(torch.from_numpy(x))
-        return {name: output.numpy() for name, output in zip(names, outputs, strict=True)}
+        outputs = (outputs,) if isinstance(outputs, torch.Tensor) else outputs
+        return {name: out.numpy() for name, out in zip(names, outputs, strict=True)}
 
     return run
 

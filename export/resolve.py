@@ -35,9 +35,7 @@ def resolve_config(
     if config is not None and preset is not None:
         raise InvalidArgumentError("give either --config or --preset, not both")
     if config is None and preset is None:
-        return config_from_state_dict(
-            state_dict, input_size=input_size, class_names=class_names, activation=activation
-        )
+        return config_from_state_dict(state_dict, input_size=input_size, class_names=class_names, activation=activation)
     if activation is not None:
         raise InvalidArgumentError(
             "--activation applies only when the architecture is inferred from the checkpoint; "

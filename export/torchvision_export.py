@@ -6,7 +6,8 @@ RGB, normalised, resized, and for RetinaNet zero-padded to multiples of 32), out
 static 300x300 / 320x320 canvas; RetinaNet graphs a symbolic height and width; the batch is always
 symbolic. Everything else torchvision does (transform, default boxes / anchors, box decoding,
 post-processing) is written into the metadata (keys: :func:`family_properties`, ``docs/export.md``) for
-the runtime families ``ssd`` and ``retinanet``.
+the runtime families ``ssd`` and ``retinanet``. :data:`SSD_ADAPTER` and :data:`RETINANET_ADAPTER` are
+their entries in :data:`nanodet_export.families.FAMILIES`.
 """
 
 from __future__ import annotations
@@ -14,28 +15,24 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from nanodet_models.torchvision_checkpoint import (
-    TorchvisionModel,
-    build_torchvision_model,
-    is_torchvision_state_dict,
-    load_object,
-    read_torchvision_checkpoint,
-)
+from nanodet_models.sniff import pickle_names
+from nanodet_models.torchvision_checkpoint import TorchvisionModel, build_torchvision_model, read_torchvision_checkpoint
 from nanodet_models.torchvision_common import COCO_V91_NAMES
 from nanodet_models.torchvision_ssd.ssd import BBOX_XFORM_CLIP, boxes_per_location
 
-from nanodet_infer import __version__
-from nanodet_infer.errors import ExportError, InvalidArgumentError, NanoDetError
+from nanodet_infer.errors import ExportError, InvalidArgumentError
 
-from . import onnx_export, parity, writing
+from . import onnx_export, parity
+from .adapter import FamilyAdapter
+from .writer import PRODUCER, ExportOptions, ExportReport, check_options, write_checked
 
-PRODUCER = f"nanodet-export {__version__}"
 SCHEMA_VERSION = 2
 KEY_PREFIX = "nanodet."
 SCORES_NAME = "cls_logits"
@@ -44,98 +41,71 @@ OUTPUT_NAMES = (SCORES_NAME, BOXES_NAME)
 #: RetinaNet is traced and parity-checked on small canvases (its graph has a symbolic H and W).
 RETINANET_TRACE_WH = (320, 256)
 RETINANET_PARITY_SHAPES = ((1, 3, 256, 320), (2, 3, 192, 288))
+# State-dict key prefixes only torchvision detection models have: SSD's per-level head lists; the other
+# heads (RetinaNet, FCOS, the two-stage R-CNNs) go to the retinanet adapter, which names what they are.
+_SSD_KEYS = tuple(f"{p}head.classification_head.module_list." for p in ("", "module."))
+_OTHER_KEYS = tuple(f"{p}{k}" for p in ("", "module.") for k in ("head.classification_head.", "rpn.", "roi_heads."))
 
 
 @dataclass(frozen=True)
-class TorchvisionExportReport:
-    """What a torchvision export wrote and how well it matched PyTorch."""
+class TorchvisionMetadata:
+    """The metadata of an exported torchvision model (schema version 2).
 
-    paths: tuple[Path, ...]
-    format: str
-    properties: dict[str, str]
-    """The metadata written (``nanodet.*`` string map, schema version 2)."""
-    architecture: str
-    family: str
-    input_shape: list[int | str]
-    output_shapes: dict[str, list[int | str]]
-    parity: writing.ParityResult
-    tolerance_rule: str
-    num_params: int
-    source_format: str
-    stored_dtype: str
-    assumed: tuple[str, ...]
-    file_size: int
-    seconds: float
+    ``values``: every ``nanodet.*`` entry without its prefix, JSON-ready (:func:`metadata_values`); they
+    read as attributes too (``meta.num_classes``), as the CLI summary does.
+    """
 
-    @property
-    def path(self) -> Path:
-        """The main output file (``.onnx`` or ``.xml``)."""
-        return self.paths[0]
+    values: Mapping[str, Any]
 
-    def summary_lines(self) -> list[str]:
-        """Human-readable lines for the CLI."""
-        props = self.properties
-        arch = json.loads(props[KEY_PREFIX + "architecture"])
-        outputs = ", ".join(f"{name} {_dims(dims)}" for name, dims in self.output_shapes.items())
-        if self.parity.worst:
-            backend = "OpenVINO f32" if self.format == "openvino" else "onnxruntime"
-            worst, tolerance = self.parity.worst, self.parity.tolerance
-            deltas = ", ".join(f"{name} {value:.2e} (<= {tolerance[name]:.2g})" for name, value in worst.items())
-            checked = " and ".join(_dims(case.input_shape) for case in self.parity.cases)
-            parity_line = f"max |Δ| {deltas}; {self.tolerance_rule}; {backend} vs PyTorch on {checked}"
-        else:
-            parity_line = "not checked"
-        lines = [
-            f"{PRODUCER}: wrote {', '.join(str(p) for p in self.paths)} "
-            f"({self.file_size / 1e6:.1f} MB, {self.seconds:.1f} s)",
-            f"  architecture torchvision {self.architecture} (family {self.family}), "
-            f"{props[KEY_PREFIX + 'num_classes']} classes, backbone norm {arch['norm']}; "
-            f"{self.num_params / 1e6:.2f} M params exported",
-            f"  weights      {self.source_format} checkpoint, stored as {self.stored_dtype}, "
-            f"sha256 {props[KEY_PREFIX + 'source_sha256'][:16]}",
-            f"  input        images {_dims(self.input_shape)} float32, RGB, torchvision-transformed (rule in metadata)",
-            f"  outputs      {outputs}",
-            f"  parity       {parity_line}",
-        ]
-        if self.assumed:
-            lines.insert(2, f"  warning      assumed (not stored in the checkpoint): {', '.join(self.assumed)}; "
-                         "pass --bn-eps to state it")  # fmt: skip
-        return lines
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    def to_properties(self) -> dict[str, str]:
+        """The string map written into the file: strings as they are, everything else JSON."""
+        return {
+            KEY_PREFIX + key: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            for key, value in self.values.items()
+        }
 
 
-def is_torchvision_checkpoint(path: str | Path, *, trust: bool = False) -> bool:
-    """Whether ``path`` holds a torchvision detection checkpoint (False when it is unreadable: the
-    NanoDet reader then reports why)."""
-    try:
-        obj = load_object(Path(path), trust=trust)
-    except (NanoDetError, OSError):
-        return False
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    return isinstance(obj, dict) and is_torchvision_state_dict(obj)
+def torchvision_family(path: Path) -> str | None:
+    """``'ssd'`` or ``'retinanet'`` when ``path``'s pickle holds torchvision detection keys (content
+    sniffing, nothing loaded), else None."""
+    strings = pickle_names(path).strings
+    if any(text.startswith(_SSD_KEYS) for text in strings):
+        return "ssd"
+    return "retinanet" if any(text.startswith(_OTHER_KEYS) for text in strings) else None
 
 
-def export_torchvision_checkpoint(
+def export_checkpoint(
     ckpt: str | Path,
     out: str | Path,
     *,
-    opset: int = 17,
-    simplify: bool = True,
-    fmt: str = "onnx",
-    fp16: bool = False,
+    options: ExportOptions,
+    input_size: tuple[int, int] | None = None,
     class_names: Sequence[str] | None = None,
     bn_eps: float | None = None,
     trust_checkpoint: bool = False,
-    check: bool = True,
-) -> TorchvisionExportReport:
-    """Export a torchvision detection checkpoint (see :mod:`models.torchvision_checkpoint`) to ONNX or
-    OpenVINO IR. ``class_names`` default to COCO's 91 torchvision names for a 91-class model, else
-    ``class_<i>`` (with ``__background__`` first for SSD); ``bn_eps`` states the backbone norm's eps.
-    The caller has validated ``out``/``fmt``/``fp16``/``opset``."""
+) -> ExportReport:
+    """Export a torchvision detection checkpoint (formats: :mod:`nanodet_models.torchvision_checkpoint`).
+
+    ``class_names`` default to COCO's 91 torchvision names for a 91-class model, else ``class_<i>`` (with
+    ``__background__`` first for SSD); ``bn_eps`` states the backbone norm's eps. ``input_size`` is
+    refused (SSD's canvas is its builder's, RetinaNet's follows each image) and ``options.dynamic``
+    changes nothing: the batch is always symbolic, H and W for RetinaNet only.
+    """
     start = time.perf_counter()
+    check_options(out, options)
+    if input_size is not None:
+        raise InvalidArgumentError(
+            "--input-size does not apply to torchvision checkpoints (SSD's canvas is its builder's, "
+            "RetinaNet's follows each image); drop it"
+        )
     checkpoint = read_torchvision_checkpoint(ckpt, trust=trust_checkpoint)
     built = build_torchvision_model(checkpoint.state_dict, bn_eps=bn_eps)
-    names = _class_names(built, class_names)
     model = built.model
     ssd = built.family == "ssd"
     size = tuple(model.facts["size"]) if ssd else RETINANET_TRACE_WH
@@ -145,49 +115,49 @@ def export_torchvision_checkpoint(
         (built.num_classes, 4),
         dynamic=True,
         dynamic_hw=not ssd,
-        opset=opset,
-        simplify=simplify,
+        opset=options.opset,
+        simplify=options.simplify,
         output_names=OUTPUT_NAMES,
     )
     elementwise = model.backbone.scale_weight.numel() if built.architecture == "ssd300_vgg16" else 0
     num_params = onnx_export.check_deploy_parameters(graph, model, elementwise=elementwise)
     _check_rows(graph, size, built)
-    properties = metadata_properties(built, names, source_sha256=checkpoint.sha256)
+    names = _class_names(built, class_names)
+    metadata = TorchvisionMetadata(metadata_values(built, names, source_sha256=checkpoint.sha256))
+    properties = metadata.to_properties()
     onnx_export.embed_metadata(graph, properties)
-    shapes = onnx_export.output_shapes(graph)
-    shapes_checked = [(1, 3, size[1], size[0]), (2, 3, size[1], size[0])] if ssd else RETINANET_PARITY_SHAPES
+    shapes = [(1, 3, size[1], size[0]), (2, 3, size[1], size[0])] if ssd else RETINANET_PARITY_SHAPES
     rng = np.random.default_rng(0)
-    samples = [rng.standard_normal(shape, dtype=np.float32) for shape in shapes_checked] if check else []
-    out = Path(out)
-    result = writing.write_checked(
+    samples = [rng.standard_normal(shape, dtype=np.float32) for shape in shapes] if options.check else []
+    noise = parity.reference_noise(model, samples, OUTPUT_NAMES, fp16=options.fp16) if samples else None
+    written = write_checked(
         graph,
         properties,
-        out,
-        fmt=fmt,
-        fp16=fp16,
+        Path(out),
+        options,
         reference=parity.torch_runner(model, OUTPUT_NAMES),
         samples=samples,
-        names=OUTPUT_NAMES,
-        check_written=lambda written: _check_round_trip(properties, written),
-        noise=parity.reference_noise(model, samples, OUTPUT_NAMES, fp16=fp16) if samples else None,
+        verify=lambda found: _check_round_trip(properties, found),
+        tolerances=partial(parity.tolerances, noise=noise),
+        tolerance_rule=partial(parity.tolerance_rule, noise=True),
     )
-    finals = writing.final_paths(out, fmt)
-    return TorchvisionExportReport(
-        paths=finals,
-        format=fmt,
-        properties=properties,
-        architecture=built.architecture,
-        family=built.family,
+    return ExportReport(
+        paths=written.paths,
+        format=options.fmt,
+        metadata=metadata,
         input_shape=["batch", 3, size[1], size[0]] if ssd else ["batch", 3, "height", "width"],
-        output_shapes=shapes,
-        parity=result,
-        tolerance_rule=parity.tolerance_rule(fp16=fp16, noise=check),
+        output_shapes=onnx_export.output_shapes(graph),
+        max_abs_diff=written.max_abs_diff,
+        parity_cases=written.cases,
+        tolerance=written.tolerance,
+        tolerance_rule=written.tolerance_rule,
         num_params=num_params,
-        source_format=checkpoint.source_format,
-        stored_dtype=checkpoint.stored_dtype,
-        assumed=built.assumed,
-        file_size=writing.file_size(finals),
+        aux_params_dropped=0,
+        used_ema=False,
+        source_format=f"torchvision {checkpoint.source_format} (stored as {checkpoint.stored_dtype})",
+        file_size=written.file_size,
         seconds=time.perf_counter() - start,
+        family=built.family,
     )
 
 
@@ -276,9 +246,9 @@ def default_box_scales(facts: dict[str, Any]) -> list[float]:
     return [lo + (hi - lo) * k / (levels - 1.0) for k in range(levels)] + [1.0]
 
 
-def metadata_properties(built: TorchvisionModel, class_names: Sequence[str], *, source_sha256: str) -> dict[str, str]:
-    """Every ``nanodet.*`` entry of the exported model (schema version 2): the common keys, then the
-    family's (:func:`family_properties`). Strings stay as they are, everything else is JSON."""
+def metadata_values(built: TorchvisionModel, class_names: Sequence[str], *, source_sha256: str) -> dict[str, Any]:
+    """Every metadata entry of the exported model (schema version 2), unprefixed and JSON-ready: the
+    common keys, then the family's (:func:`family_properties`)."""
     f = built.model.facts
     ssd = built.family == "ssd"
     size = list(f["size"]) if ssd else [_ceil_to(f["max_size"], f["size_divisible"]), f["min_size"]]
@@ -290,7 +260,7 @@ def metadata_properties(built: TorchvisionModel, class_names: Sequence[str], *, 
         "assumed": list(built.assumed),
         "deploy_parameters": sum(p.numel() for p in built.model.parameters()),
     }
-    values: dict[str, Any] = {
+    return {
         "schema_version": SCHEMA_VERSION,
         "model_family": built.family,
         "producer": PRODUCER,
@@ -307,10 +277,6 @@ def metadata_properties(built: TorchvisionModel, class_names: Sequence[str], *, 
         "architecture": architecture,
         **family_properties(built),
     }
-    return {
-        KEY_PREFIX + key: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        for key, value in values.items()
-    }
 
 
 def _ceil_to(value: int, multiple: int) -> int:
@@ -322,5 +288,17 @@ def _check_round_trip(properties: dict[str, str], written: dict[str, str]) -> No
         raise ExportError("metadata read back from the model file differs from what was written")
 
 
-def _dims(dims: Sequence[int | str]) -> str:
-    return "[" + ", ".join(str(d) for d in dims) + "]"
+def _adapter(family: str, description: str) -> FamilyAdapter:
+    return FamilyAdapter(
+        name=family,
+        description=description,
+        recognise=lambda path: torchvision_family(path) == family,
+        export_checkpoint=export_checkpoint,
+        options=frozenset({"trust_checkpoint", "bn_eps"}),
+    )
+
+
+SSD_ADAPTER = _adapter(
+    "ssd", "torchvision ssd300_vgg16 / ssdlite320_mobilenet_v3_large state_dict or train.py checkpoint"
+)
+RETINANET_ADAPTER = _adapter("retinanet", "torchvision retinanet_resnet50_fpn (v1) state_dict or train.py checkpoint")

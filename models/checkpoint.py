@@ -59,7 +59,7 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
     if not path.is_file():
         raise ModelLoadError(f"checkpoint {path} does not exist (or is not a file); check the path")
     try:
-        digest = _sha256(path)
+        digest = file_sha256(path)
     except OSError as exc:
         raise ModelLoadError(f"cannot read checkpoint {path}: {exc}") from exc
     obj = _load(path, trust)
@@ -133,7 +133,8 @@ def _likely_cause(expected: Mapping[str, torch.Tensor], given: Mapping[str, torc
     )
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -27,7 +27,7 @@ from torch import nn
 
 from nanodet_infer.errors import CheckpointError, ModelLoadError
 
-from .checkpoint import _load, _sha256, key_problems
+from .checkpoint import _load, file_sha256, key_problems
 from .torchvision_common import NormChoice
 from .torchvision_retinanet import RetinaNet
 from .torchvision_ssd import ssd300_vgg16, ssdlite320_mobilenet_v3_large
@@ -91,27 +91,20 @@ def read_torchvision_checkpoint(path: str | Path, *, trust: bool = False) -> Tor
     is False, and :class:`CheckpointError` when it holds no torchvision state dict.
     """
     path = Path(path)
-    obj = load_object(path, trust=trust)
+    obj = _load_object(path, trust=trust)
     state_dict, source_format = _extract(obj, path)
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state_dict.values() if v.is_floating_point()})
     weights = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
-    return TorchvisionCheckpoint(weights, source_format, "/".join(dtypes), _sha256(path))
+    return TorchvisionCheckpoint(weights, source_format, "/".join(dtypes), file_sha256(path))
 
 
-def load_object(path: Path, *, trust: bool = False) -> Any:
+def _load_object(path: Path, *, trust: bool = False) -> Any:
     """``torch.load`` of ``path`` (weights only, ``argparse.Namespace`` allowed) with the typed errors of
     :func:`models.checkpoint.read_checkpoint`."""
     if not path.is_file():
         raise ModelLoadError(f"checkpoint {path} does not exist (or is not a file); check the path")
     with torch.serialization.safe_globals([argparse.Namespace]):
         return _load(path, trust)
-
-
-def is_torchvision_state_dict(keys: Any) -> bool:
-    """Whether ``keys`` look like a torchvision detection model's (RetinaNet/SSD/FCOS/R-CNN heads)."""
-    return any(
-        str(k).removeprefix("module.").startswith(("head.classification_head.", "rpn.", "roi_heads.")) for k in keys
-    )
 
 
 def _extract(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], Literal["state_dict", "train.py"]]:

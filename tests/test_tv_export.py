@@ -18,7 +18,8 @@ ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from nanodet_export.cli import EXIT_BAD_INPUT, main  # noqa: E402
-from nanodet_export.torchvision_export import export_torchvision_checkpoint  # noqa: E402
+from nanodet_export.torchvision_export import export_checkpoint  # noqa: E402
+from nanodet_export.writer import ExportOptions  # noqa: E402
 from nanodet_models.torchvision_ssd import ssd300_vgg16  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -135,10 +136,10 @@ def test_ssd300_vgg16_exports_through_the_same_path(tmp_path):
     ckpt = tmp_path / "ssd300.pth"
     torch.save({"model": model.state_dict(), "epoch": 1}, ckpt)
     # the built-in parity check is exercised by the SSDLite and RetinaNet exports; here one direct comparison
-    report = export_torchvision_checkpoint(
-        ckpt, tmp_path / "ssd300.onnx", class_names=["bg", "a", "b", "c"], simplify=False, check=False
-    )
-    assert report.architecture == "ssd300_vgg16" and report.assumed == ()
+    options = ExportOptions(simplify=False, check=False)
+    report = export_checkpoint(ckpt, tmp_path / "ssd300.onnx", options=options, class_names=["bg", "a", "b", "c"])
+    arch = report.metadata.architecture
+    assert (report.family, arch["builder"], arch["assumed"], arch["norm"]) == ("ssd", "ssd300_vgg16", [], "none")
     assert report.output_shapes == {"cls_logits": ["batch", "priors", 4], "bbox_regression": ["batch", "priors", 4]}
     meta = _metadata(report.path)
     assert meta["feature_map_sizes"] == [[s, s] for s in (38, 19, 10, 5, 3, 1)]
@@ -159,7 +160,9 @@ def test_ssd300_vgg16_exports_through_the_same_path(tmp_path):
 def test_nanodet_only_options_are_refused_for_torchvision(shared_fixtures, tmp_path, capsys):
     ckpt = str(shared_fixtures / "tv-ssdlite320" / "model.pth")
     assert main(["--ckpt", ckpt, "--out", str(tmp_path / "m.onnx"), "--input-size", "320,320"]) == EXIT_BAD_INPUT
-    assert "--input-size apply to NanoDet checkpoints only" in capsys.readouterr().err
+    assert "--input-size does not apply to torchvision checkpoints" in capsys.readouterr().err
+    assert main(["--ckpt", ckpt, "--out", str(tmp_path / "m.onnx"), "--config", "x.yml"]) == EXIT_BAD_INPUT
+    assert "--config does not apply to ssd checkpoints" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 
@@ -201,3 +204,18 @@ class _First(torch.nn.Module):
 
     def forward(self, x):
         return (x,)
+
+
+def test_other_torchvision_detectors_are_refused_by_name(tmp_path, capsys):
+    ckpt = tmp_path / "frcnn.pth"
+    torch.save({"rpn.head.conv.0.0.weight": torch.zeros(1), "roi_heads.box_head.fc6.weight": torch.zeros(1)}, ckpt)
+    assert main(["--ckpt", str(ckpt), "--out", str(tmp_path / "m.onnx")]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "torchvision Faster R-CNN" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bn_eps_is_refused_for_nanodet(tmp_path, capsys):
+    ckpt = tmp_path / "nanodet.pth"
+    torch.save({"state_dict": {"head.gfl_cls.0.weight": torch.zeros(1)}}, ckpt)  # recognised as NanoDet-Plus
+    assert main(["--ckpt", str(ckpt), "--out", str(tmp_path / "m.onnx"), "--bn-eps", "0"]) == EXIT_BAD_INPUT
+    assert "--bn-eps does not apply to nanodet-plus checkpoints" in capsys.readouterr().err

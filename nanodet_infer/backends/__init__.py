@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..errors import BackendUnavailableError, InvalidArgumentError
+from ..arguments import PRECISIONS, check_choice, check_num_threads
+from ..errors import BackendUnavailableError
 from .base import Backend, Shape
 
 BACKENDS = ("auto", "onnxruntime", "openvino")
@@ -34,10 +35,9 @@ def create_backend(
     :class:`BackendUnavailableError` when the engine is not installed, :class:`ModelLoadError` when the
     file is missing or not a loadable model.
     """
-    if backend not in BACKENDS:
-        raise InvalidArgumentError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if num_threads is not None and (type(num_threads) is not int or num_threads < 1):
-        raise InvalidArgumentError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+    check_choice("backend", backend, BACKENDS)
+    num_threads = check_num_threads(num_threads)
+    check_choice("precision", precision, PRECISIONS)
     if backend == "auto":
         backend = _auto_backend(Path(path))
     if backend == "openvino":
