@@ -14,6 +14,8 @@ from torch import Tensor, nn
 
 from nanodet_infer.errors import CheckpointError, InvalidArgumentError
 
+from .writer import check_input_multiple
+
 
 def resolve_config(
     state_dict: Mapping[str, Tensor],
@@ -88,49 +90,7 @@ def size_multiple(cfg: ModelConfig) -> int:
 
 def check_input_size(size_wh: tuple[int, ...], cfg: ModelConfig) -> None:
     """Raise :class:`InvalidArgumentError` unless ``size_wh`` is two positive multiples of the stride."""
-    multiple = size_multiple(cfg)
-    if len(size_wh) != 2 or any(v < multiple or v % multiple for v in size_wh):
-        raise InvalidArgumentError(
-            f"input size W,H = {','.join(map(str, size_wh))} is not a multiple of {multiple} "
-            f"(the largest backbone stride); use e.g. --input-size {_round(size_wh[0], multiple)},"
-            f"{_round(size_wh[-1], multiple)}"
-        )
-
-
-def _round(value: int, multiple: int) -> int:
-    return max(multiple, round(value / multiple) * multiple)
-
-
-def parse_input_size(text: str) -> tuple[int, int]:
-    """``"320,192"`` → ``(320, 192)`` (W, H)."""
-    parts = text.replace("x", ",").split(",")
-    try:
-        width, height = (int(p) for p in parts)
-    except ValueError:
-        raise InvalidArgumentError(
-            f"--input-size {text!r} is not W,H; give width and height, e.g. --input-size 320,192"
-        ) from None
-    return width, height
-
-
-def read_class_names(path: str | Path) -> tuple[str, ...]:
-    """Class names from a file: a JSON list of strings, or one name per line (blank lines ignored)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidArgumentError(
-            f"cannot read class names from {str(path)!r} ({exc}); give a UTF-8 text file, one name per line"
-        ) from exc
-    if text.lstrip().startswith("["):
-        try:
-            names = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidArgumentError(f"class-names file {str(path)!r} is not a valid JSON list: {exc}") from exc
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise InvalidArgumentError(f"class-names file {str(path)!r} must be a JSON list of strings")
-        return tuple(names)
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
+    check_input_multiple(size_wh, size_multiple(cfg), "the largest backbone stride")
 
 
 def architecture_summary(cfg: ModelConfig, deploy: nn.Module) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from nanodet_infer import __version__
 from nanodet_infer.errors import ExportError, InvalidArgumentError
 
 from . import onnx_export, openvino_export, parity
-from .staging import StagedOutput
+from .staging import StagedOutput, output_files
 
 PRODUCER = f"nanodet-export {__version__}"
 
@@ -95,6 +95,17 @@ def check_options(out: str | Path, options: ExportOptions) -> None:
         )
 
 
+def check_input_multiple(size_wh: tuple[int, ...], multiple: int, reason: str) -> None:
+    """Raise :class:`InvalidArgumentError` unless ``size_wh`` is two positive multiples of ``multiple``
+    (``reason`` says why, e.g. ``"the largest backbone stride"``), suggesting the nearest valid size."""
+    if len(size_wh) != 2 or any(v < multiple or v % multiple for v in size_wh):
+        fixed = ",".join(str(max(multiple, round(v / multiple) * multiple)) for v in (size_wh[0], size_wh[-1]))
+        raise InvalidArgumentError(
+            f"input size W,H = {','.join(map(str, size_wh))} is not a multiple of {multiple} ({reason}); "
+            f"use e.g. --input-size {fixed}"
+        )
+
+
 @dataclass(frozen=True)
 class Written:
     """Result of :func:`write_checked`."""
@@ -129,7 +140,7 @@ def write_checked(
     family compare parts of an output separately (YOLOv7: boxes and probabilities).
     """
     names = tuple(onnx_export.output_shapes(graph))
-    finals = (out, *(out.with_suffix(suffix) for suffix in FORMATS[options.fmt][1:]))
+    finals = output_files(out, FORMATS[options.fmt])
     with StagedOutput(finals) as staged:
         if options.fmt == "onnx":
             onnx.save(graph, str(staged.temp))

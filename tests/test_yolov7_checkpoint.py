@@ -33,7 +33,7 @@ def test_reads_upstream_checkpoints(shared_fixtures: Path, name: str) -> None:
     assert is_yolov7_checkpoint(path)
     model = YOLOv7(ckpt.yaml)
     load_yolov7_weights(model, ckpt)
-    assert ckpt.layer_types[-1] == type(model.head).__name__
+    assert ckpt.module_types[f"model.{len(model.model) - 1}"] == type(model.head).__name__
 
 
 def test_takes_ema_else_model(tmp_path: Path, pair: tuple[YOLOv7, YOLOv7]) -> None:
@@ -104,8 +104,14 @@ def test_checkpoint_not_matching_its_yaml(tmp_path: Path, pair: tuple[YOLOv7, YO
     path = tmp_path / "c.pt"
     save_upstream_checkpoint(path, *pair)
     ckpt = read_yolov7_checkpoint(path)
-    with pytest.raises(CheckpointError, match="layer 0 of the checkpoint is Conv but its YAML builds ReOrg"):
+    with pytest.raises(CheckpointError, match="module model.0 of the checkpoint is Conv but its YAML builds ReOrg"):
         load_yolov7_weights(YOLOv7(small_yaml("yolov7-w6")), ckpt)
+    silu = small_yaml()
+    silu["backbone"][0][3][-1] = "nn.SiLU()"  # yolov7-tiny's first Conv trained with LeakyReLU(0.1)
+    with pytest.raises(
+        CheckpointError, match="module model.0.act of the checkpoint is LeakyReLU but its YAML builds SiLU"
+    ):
+        load_yolov7_weights(YOLOv7(silu), ckpt)
     wider = YOLOv7(small_yaml(width=0.125))
     with pytest.raises(CheckpointError, match="of another shape"):
         load_yolov7_weights(wider, ckpt)

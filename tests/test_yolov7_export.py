@@ -43,7 +43,6 @@ def _assert_matches_fixture(outputs: np.ndarray, ref: np.lib.npyio.NpzFile) -> N
     assert np.abs(got[:, 4:] - want[:, 4:]).max() <= PROBABILITY_TOLERANCE
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", FIXTURES)
 def test_onnx_matches_upstream_deploy_outputs(shared_fixtures: Path, tmp_path: Path, name: str) -> None:
     import onnxruntime as ort

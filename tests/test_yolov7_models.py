@@ -36,7 +36,6 @@ def upstream(request: pytest.FixtureRequest, shared_fixtures: Path, one_torch_th
     return folder, model.eval(), to_deploy(model)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("stem", STEMS)
 def test_training_and_deploy_models_match_upstream(upstream: tuple[Path, YOLOv7, YOLOv7], stem: str) -> None:
     folder, model, deploy = upstream

@@ -30,7 +30,7 @@ from nanodet_infer.errors import ExportError, InvalidArgumentError, MetadataErro
 
 from .. import onnx_export, parity
 from ..adapter import FamilyAdapter
-from ..writer import PRODUCER, ExportOptions, ExportReport, check_options, write_checked
+from ..writer import PRODUCER, ExportOptions, ExportReport, check_input_multiple, check_options, write_checked
 from .metadata import LETTERBOX_COLOR, YOLOv7Metadata
 
 NAME = "yolov7"
@@ -112,16 +112,6 @@ def export_model(
     )
 
 
-def check_input_size(size_wh: tuple[int, int], max_stride: int) -> None:
-    """Raise :class:`InvalidArgumentError` unless W and H are positive multiples of ``max_stride``."""
-    if len(size_wh) != 2 or any(v < max_stride or v % max_stride for v in size_wh):
-        fixed = ",".join(str(max(max_stride, round(v / max_stride) * max_stride)) for v in size_wh)
-        raise InvalidArgumentError(
-            f"input size W,H = {','.join(map(str, size_wh))} is not a multiple of {max_stride} "
-            f"(the model's largest stride); use e.g. --input-size {fixed}"
-        )
-
-
 def training_only_parameters(model: YOLOv7) -> int:
     """Parameters the deploy model leaves out: an ``IAuxDetect``'s auxiliary layers and ``m2`` convs."""
     kept = len(deploy_yaml(model.yaml)["head"])
@@ -150,7 +140,7 @@ def _export(
     dynamic = True if options.dynamic is None else options.dynamic
     strides = tuple(int(s) for s in model.stride.tolist())
     size = tuple(int(v) for v in (input_size or DEFAULT_INPUT_SIZE))
-    check_input_size(size, max(strides))
+    check_input_multiple(size, max(strides), "the model's largest stride")
     wrapper = Predictions(to_deploy(model)).eval()
     channels = (head.no,)
     graph = onnx_export.trace_to_onnx(
@@ -166,7 +156,10 @@ def _export(
     rows = onnx_export.output_dims(graph, size)[OUTPUT_NAME][1]
     expected = head.na * sum((size[1] // s) * (size[0] // s) for s in strides)
     if rows != expected:
-        raise ExportError(f"the graph gives {rows} rows at W,H = {size[0]},{size[1]}, the strides {expected}")
+        raise ExportError(
+            f"the graph gives {rows} rows at W,H = {size[0]},{size[1]} but strides {list(strides)} with {head.na} "
+            f"anchors give {expected}; the network's levels do not match its head"
+        )
     anchors = head.anchor_grid.view(head.nl, -1).tolist()
     metadata = YOLOv7Metadata(
         num_classes=head.nc,

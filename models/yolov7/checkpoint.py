@@ -13,7 +13,6 @@ class onto an inert stand-in that only records its pickled attributes. Anything 
 
 from __future__ import annotations
 
-import itertools
 import pickle
 import types
 import warnings
@@ -128,15 +127,15 @@ class YOLOv7Checkpoint:
 
     ``state_dict``: float32 tensors keyed as :class:`~.model.YOLOv7` (``model.<i>...``); ``yaml``: the
     model's config dict (upstream ``model.yaml``); ``names``: class names; ``used_ema``: the ``ema``
-    entry was taken (as upstream ``attempt_load``), not ``model``; ``layer_types``: upstream class name
-    of each layer; ``sha256``: the file's digest.
+    entry was taken (as upstream ``attempt_load``), not ``model``; ``module_types``: the upstream class name
+    of every pickled sub-module by its path (``model.0``, ``model.0.act``, ...); ``sha256``: the file's digest.
     """
 
     state_dict: dict[str, torch.Tensor]
     yaml: dict[str, Any]
     names: tuple[str, ...]
     used_ema: bool
-    layer_types: tuple[str, ...]
+    module_types: dict[str, str]
     sha256: str
 
 
@@ -174,17 +173,29 @@ def read_yolov7_checkpoint(path: str | Path) -> YOLOv7Checkpoint:
     yaml = model.state.get("yaml")
     if not isinstance(yaml, Mapping):
         raise CheckpointError(f"{path}: the pickled model has no yaml dict; it was not built by YOLOv7's Model")
-    layers = model.children().get("model")
-    layer_types = tuple(child.upstream.rsplit(".", 1)[-1] for child in layers.children().values()) if layers else ()
     names = model.state.get("names") or [str(i) for i in range(int(yaml["nc"]))]
     return YOLOv7Checkpoint(
         state_dict=_state_dict(model),
         yaml=dict(yaml),
         names=tuple(str(n) for n in names),
         used_ema=used_ema,
-        layer_types=layer_types,
+        module_types=_module_types(model),
         sha256=file_sha256(path),
     )
+
+
+def _module_types(root: StandIn) -> dict[str, str]:
+    """Upstream class name (without module) of every stand-in below ``root``, keyed by its path."""
+    found: dict[str, str] = {}
+
+    def visit(module: StandIn, prefix: str) -> None:
+        for name, child in module.children().items():
+            if child is not None:
+                found[prefix + name] = child.upstream.rsplit(".", 1)[-1]
+                visit(child, f"{prefix}{name}.")
+
+    visit(root, "")
+    return found
 
 
 def _state_dict(root: StandIn) -> dict[str, torch.Tensor]:
@@ -213,13 +224,13 @@ def load_yolov7_weights(model: YOLOv7, checkpoint: YOLOv7Checkpoint) -> None:
     Raises :class:`CheckpointError` naming the first layer whose upstream class differs from ours, or
     the keys that do not fit.
     """
-    ours = tuple(type(layer).__name__ for layer in model.model)
-    if checkpoint.layer_types and checkpoint.layer_types != ours:
-        pairs = itertools.zip_longest(checkpoint.layer_types, ours, fillvalue="nothing")
-        i, (theirs, built) = next((i, p) for i, p in enumerate(pairs) if p[0] != p[1])
+    ours = {path: type(module).__name__ for path, module in model.named_modules() if path}
+    paths = [*ours, *(p for p in checkpoint.module_types if p not in ours)]
+    differ = next((p for p in paths if ours.get(p) != checkpoint.module_types.get(p)), None)
+    if differ is not None:
         raise CheckpointError(
-            f"layer {i} of the checkpoint is {theirs} but its YAML builds {built}; "
-            "the pickled model does not match its own yaml"
+            f"module {differ} of the checkpoint is {checkpoint.module_types.get(differ, 'absent')} but its YAML "
+            f"builds {ours.get(differ, 'nothing')}; the pickled model does not match its own yaml"
         )
     expected = model.state_dict()
     problems = [
