@@ -163,7 +163,8 @@ class Detector:
     def _resolve(self, requested: dict[str, Any]) -> Settings:
         """The settings in use: ``requested`` with each ``None`` replaced by the family's or model's default."""
         family = self._spec.family
-        defaults = {**family.default_settings, "keep_ratio": family.model_keep_ratio(self._spec.metadata)}
+        meta = self._spec.metadata
+        defaults = {**family.model_settings(meta), "keep_ratio": family.model_keep_ratio(meta)}
         return Settings(**{name: defaults[name] if value is None else value for name, value in requested.items()})
 
     def _change_setting(self, name: str, value: Any) -> None:
