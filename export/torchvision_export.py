@@ -12,11 +12,9 @@ their entries in :data:`nanodet_export.families.FAMILIES`.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,14 +25,14 @@ from nanodet_models.torchvision_checkpoint import TorchvisionModel, build_torchv
 from nanodet_models.torchvision_common import COCO_V91_NAMES
 from nanodet_models.torchvision_ssd.ssd import BBOX_XFORM_CLIP, boxes_per_location
 
-from nanodet_infer.errors import ExportError, InvalidArgumentError
+from nanodet_infer.errors import ExportError, InvalidArgumentError, MetadataError
+from nanodet_infer.metadata import ModelMetadata
 
 from . import onnx_export, parity
 from .adapter import FamilyAdapter
 from .writer import PRODUCER, ExportOptions, ExportReport, check_options, write_checked
 
 SCHEMA_VERSION = 2
-KEY_PREFIX = "nanodet."
 SCORES_NAME = "cls_logits"
 BOXES_NAME = "bbox_regression"
 OUTPUT_NAMES = (SCORES_NAME, BOXES_NAME)
@@ -45,30 +43,6 @@ RETINANET_PARITY_SHAPES = ((1, 3, 256, 320), (2, 3, 192, 288))
 # heads (RetinaNet, FCOS, the two-stage R-CNNs) go to the retinanet adapter, which names what they are.
 _SSD_KEYS = tuple(f"{p}head.classification_head.module_list." for p in ("", "module."))
 _OTHER_KEYS = tuple(f"{p}{k}" for p in ("", "module.") for k in ("head.classification_head.", "rpn.", "roi_heads."))
-
-
-@dataclass(frozen=True)
-class TorchvisionMetadata:
-    """The metadata of an exported torchvision model (schema version 2).
-
-    ``values``: every ``nanodet.*`` entry without its prefix, JSON-ready (:func:`metadata_values`); they
-    read as attributes too (``meta.num_classes``), as the CLI summary does.
-    """
-
-    values: Mapping[str, Any]
-
-    def __getattr__(self, name: str) -> Any:
-        values = self.__dict__.get("values", {})
-        if name in values:
-            return values[name]
-        raise AttributeError(name)
-
-    def to_properties(self) -> dict[str, str]:
-        """The string map written into the file: strings as they are, everything else JSON."""
-        return {
-            KEY_PREFIX + key: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            for key, value in self.values.items()
-        }
 
 
 def torchvision_family(path: Path) -> str | None:
@@ -123,7 +97,10 @@ def export_checkpoint(
     num_params = onnx_export.check_deploy_parameters(graph, model, elementwise=elementwise)
     _check_rows(graph, size, built)
     names = _class_names(built, class_names)
-    metadata = TorchvisionMetadata(metadata_values(built, names, source_sha256=checkpoint.sha256))
+    try:
+        metadata = ModelMetadata(**metadata_values(built, names, source_sha256=checkpoint.sha256))
+    except MetadataError as exc:
+        raise ExportError(f"the runtime would refuse this model's metadata: {exc}") from exc
     properties = metadata.to_properties()
     onnx_export.embed_metadata(graph, properties)
     shapes = [(1, 3, size[1], size[0]), (2, 3, size[1], size[0])] if ssd else RETINANET_PARITY_SHAPES
@@ -137,7 +114,7 @@ def export_checkpoint(
         options,
         reference=parity.torch_runner(model, OUTPUT_NAMES),
         samples=samples,
-        verify=lambda found: _check_round_trip(properties, found),
+        verify=lambda found: _check_round_trip(metadata, found),
         tolerances=partial(parity.tolerances, noise=noise),
         tolerance_rule=partial(parity.tolerance_rule, noise=True),
     )
@@ -247,8 +224,9 @@ def default_box_scales(facts: dict[str, Any]) -> list[float]:
 
 
 def metadata_values(built: TorchvisionModel, class_names: Sequence[str], *, source_sha256: str) -> dict[str, Any]:
-    """Every metadata entry of the exported model (schema version 2), unprefixed and JSON-ready: the
-    common keys, then the family's (:func:`family_properties`)."""
+    """Every metadata entry of the exported model (schema version 2), as keyword arguments of the runtime's
+    :class:`~nanodet_infer.metadata.ModelMetadata`: the common keys, then the family's
+    (:func:`family_properties`, read by ``nanodet_infer/families/{ssd,retinanet}/section.py``)."""
     f = built.model.facts
     ssd = built.family == "ssd"
     size = list(f["size"]) if ssd else [_ceil_to(f["max_size"], f["size_divisible"]), f["min_size"]]
@@ -283,8 +261,12 @@ def _ceil_to(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _check_round_trip(properties: dict[str, str], written: dict[str, str]) -> None:
-    if {k: v for k, v in written.items() if k.startswith(KEY_PREFIX)} != properties:
+def _check_round_trip(metadata: ModelMetadata, written: dict[str, str]) -> None:
+    try:
+        again = ModelMetadata.from_properties(written)
+    except MetadataError as exc:
+        raise ExportError(f"metadata did not survive writing the model file: {exc}") from exc
+    if again != metadata:
         raise ExportError("metadata read back from the model file differs from what was written")
 
 
