@@ -1,6 +1,7 @@
 """Looking inside a checkpoint's pickle without executing it: which globals and strings it names.
 
-Used to recognise a checkpoint's family cheaply and safely (no tensor is read, nothing is imported).
+Used to recognise a checkpoint's family cheaply and safely (no tensor is read, nothing is imported; a
+zip archive is first bounded by :func:`~.checkpoint.check_archive`, so nothing oversized is inflated).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import pickletools
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from .checkpoint import check_archive
 
 #: A plain (non-zip) pickle larger than this is not scanned: legacy torch files keep tensors inline.
 MAX_PLAIN_PICKLE = 64 << 20
@@ -25,10 +28,11 @@ class PickleNames:
 
 def pickle_names(path: str | Path) -> PickleNames:
     """The names in ``path``'s pickle (a torch zip checkpoint's ``data.pkl``, or a plain pickle file);
-    empty when the file is missing or not a pickle that parses."""
+    empty when the file is missing, refused by :func:`~.checkpoint.check_archive`, or not a pickle that parses."""
     found: set[str] = set()
     strings: list[str] = []
     try:
+        check_archive(path)
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
@@ -44,6 +48,6 @@ def pickle_names(path: str | Path) -> PickleNames:
                 found.add(str(arg).replace(" ", "."))
             elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
                 found.add(f"{strings[-2]}.{strings[-1]}")
-    except Exception:  # not a pickle, truncated, unreadable: nothing recognisable
+    except Exception:  # refused, not a pickle, truncated, unreadable: nothing recognisable
         return PickleNames(frozenset(), frozenset())
     return PickleNames(frozenset(found), frozenset(strings))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,16 @@ def test_checkpoint_not_matching_its_yaml(tmp_path: Path, pair: tuple[YOLOv7, YO
     with pytest.raises(CheckpointError, match="of another shape"):
         load_yolov7_weights(wider, ckpt)
     assert np.isfinite(ckpt.state_dict["model.0.conv.weight"].numpy()).all()
+
+
+def test_hostile_archive_is_refused_before_torch_reads_it(tmp_path: Path, pair: tuple[YOLOv7, YOLOv7]) -> None:
+    good = tmp_path / "good.pt"
+    save_upstream_checkpoint(good, *pair)
+    path = tmp_path / "odd.pt"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, src.read(item))
+        dst.writestr("../escape.txt", b"x")  # a member name outside the archive's folder
+    assert not is_yolov7_checkpoint(path)  # recognition never inflates a refused archive
+    with pytest.raises(CheckpointError, match=r"\.\."):
+        read_yolov7_checkpoint(path)

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from nanodet_infer.errors import CheckpointError, ModelLoadError, UnsafeCheckpointError
+from nanodet_infer.errors import CheckpointError, UnsafeCheckpointError
 
-from ..checkpoint import file_sha256
+from ..checkpoint import check_archive, file_sha256
 from ..sniff import pickle_names
 from .model import MODULES, YOLOv7
 
@@ -149,11 +149,11 @@ def read_yolov7_checkpoint(path: str | Path) -> YOLOv7Checkpoint:
 
     Takes ``ema`` when present (upstream ``attempt_load``), else ``model``; fp16 tensors become float32.
     Raises :class:`ModelLoadError` (missing file), :class:`UnsafeCheckpointError` (a class outside the
-    allow-list) or :class:`CheckpointError` (not such a checkpoint).
+    allow-list) or :class:`CheckpointError` (not such a checkpoint, or an archive
+    :func:`~nanodet_models.checkpoint.check_archive` refuses).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"checkpoint {path} does not exist (or is not a file); check the path")
+    check_archive(path)  # missing file, zip bombs, odd member names: refused before torch reads anything
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path} is not a torch zip checkpoint; pass the .pt written by YOLOv7's train.py")
     try:
