@@ -4,7 +4,8 @@ Formats: ``torch.save(model.state_dict())`` (an ``OrderedDict``) and the ``{'mod
 'optimizer': ..., 'lr_scheduler': ..., 'args': Namespace, 'epoch': ...}`` that torchvision's
 ``references/detection/train.py`` writes. Both are read with ``torch.load(weights_only=True)``; the
 only class allowed beyond torch's own list is ``argparse.Namespace`` (train.py's ``args``: plain
-attributes, no code). A ``module.`` (DistributedDataParallel) prefix is stripped, and floating tensors
+attributes, no code); :func:`~.checkpoint.check_archive` bounds the file first. A ``module.``
+(DistributedDataParallel) prefix is stripped, and floating tensors
 are cast to float32 (e.g. a checkpoint stored in fp16).
 
 Recognised architectures (:data:`ARCHITECTURES`): ``ssd300_vgg16``, ``ssdlite320_mobilenet_v3_large``
@@ -25,9 +26,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from nanodet_infer.errors import CheckpointError, ModelLoadError
+from nanodet_infer.errors import CheckpointError
 
-from .checkpoint import _load, file_sha256, key_problems
+from .checkpoint import _load, check_archive, file_sha256, key_problems
 from .torchvision_common import NormChoice
 from .torchvision_retinanet import RetinaNet
 from .torchvision_ssd import ssd300_vgg16, ssdlite320_mobilenet_v3_large
@@ -99,10 +100,9 @@ def read_torchvision_checkpoint(path: str | Path, *, trust: bool = False) -> Tor
 
 
 def _load_object(path: Path, *, trust: bool = False) -> Any:
-    """``torch.load`` of ``path`` (weights only, ``argparse.Namespace`` allowed) with the typed errors of
-    :func:`models.checkpoint.read_checkpoint`."""
-    if not path.is_file():
-        raise ModelLoadError(f"checkpoint {path} does not exist (or is not a file); check the path")
+    """``torch.load`` of ``path`` (weights only, ``argparse.Namespace`` allowed) after
+    :func:`~.checkpoint.check_archive`, with the typed errors of :func:`~.checkpoint.read_checkpoint`."""
+    check_archive(path)  # missing file, zip bombs, odd member names: refused before torch reads anything
     with torch.serialization.safe_globals([argparse.Namespace]):
         return _load(path, trust)
 
