@@ -98,7 +98,7 @@ def load_torch_model(paths: DefaultModel) -> Any:
 # ---------------------------------------------------------------------------------------------- building
 def _normalised(image: np.ndarray, cfg: Any) -> np.ndarray:
     """``image`` preprocessed exactly as the Detector does it (stretch to the input size): ``[1, 3, H, W]``."""
-    from nanodet_infer.preprocess import plan_input, preprocess
+    from nanodet_infer.families.nanodet_plus.resize import plan_input, preprocess
 
     plan = plan_input((image.shape[1], image.shape[0]), tuple(cfg.input_size), keep_ratio=False, dynamic_hw=False)
     return preprocess(image, plan, tuple(cfg.mean), tuple(cfg.std))[None]

@@ -248,16 +248,17 @@ def compare_postprocess(
 ) -> list[dict[str, Any]]:
     """Ours vs all-priors decode vs torch post-process on one image's model outputs, at 1 thread."""
     from nanodet_infer.backends import create_backend
-    from nanodet_infer.decode import make_priors
+    from nanodet_infer.families.nanodet_plus.decode import make_priors
+    from nanodet_infer.families.nanodet_plus.postprocess import postprocess
     from nanodet_infer.model_spec import resolve_model_spec
-    from nanodet_infer.postprocess import postprocess
 
     meta = detector.metadata
     tensor = bare_tensor(detector, image, 1)
     path = args.model or _default_onnx()
     backend = create_backend(path, "onnxruntime" if path.suffix.lower() == ".onnx" else "openvino", num_threads=1)
     spec = resolve_model_spec(backend)
-    scores, boxes = (np.ascontiguousarray(a[0]) for a in spec.split_outputs(backend.run(tensor)))
+    outputs = [output[0] for output in backend.run(tensor)]
+    scores, boxes = (np.ascontiguousarray(a) for a in spec.layout.split_outputs(outputs, spec.metadata))
     canvas = (tensor.shape[3], tensor.shape[2])
     priors = make_priors(canvas, meta.strides, meta.prior_offset)
     cases = []

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nanodet_infer.families.nanodet_plus.resize import boxes_to_original, plan_input, preprocess
 from nanodet_infer.metadata import ModelMetadata
-from nanodet_infer.preprocess import boxes_to_original, plan_input, preprocess
 
 #: From this many candidates on, NMS runs per class (upstream's ``batched_nms`` ``split_thr``).
 _SPLIT_THRESHOLD = 10000

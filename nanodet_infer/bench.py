@@ -135,7 +135,7 @@ def measure_side_by_side(
 # ---------------------------------------------------------------------------------------------- one engine
 def bare_tensor(detector: Any, image: np.ndarray, batch: int) -> np.ndarray:
     """The preprocessed ``[B, 3, H, W]`` tensor of ``image`` repeated ``batch`` times."""
-    from .preprocess import plan_input, preprocess
+    from .families.nanodet_plus.resize import plan_input, preprocess
 
     meta = detector.metadata
     plan = plan_input((image.shape[1], image.shape[0]), meta.input_size, keep_ratio=detector.keep_ratio,

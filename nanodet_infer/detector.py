@@ -1,8 +1,8 @@
-"""The :class:`Detector`: image(s) → :class:`~nanodet_infer.results.Detections`.
+"""The :class:`Detector`: image(s) → :class:`~nanodet_infer.results.Detections`, for any registered family.
 
-It only wires the stages together: :mod:`images` → :mod:`preprocess` → a backend → the output adapter of
-:mod:`model_spec` → :mod:`postprocess` → boxes mapped back to the original image. All arithmetic lives in
-those modules.
+It only wires the stages together: :mod:`images` → the family's resize plan and preprocess → a backend →
+the family's postprocess (boxes in original-image pixels) → :class:`Detections`. All arithmetic lives in the
+family's folder (:mod:`nanodet_infer.families`) and the shared primitives; nothing here depends on the family.
 """
 
 from __future__ import annotations
@@ -11,57 +11,53 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from numbers import Real
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .backends import create_backend
-from .decode import make_priors
-from .errors import InvalidArgumentError
+from .arguments import (
+    PRECISIONS,
+    SETTING_CHECKS,
+    check_choice,
+    check_flag,
+    check_model_path,
+    check_num_threads,
+    check_positive_int,
+    check_setting,
+)
+from .backends import BACKENDS, create_backend
+from .errors import IncompatibleModelError, InvalidArgumentError
+from .families import DEFAULT_FAMILY, family_names, get_family
+from .families.base import Plan, Settings
 from .images import ImageInput, load_image
 from .metadata import ModelMetadata
-from .model_spec import check_facts, check_flag, check_positive_int, resolve_model_spec
-from .postprocess import postprocess
-from .preprocess import InputPlan, boxes_to_original, plan_input, preprocess
+from .model_spec import resolve_model_spec
 from .results import Detections, StageTimings
 
 MAX_BATCH = 32
 """Default ``max_batch`` of :meth:`Detector.detect_batch`: at most this many images per inference (dynamic batch)."""
 
+MAX_BATCH_BYTES = 256 * 2**20
+"""Memory budget of one batch's network input (float32 ``[B, 3, H, W]``): a batch holds at most as many images as
+fit in 256 MiB (and at least one), so large canvases run in smaller batches."""
+
+MAX_INPUT_BYTES = 2**30
+"""Largest single network input (float32 ``[3, H, W]``), 1 GiB: a canvas above it is refused."""
+
 
 @dataclass(frozen=True)
-class _Settings:
-    """One consistent set of a detector's tunable settings; every call reads it once, at its start.
+class _LoadArguments:
+    """What builds the engine; a pickled :class:`Detector` carries these and loads the model again."""
 
-    ``keep_ratio=None`` means "as the model was trained" until :meth:`resolved` replaces it.
-    """
-
-    score_threshold: float
-    iou_threshold: float
-    max_detections: int
-    keep_ratio: bool | None
-    multi_label: bool
-
-    @classmethod
-    def checked(
-        cls, *, score_threshold: Any, iou_threshold: Any, max_detections: Any, keep_ratio: Any, multi_label: Any
-    ) -> _Settings:
-        """Validate the settings; raise :class:`InvalidArgumentError` naming the first bad one."""
-        return cls(
-            score_threshold=_unit_interval("score_threshold", score_threshold),
-            iou_threshold=_unit_interval("iou_threshold", iou_threshold),
-            max_detections=check_positive_int("max_detections", max_detections),
-            keep_ratio=None if keep_ratio is None else check_flag("keep_ratio", keep_ratio),
-            multi_label=check_flag("multi_label", multi_label),
-        )
-
-    def resolved(self, model_keep_ratio: bool) -> _Settings:
-        """These settings with ``keep_ratio=None`` replaced by the model's own."""
-        if self.keep_ratio is not None:
-            return self
-        return _Settings(**{**asdict(self), "keep_ratio": model_keep_ratio})
+    model: Path
+    backend: str
+    num_threads: int | None
+    precision: str
+    model_family: str | None
+    allow_control_flow: bool = False
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,7 +65,7 @@ class _Prepared:
     """One image of a :meth:`Detector.detect_batch` call, preprocessed and waiting for its batch."""
 
     index: int
-    plan: InputPlan
+    plan: Plan
     tensor: np.ndarray
     preprocess_ms: float
 
@@ -92,64 +88,110 @@ class _Setting:
 
 
 class Detector:
-    """A NanoDet-Plus detector on ONNX Runtime or OpenVINO (CPU).
+    """An object detector on ONNX Runtime or OpenVINO (CPU), for any family in :mod:`nanodet_infer.families`.
 
-    ``model``: an ``.onnx`` file or an OpenVINO IR ``.xml``. Models exported by ``nanodet-export`` carry
-    their facts; for a model without metadata (upstream's ``export_onnx.py``) pass them as keywords
-    (``num_classes``, ``class_names``, ``reg_max=7``, ``strides=(8, 16, 32, 64)``, ``input_size=(W, H)``,
-    ``mean``/``std`` (upstream's BGR defaults), ``keep_ratio=False``); ``num_classes`` and ``input_size``
-    default to what the graph's static shapes imply.
+    ``model``: an ``.onnx`` file or an OpenVINO IR ``.xml`` (a ``str`` or ``os.PathLike``). Models exported by
+    ``nanodet-export`` carry their facts, including ``model_family``; for a model without metadata name its
+    family with ``model_family`` (default ``"nanodet-plus"``) and pass the facts it lacks as keywords (the
+    family's ``foreign_facts``; for NanoDet-Plus ``num_classes``, ``class_names``, ``reg_max=7``,
+    ``strides=(8, 16, 32, 64)``, ``input_size=(W, H)``, ``mean``/``std``, ``keep_ratio=False``).
 
-    ``keep_ratio=None`` resizes as the model was trained (its metadata); ``True`` / ``False`` override it.
-    ``multi_label=True`` keeps every class above the threshold per prior (upstream); ``False`` only the
-    best class. ``num_threads`` / ``precision`` go to the backend (see :func:`create_backend`).
+    The five settings default to the family's defaults (``None``); ``keep_ratio=None`` resizes as the model
+    was trained. ``multi_label=True`` keeps every class above the threshold per box; ``False`` only the best
+    class. ``num_threads`` (``1..1024``) / ``precision`` (``"f32"``, ``"bf16"``, ``"f16"``) go to the backend
+    (see :func:`create_backend`), and so does ``allow_control_flow``: ``True`` accepts a model holding ``Loop`` /
+    ``Scan`` / ``TensorIterator`` (refused by default, since such a graph can hang the engine), for foreign models
+    you trust. Bad arguments raise :class:`InvalidArgumentError` before the model loads.
 
-    The five settings (``score_threshold``, ``iou_threshold``, ``max_detections``, ``keep_ratio``,
-    ``multi_label``) are attributes that can be reassigned: a new value is validated like the constructor
-    argument (:class:`InvalidArgumentError`) and applies to calls that start afterwards; a call in progress
-    keeps the settings it started with. Changing them is cheap, building another ``Detector`` is not (it
-    loads and compiles the model again).
+    The settings (``score_threshold``, ``iou_threshold``, ``max_detections``, ``keep_ratio``, ``multi_label``)
+    are attributes that can be reassigned: a new value is validated like the constructor argument
+    (:class:`InvalidArgumentError`; ``None`` restores the default) and applies to calls that start afterwards;
+    a call in progress keeps the settings it started with. Changing them is cheap, building another
+    ``Detector`` is not (it loads and compiles the model again).
 
-    One instance may be called from several threads at once; results equal serial calls.
+    One instance may be called from several threads at once; results equal serial calls. A detector pickles
+    (e.g. for ``spawn`` multiprocessing): the model path, loading options and settings travel, and the engine
+    is loaded again from that path on unpickling.
     """
 
-    score_threshold = _Setting("A (prior, class) pair is a candidate when its score is > this; in [0, 1].")
+    score_threshold = _Setting("A (box, class) pair is a candidate when its score is > this; in [0, 1].")
     iou_threshold = _Setting("NMS suppresses a box whose IoU with a kept box of its class is > this; in [0, 1].")
     max_detections = _Setting("At most this many detections per image (the best scores); an integer >= 1.")
     keep_ratio = _Setting("True: letterbox; False: stretch. Assigning None restores the model's own choice.")
-    multi_label = _Setting("True: every class above the threshold per prior (upstream); False: the best one.")
+    multi_label = _Setting("True: every class above the threshold per box; False: the best one.")
 
     def __init__(
         self,
         model: str | os.PathLike,
         backend: str = "auto",
-        score_threshold: float = 0.35,
-        iou_threshold: float = 0.6,
-        max_detections: int = 100,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
+        max_detections: int | None = None,
         num_threads: int | None = None,
         precision: str = "f32",
         keep_ratio: bool | None = None,
-        multi_label: bool = True,
+        multi_label: bool | None = None,
+        model_family: str | None = None,
+        allow_control_flow: bool = False,
         **foreign_model_facts: Any,
     ) -> None:
-        settings = _Settings.checked(
-            score_threshold=score_threshold,
-            iou_threshold=iou_threshold,
-            max_detections=max_detections,
-            keep_ratio=keep_ratio,
-            multi_label=multi_label,
+        requested = {
+            "score_threshold": check_setting("score_threshold", score_threshold),
+            "iou_threshold": check_setting("iou_threshold", iou_threshold),
+            "max_detections": check_setting("max_detections", max_detections),
+            "keep_ratio": check_setting("keep_ratio", keep_ratio),
+            "multi_label": check_setting("multi_label", multi_label),
+        }
+        if model_family is not None:
+            check_choice("model_family", model_family, family_names())
+        arguments = _LoadArguments(
+            model=check_model_path(model),
+            backend=check_choice("backend", backend, BACKENDS),
+            num_threads=check_num_threads(num_threads),
+            precision=check_choice("precision", precision, PRECISIONS),
+            model_family=model_family,
+            allow_control_flow=check_flag("allow_control_flow", allow_control_flow),
+            facts=get_family(model_family or DEFAULT_FAMILY).check_facts(foreign_model_facts),
         )
-        facts = check_facts(foreign_model_facts)
-        self._backend = create_backend(model, backend, num_threads=num_threads, precision=precision)
-        self._spec = resolve_model_spec(self._backend, **facts)
+        self._load(arguments, requested)
+
+    def _load(self, arguments: _LoadArguments, requested: dict[str, Any]) -> None:
+        """Load and verify the model, then settle the settings (``__init__`` and unpickling)."""
+        self._arguments = arguments
+        self._backend = create_backend(
+            arguments.model,
+            arguments.backend,
+            num_threads=arguments.num_threads,
+            precision=arguments.precision,
+            allow_control_flow=arguments.allow_control_flow,
+        )
+        self._spec = resolve_model_spec(self._backend, arguments.model_family, **arguments.facts)
         self._settings_lock = threading.Lock()
-        self._settings = settings.resolved(self._spec.metadata.keep_ratio)
+        self._requested = requested
+        self._settings = self._resolve(requested)
+
+    def _resolve(self, requested: dict[str, Any]) -> Settings:
+        """The settings in use: ``requested`` with each ``None`` replaced by the family's or model's default."""
+        family = self._spec.family
+        meta = self._spec.metadata
+        defaults = {**family.model_settings(meta), "keep_ratio": family.model_keep_ratio(meta)}
+        return Settings(**{name: defaults[name] if value is None else value for name, value in requested.items()})
 
     def _change_setting(self, name: str, value: Any) -> None:
         """Validate and apply one setting (the other settings of the snapshot stay as they are)."""
+        checked = check_setting(name, value)
         with self._settings_lock:
-            changed = _Settings.checked(**{**asdict(self._settings), name: value})
-            self._settings = changed.resolved(self._spec.metadata.keep_ratio)
+            self._requested = {**self._requested, name: checked}
+            self._settings = self._resolve(self._requested)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The model path, loading options and requested settings; never the engine."""
+        return {"arguments": self._arguments, "settings": dict(self._requested)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Load the model again from the pickled path and options (a missing file raises ``ModelLoadError``)."""
+        settings = {name: check_setting(name, state["settings"].get(name)) for name in SETTING_CHECKS}
+        self._load(state["arguments"], settings)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -192,11 +234,12 @@ class Detector:
 
         Images are read and preprocessed one at a time; only their network inputs wait for a batch. With a
         dynamic batch axis, images that share a canvas size run together, at most ``max_batch``
-        (:data:`MAX_BATCH`) per inference (with ``keep_ratio`` on a dynamic-H/W model canvases differ per
-        aspect ratio: each canvas size collects its own batches, so no image is padded to a larger canvas
-        and results equal single-image calls). Memory is thus bounded by ``max_batch`` inputs per distinct
-        canvas size however many images are given. With a static batch the images run one by one. Each
-        result's ``inference_ms`` is its share of its batch's time.
+        (:data:`MAX_BATCH`) per inference and at most :data:`MAX_BATCH_BYTES` of network input per batch (with
+        ``keep_ratio`` on a dynamic-H/W model canvases differ per aspect ratio: each canvas size collects its own
+        batches, so no image is padded to a larger canvas and results equal single-image calls). Memory is thus
+        bounded per distinct canvas size however many images are given. With a static batch the images run one
+        by one. A canvas above :data:`MAX_INPUT_BYTES` raises :class:`IncompatibleModelError`. Each result's
+        ``inference_ms`` is its share of its batch's time.
         """
         if isinstance(images, (str, bytes, os.PathLike, np.ndarray)) or not isinstance(images, Iterable):
             raise InvalidArgumentError(
@@ -210,58 +253,47 @@ class Detector:
         waiting: dict[tuple[int, int], list[_Prepared]] = {}
         for index, image in enumerate(images):
             item = self._prepare(index, image, settings)
-            group = waiting.setdefault(item.plan.canvas_size, [])
+            canvas = item.plan.canvas_size
+            group = waiting.setdefault(canvas, [])
             group.append(item)
-            if len(group) == limit:
-                results.update(self._run_batch(waiting.pop(item.plan.canvas_size), settings))
+            if len(group) >= min(limit, max(1, MAX_BATCH_BYTES // item.tensor.nbytes)):
+                results.update(self._run_batch(waiting.pop(canvas), settings))
         for group in waiting.values():
             results.update(self._run_batch(group, settings))
         return [results[i] for i in range(len(results))]
 
-    def _prepare(self, index: int, image: ImageInput, settings: _Settings) -> _Prepared:
+    def _prepare(self, index: int, image: ImageInput, settings: Settings) -> _Prepared:
         """Read/validate ``image``, plan its resize and fill its network input ``[3, H, W]``."""
         loaded = load_image(image)
-        meta = self._spec.metadata
-        size = (loaded.shape[1], loaded.shape[0])
-        plan = plan_input(size, meta.input_size, keep_ratio=settings.keep_ratio, dynamic_hw=meta.dynamic_hw)
+        family = self._spec.family
+        plan = family.plan((loaded.shape[1], loaded.shape[0]), self._spec, settings)
+        width, height = plan.canvas_size
+        if 3 * 4 * width * height > MAX_INPUT_BYTES:
+            raise IncompatibleModelError(
+                f"a {width}x{height} network input needs {12 * width * height / 2**30:.1f} GiB, more than the "
+                f"{MAX_INPUT_BYTES / 2**30:g} GiB limit; export the model at a smaller input size"
+            )
         start = time.perf_counter()
-        tensor = preprocess(loaded, plan, meta.mean, meta.std, channel_order=meta.channel_order)
+        tensor = family.preprocess(loaded, plan, self._spec)
         return _Prepared(index, plan, tensor, (time.perf_counter() - start) * 1e3)
 
-    def _run_batch(self, group: list[_Prepared], settings: _Settings) -> dict[int, Detections]:
-        """One inference on ``group`` (all on one canvas), then the post-process per image; keyed by index."""
-        meta = self._spec.metadata
-        canvas = group[0].plan.canvas_size
+    def _run_batch(self, group: list[_Prepared], settings: Settings) -> dict[int, Detections]:
+        """One inference on ``group`` (all on one canvas), then the family's post-process per image; keyed by index."""
+        spec = self._spec
         batch = group[0].tensor[None] if len(group) == 1 else np.stack([item.tensor for item in group])
         start = time.perf_counter()
         outputs = self._backend.run(batch)
         inference_ms = (time.perf_counter() - start) * 1e3 / len(group)
-        scores, boxes = self._spec.split_outputs(outputs)
-        self._spec.check_num_priors(scores.shape[1], canvas)
-        priors = make_priors(canvas, meta.strides, meta.prior_offset)
+        if any(output.ndim < 1 or output.shape[0] != len(group) for output in outputs):
+            raise IncompatibleModelError(
+                f"the model returned outputs of shapes {[o.shape for o in outputs]} for a batch of {len(group)}; "
+                "every output must have the batch axis first"
+            )
         results = {}
         for slot, item in enumerate(group):
             start = time.perf_counter()
-            xyxy, kept_scores, class_ids = postprocess(
-                scores[slot],
-                boxes[slot],
-                priors,
-                reg_max=meta.reg_max,
-                score_threshold=settings.score_threshold,
-                iou_threshold=settings.iou_threshold,
-                max_detections=settings.max_detections,
-                canvas_size=canvas,
-                multi_label=settings.multi_label,
-            )
-            xyxy = boxes_to_original(xyxy, item.plan)
+            xyxy, scores, class_ids = spec.family.postprocess([o[slot] for o in outputs], item.plan, spec, settings)
             timings = StageTimings(item.preprocess_ms, inference_ms, (time.perf_counter() - start) * 1e3)
-            size = item.plan.src_size
-            results[item.index] = Detections(xyxy, kept_scores, class_ids, meta.class_names, size, timings)
+            names, size = spec.metadata.class_names, item.plan.src_size
+            results[item.index] = Detections(xyxy, scores, class_ids, names, size, timings)
         return results
-
-
-def _unit_interval(name: str, value: Any) -> float:
-    """``value`` as a float; any real number (numpy's too) in ``[0, 1]``, not a bool or NaN."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
-        raise InvalidArgumentError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)

@@ -1,42 +1,42 @@
-"""The metadata schema: the contract between ``nanodet-export`` and the runtime.
+"""The metadata schema: the contract between the exporters and the runtime.
 
 An exported model carries every fact the runtime needs, so nobody copies constants by hand. The
 exporter builds a :class:`ModelMetadata` and writes :meth:`ModelMetadata.to_properties` into the
 ONNX ``metadata_props`` (and the OpenVINO IR ``rt_info`` under ``model_info``); the runtime reads
-the same string map back with :meth:`ModelMetadata.from_properties`. This module is the only place
-the schema is defined, and it imports nothing but the standard library.
+the same string map back with :meth:`ModelMetadata.from_properties`. This module defines the common
+keys and the (de)serialisation; each detector family defines its own keys in its metadata section
+(``nanodet_infer/families/<family>/section.py``, a :class:`MetadataSection`). It imports nothing
+but the standard library (and a family's ``section`` module when that family is read).
 
-Keys (all values are strings; JSON where structured). Every key is prefixed with ``nanodet.``:
+All keys are flat strings prefixed with ``nanodet.``; values are strings, JSON where structured.
+Common keys (every family):
 
 ==========================  ====================  ==============================================
 key                         example               meaning
 ==========================  ====================  ==============================================
-``schema_version``          ``1``                 version of this schema (integer)
-``model_family``            ``nanodet-plus``      detector family; only ``nanodet-plus`` runs
+``schema_version``          ``2``                 version of this schema (integer; 1 and 2 are read)
+``model_family``            ``nanodet-plus``      detector family: selects the family section
 ``producer``                ``nanodet-export 0.1``  tool and version that wrote the file
+``num_classes``             ``80``                number of classes C, ``1..MAX_NUM_CLASSES``
 ``class_names``             ``["person", ...]``   JSON list, length ``num_classes``
-``num_classes``             ``80``                number of classes C
-``reg_max``                 ``7``                 box distribution has ``reg_max + 1`` bins per side
-``strides``                 ``[8, 16, 32, 64]``   JSON list, one per pyramid level, ascending
-``input_size``              ``[320, 320]``        JSON ``[W, H]`` the model was trained/exported at
+``input_size``              ``[320, 320]``        JSON ``[W, H]``, each in ``1..MAX_INPUT_SIDE``
 ``dynamic_batch``           ``false``             batch axis is symbolic
-``dynamic_hw``              ``false``             H and W are symbolic (multiples of max stride)
+``dynamic_hw``              ``false``             H and W are symbolic
 ``mean``                    ``[103.53, ...]``     JSON, per channel in ``channel_order``, 0-255 scale
 ``std``                     ``[57.375, ...]``     JSON, per channel in ``channel_order``, 0-255 scale
-``channel_order``           ``BGR``               channel order of the network input
-``keep_ratio``              ``false``             training resize: stretch (false) or keep ratio
-``prior_offset``            ``0.0``               prior centre = ``(index + offset) * stride``
+``channel_order``           ``BGR``               channel order of the network input (``BGR``/``RGB``)
 ``input_name``              ``images``            name of the single input, NCHW float32
-``scores_output``           ``scores``            output ``[B, N, C]``, float32
-``boxes_output``            ``boxes``             output ``[B, N, 4 * (reg_max + 1)]``, float32
-``scores_activation``       ``sigmoid``           ``sigmoid``: scores are probabilities already
-``box_side_order``          ``ltrb``              the 4 bin groups: left, top, right, bottom
 ``source_sha256``           ``ab12...``           SHA-256 of the source checkpoint file
 ``architecture``            ``{...}``             JSON summary (backbone, sizes) for humans
 ==========================  ====================  ==============================================
 
-Output layout: N priors ordered level by level (stride 8 first), row-major (y outer, x inner)
-within a level, with ``ceil(H / stride) * ceil(W / stride)`` priors per level.
+Optional keys default to the family's :attr:`MetadataSection.COMMON_DEFAULTS` (e.g. NanoDet-Plus's BGR
+mean/std). Schema version 1 files (NanoDet-Plus only, written before families existed) have the same keys
+and are read unchanged. Unknown ``nanodet.*`` keys are ignored so newer exporters stay readable.
+
+Untrusted sizes are bounded: a value longer than :data:`MAX_VALUE_CHARS`, JSON nested deeper than
+:data:`MAX_JSON_DEPTH`, an integer beyond ``±2**63`` (or beyond Python's int-string limit), a NaN or
+infinite number, and every number outside its documented range raise :class:`MetadataError`.
 """
 
 from __future__ import annotations
@@ -44,198 +44,322 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
 from .errors import MetadataError
+from .families import DEFAULT_FAMILY, check_family_name, get_section
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""The version this runtime writes."""
+READABLE_SCHEMA_VERSIONS = (1, 2)
+"""The versions this runtime reads."""
 KEY_PREFIX = "nanodet."
-MODEL_FAMILY = "nanodet-plus"
 OV_RT_INFO_SECTION = "model_info"
 
-# Sanity bounds: a larger side would make the runtime allocate a huge canvas; a smaller std would
-# overflow float32 when normalising 0..255 pixels.
+# Sanity bounds on untrusted values: a larger side would make the runtime allocate a huge canvas; a smaller
+# std would overflow float32 when normalising 0..255 pixels.
 MAX_INPUT_SIDE = 8192
 MIN_ABS_STD = 1e-6
+MAX_ABS_NORMALISATION = 1e6  # |mean| and |std| bound
+MAX_NUM_CLASSES = 100_000
+MAX_VALUE_CHARS = 4_000_000  # one metadata value; 100 000 class names of ~40 characters fit
+MAX_JSON_DEPTH = 32
+_MAX_INT = 2**63
 
-UPSTREAM_MEAN_BGR = (103.53, 116.28, 123.675)
-UPSTREAM_STD_BGR = (57.375, 57.12, 58.395)
 
+class MetadataSection:
+    """Base of a family's metadata section: a frozen dataclass whose fields are the family's own keys.
 
-@dataclass(frozen=True)
-class ModelMetadata:
-    """Everything the runtime needs to run a NanoDet-Plus model. See the module docstring."""
+    Subclasses set :attr:`FAMILY` (the ``model_family`` string), :attr:`KINDS` (field → one of ``int``,
+    ``float``, ``bool``, ``str``, ``dict``, ``int_list``, ``float_list``, ``str_list``, ``float_lists``),
+    :attr:`REQUIRED` (fields a file must carry) and :attr:`COMMON_DEFAULTS` (this family's defaults of the
+    optional common keys), and implement :meth:`validate`, raising :class:`MetadataError` naming the first
+    bad field and its range.
+    """
 
-    num_classes: int
-    class_names: tuple[str, ...]
-    reg_max: int = 7
-    strides: tuple[int, ...] = (8, 16, 32, 64)
-    input_size: tuple[int, int] = (320, 320)  # (W, H)
-    dynamic_batch: bool = False
-    dynamic_hw: bool = False
-    mean: tuple[float, float, float] = UPSTREAM_MEAN_BGR
-    std: tuple[float, float, float] = UPSTREAM_STD_BGR
-    channel_order: str = "BGR"
-    keep_ratio: bool = False
-    prior_offset: float = 0.0
-    input_name: str = "images"
-    scores_output: str = "scores"
-    boxes_output: str = "boxes"
-    scores_activation: str = "sigmoid"
-    box_side_order: str = "ltrb"
-    model_family: str = MODEL_FAMILY
-    producer: str = ""
-    source_sha256: str = ""
-    architecture: Mapping[str, Any] = field(default_factory=dict)
-    schema_version: int = SCHEMA_VERSION
+    FAMILY: ClassVar[str] = ""
+    KINDS: ClassVar[Mapping[str, str]] = {}
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+    COMMON_DEFAULTS: ClassVar[Mapping[str, Any]] = {}
 
     def __post_init__(self) -> None:
         self.validate()
 
+    def validate(self) -> None:
+        """Raise :class:`MetadataError` unless every field is within its documented range."""
+
+
+@dataclass(frozen=True, init=False)
+class ModelMetadata:
+    """Everything the runtime needs to run a model: the common keys plus the family's ``section``.
+
+    Build it with keywords: ``ModelMetadata(num_classes=3, class_names=(...), model_family="nanodet-plus",
+    reg_max=7, ...)``; common keys are fields here, the others go to the family's section. A family key
+    reads as an attribute too (``meta.reg_max`` is ``meta.section.reg_max``). See the module docstring.
+    """
+
+    num_classes: int
+    class_names: tuple[str, ...]
+    section: MetadataSection
+    input_size: tuple[int, int]  # (W, H)
+    dynamic_batch: bool
+    dynamic_hw: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    channel_order: str
+    input_name: str
+    model_family: str
+    producer: str
+    source_sha256: str
+    architecture: Mapping[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_names: tuple[str, ...],
+        *,
+        model_family: str = DEFAULT_FAMILY,
+        section: MetadataSection | None = None,
+        **keys: Any,
+    ) -> None:
+        section_type = get_section(check_family_name(model_family))
+        own = {f.name for f in fields(section_type)}
+        unknown = sorted(set(keys) - own - set(_COMMON_KINDS))
+        if unknown:
+            raise MetadataError(f"unknown metadata field(s) {unknown} for model_family {model_family!r}")
+        section_keys = {k: _freeze(v) for k, v in keys.items() if k in own}
+        base = asdict(section) if isinstance(section, section_type) else {}
+        values = {
+            **_COMMON_DEFAULTS,
+            **section_type.COMMON_DEFAULTS,
+            **{k: _freeze(v) for k, v in keys.items() if k not in own},
+            "num_classes": num_classes,
+            "class_names": _freeze(class_names),
+            "model_family": model_family,
+            "section": section_type(**{k: _freeze(v) for k, v in {**base, **section_keys}.items()}),
+        }
+        for name in ("mean", "std"):
+            values[name] = _floats(values[name])
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        self.validate()
+
+    def __getattr__(self, name: str) -> Any:
+        """A family key (or property) of :attr:`section`, e.g. ``meta.reg_max``."""
+        section = self.__dict__.get("section")
+        if name.startswith("_") or section is None or not hasattr(section, name):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(section, name)
+
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Raise :class:`MetadataError` naming the first inconsistent field."""
-        if self.schema_version != SCHEMA_VERSION:
+        """Raise :class:`MetadataError` naming the first inconsistent common field (sections check their own)."""
+        if self.schema_version not in READABLE_SCHEMA_VERSIONS:
             raise MetadataError(
-                f"metadata schema_version {self.schema_version} is not supported (this runtime reads "
-                f"version {SCHEMA_VERSION}); re-export the model with a matching nanodet-export"
+                f"metadata schema_version {self.schema_version} is not supported (this runtime reads versions "
+                f"{list(READABLE_SCHEMA_VERSIONS)}); update nanodet-infer or re-export the model"
             )
-        if self.model_family != MODEL_FAMILY:
-            raise MetadataError(
-                f"model_family is {self.model_family!r}; only {MODEL_FAMILY!r} models are supported"
-            )
-        if not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise MetadataError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+        if self.schema_version == 1 and self.model_family != DEFAULT_FAMILY:
+            raise MetadataError(f"schema_version 1 only describes {DEFAULT_FAMILY!r} models; re-export the model")
+        if not _is_int(self.num_classes) or not 1 <= self.num_classes <= MAX_NUM_CLASSES:
+            raise MetadataError(f"num_classes must be an integer in 1..{MAX_NUM_CLASSES}, got {self.num_classes!r}")
+        if not all(isinstance(n, str) for n in self.class_names):
+            raise MetadataError("class_names must be strings")
         if len(self.class_names) != self.num_classes:
             raise MetadataError(
                 f"{len(self.class_names)} class names for num_classes={self.num_classes}; "
                 "give exactly one name per class"
             )
-        if not isinstance(self.reg_max, int) or self.reg_max < 1:
-            raise MetadataError(f"reg_max must be an integer >= 1, got {self.reg_max!r}")
-        if not self.strides or any(not isinstance(s, int) or s < 1 for s in self.strides):
-            raise MetadataError(f"strides must be positive integers, got {list(self.strides)!r}")
-        if list(self.strides) != sorted(set(self.strides)):
-            raise MetadataError(f"strides must be strictly ascending, got {list(self.strides)!r}")
-        if len(self.input_size) != 2 or any(
-            not isinstance(v, int) or not 1 <= v <= MAX_INPUT_SIDE for v in self.input_size
-        ):
-            raise MetadataError(
-                f"input_size must be [W, H] integers in 1..{MAX_INPUT_SIDE}, got {list(self.input_size)!r}"
-            )
+        check_int_list("input_size", self.input_size, 1, MAX_INPUT_SIDE, length=2, what="[W, H] integers")
         values = (*self.mean, *self.std)
         if len(self.mean) != 3 or len(self.std) != 3 or not all(math.isfinite(v) for v in values):
             raise MetadataError(f"mean/std must be 3 finite numbers each, got {self.mean!r} / {self.std!r}")
+        if any(abs(v) > MAX_ABS_NORMALISATION for v in values):
+            raise MetadataError(f"mean/std entries must be at most {MAX_ABS_NORMALISATION:g} in magnitude")
         if any(abs(s) < MIN_ABS_STD for s in self.std):
             raise MetadataError(f"std entries must be at least {MIN_ABS_STD} in magnitude, got {self.std!r}")
         if self.channel_order not in ("BGR", "RGB"):
             raise MetadataError(f"channel_order must be 'BGR' or 'RGB', got {self.channel_order!r}")
-        if self.scores_activation not in ("sigmoid", "none"):
-            raise MetadataError(
-                f"scores_activation must be 'sigmoid' or 'none', got {self.scores_activation!r}"
-            )
-        if self.box_side_order != "ltrb":
-            raise MetadataError(f"box_side_order must be 'ltrb', got {self.box_side_order!r}")
-
-    # ------------------------------------------------------------------ derived facts
-    @property
-    def num_box_channels(self) -> int:
-        """Channels of the box output: ``4 * (reg_max + 1)``."""
-        return 4 * (self.reg_max + 1)
+        if not isinstance(self.architecture, Mapping) or _depth(self.architecture) > MAX_JSON_DEPTH:
+            raise MetadataError(f"architecture must be a JSON object nested at most {MAX_JSON_DEPTH} deep")
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_properties(self) -> dict[str, str]:
         """The string map written into ONNX ``metadata_props`` / OpenVINO ``rt_info``."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "section"}
+        values.update(asdict(self.section))
         out: dict[str, str] = {}
-        for name, value in asdict(self).items():
-            if isinstance(value, str):
-                text = value
-            else:
-                text = json.dumps(list(value) if isinstance(value, tuple) else value, ensure_ascii=False)
-            out[KEY_PREFIX + name] = text
+        for name, value in values.items():
+            out[KEY_PREFIX + name] = value if isinstance(value, str) else json.dumps(_thaw(value), ensure_ascii=False)
         return out
 
     @classmethod
     def from_properties(cls, props: Mapping[str, str]) -> ModelMetadata:
-        """Parse the string map written by :meth:`to_properties`.
+        """Parse the string map written by :meth:`to_properties` (schema version 1 or 2).
 
-        Raises :class:`MetadataError` when the map carries no NanoDet metadata or a value is
-        malformed. Unknown ``nanodet.*`` keys are ignored so newer exporters stay readable.
+        Raises :class:`MetadataError` when the map carries no metadata, a required key is missing, a value
+        is malformed or out of range, or ``model_family`` is not a supported family.
         """
-        ours = {k[len(KEY_PREFIX):]: v for k, v in props.items() if k.startswith(KEY_PREFIX)}
+        ours = {k[len(KEY_PREFIX) :]: v for k, v in props.items() if k.startswith(KEY_PREFIX)}
         if not ours:
             raise MetadataError(
-                "the model carries no nanodet metadata; export it with nanodet-export, or pass "
-                "num_classes/reg_max/strides/input_size to Detector for a foreign model"
+                "the model carries no nanodet metadata; export it with nanodet-export, or pass the model facts "
+                "(e.g. num_classes/reg_max/strides/input_size) to Detector for a foreign model"
             )
-        kwargs: dict[str, Any] = {}
-        for name, kind in _FIELD_KINDS.items():
-            if name not in ours:
-                if name in _REQUIRED:
-                    raise MetadataError(f"metadata key {KEY_PREFIX + name!r} is missing; re-export the model")
-                continue
-            kwargs[name] = _parse(name, ours[name], kind)
-        return cls(**kwargs)
+        common = _parse_keys(ours, _COMMON_KINDS, _COMMON_REQUIRED)
+        section_type = get_section(check_family_name(common["model_family"]))
+        return cls(**common, **_parse_keys(ours, section_type.KINDS, section_type.REQUIRED))
 
     def replace(self, **changes: Any) -> ModelMetadata:
-        """A copy with ``changes`` applied (validated)."""
-        data = asdict(self)
-        data.update(changes)
-        return ModelMetadata(**{k: _freeze(v) for k, v in data.items()})
+        """A copy with ``changes`` (common or family keys) applied and validated."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return ModelMetadata(**values | changes)
 
 
-_REQUIRED = ("schema_version", "model_family", "num_classes", "class_names", "reg_max", "strides", "input_size")
-_FIELD_KINDS: dict[str, str] = {
+_COMMON_DEFAULTS: dict[str, Any] = {
+    "dynamic_batch": False,
+    "dynamic_hw": False,
+    "producer": "",
+    "source_sha256": "",
+    "architecture": {},
+    "schema_version": SCHEMA_VERSION,
+}
+_COMMON_REQUIRED = ("schema_version", "model_family", "num_classes", "class_names", "input_size")
+_COMMON_KINDS: dict[str, str] = {
     "schema_version": "int",
     "model_family": "str",
     "producer": "str",
     "num_classes": "int",
     "class_names": "str_list",
-    "reg_max": "int",
-    "strides": "int_list",
     "input_size": "int_list",
     "dynamic_batch": "bool",
     "dynamic_hw": "bool",
     "mean": "float_list",
     "std": "float_list",
     "channel_order": "str",
-    "keep_ratio": "bool",
-    "prior_offset": "float",
     "input_name": "str",
-    "scores_output": "str",
-    "boxes_output": "str",
-    "scores_activation": "str",
-    "box_side_order": "str",
     "source_sha256": "str",
     "architecture": "dict",
 }
 
 
+def check_int_list(
+    name: str, values: Any, low: int, high: int, *, length: int | None = None, what: str = "integers"
+) -> None:
+    """Raise :class:`MetadataError` unless ``values`` is a non-empty sequence of ints in ``low..high``."""
+    ok = isinstance(values, (tuple, list)) and len(values) > 0 and (length is None or len(values) == length)
+    if not ok or not all(_is_int(v) and low <= v <= high for v in values):
+        raise MetadataError(f"{name} must be {what} in {low}..{high}, got {_thaw(values)!r}")
+
+
+def check_number(name: str, value: Any, low: float, high: float) -> None:
+    """Raise :class:`MetadataError` unless ``value`` is a finite real number in ``[low, high]``."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not low <= value <= high:
+        raise MetadataError(f"{name} must be a finite number in [{low:g}, {high:g}], got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_keys(ours: Mapping[str, str], kinds: Mapping[str, str], required: tuple[str, ...]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, kind in kinds.items():
+        if name in ours:
+            values[name] = _parse(name, ours[name], kind)
+        elif name in required:
+            raise MetadataError(f"metadata key {KEY_PREFIX + name!r} is missing; re-export the model")
+    return values
+
+
+_KIND_CHECKS = {
+    "int": _is_int,
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "dict": lambda v: isinstance(v, dict),
+    "str_list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "int_list": lambda v: isinstance(v, list) and all(_is_int(x) for x in v),
+    "float_list": lambda v: isinstance(v, list) and all(_KIND_CHECKS["float"](x) for x in v),
+    "float_lists": lambda v: isinstance(v, list) and all(_KIND_CHECKS["float_list"](x) for x in v),
+}
+
+
 def _parse(name: str, text: str, kind: str) -> Any:
+    key = KEY_PREFIX + name
+    if not isinstance(text, str) or len(text) > MAX_VALUE_CHARS:
+        raise MetadataError(f"metadata key {key!r} is not a string of at most {MAX_VALUE_CHARS} characters")
     if kind == "str":
         return text
     try:
         value = json.loads(text)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise MetadataError(f"metadata key {KEY_PREFIX + name!r} is not valid JSON: {text!r}") from exc
-    ok = {
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        "bool": lambda v: isinstance(v, bool),
-        "dict": lambda v: isinstance(v, dict),
-        "str_list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-        "int_list": lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
-        "float_list": lambda v: isinstance(v, list) and all(isinstance(x, (int, float)) for x in v),
-    }[kind](value)
-    if not ok:
-        raise MetadataError(f"metadata key {KEY_PREFIX + name!r} should be {kind.replace('_', ' ')}, got {text!r}")
+    except RecursionError:
+        raise MetadataError(f"metadata key {key!r} is nested too deeply (at most {MAX_JSON_DEPTH})") from None
+    except (ValueError, TypeError):  # JSONDecodeError, or an integer beyond Python's int-string limit
+        raise MetadataError(f"metadata key {key!r} is not valid JSON: {_clip(text)}") from None
+    if not _KIND_CHECKS[kind](value):
+        raise MetadataError(f"metadata key {key!r} should be {kind.replace('_', ' ')}, got {_clip(text)}")
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise MetadataError(f"metadata key {key!r} is nested too deeply (at most {MAX_JSON_DEPTH})")
+    for number in _numbers(value):
+        if isinstance(number, float) and not math.isfinite(number):
+            raise MetadataError(f"metadata key {key!r} must hold finite numbers, got {_clip(text)}")
+        if isinstance(number, int) and not -_MAX_INT < number < _MAX_INT:
+            raise MetadataError(f"metadata key {key!r} holds an integer out of range (beyond ±2**63)")
     if kind == "float":
         return float(value)
     if kind == "float_list":
         return tuple(float(x) for x in value)
+    if kind == "float_lists":
+        return tuple(tuple(float(x) for x in row) for row in value)
     return _freeze(value)
 
 
+def _depth(value: Any) -> int:
+    """Nesting depth of JSON-like ``value`` (a scalar is 0), computed without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, Mapping) else item if isinstance(item, (list, tuple)) else None
+        if children is not None:
+            deepest = max(deepest, level + 1)
+            if deepest > MAX_JSON_DEPTH:
+                return deepest
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _numbers(value: Any) -> list[Any]:
+    """Every number in JSON-like ``value`` (depth already bounded)."""
+    if isinstance(value, Mapping):
+        return [n for child in value.values() for n in _numbers(child)]
+    if isinstance(value, (list, tuple)):
+        return [n for child in value for n in _numbers(child)]
+    return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+def _floats(value: Any) -> Any:
+    """A sequence of real numbers as a tuple of floats; anything else unchanged (validation names it)."""
+    if isinstance(value, tuple) and all(_KIND_CHECKS["float"](v) for v in value):
+        return tuple(float(v) for v in value)
+    return value
+
+
+def _clip(text: str) -> str:
+    return repr(text) if len(text) <= 80 else repr(text[:77]) + "..."
+
+
 def _freeze(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+    """Lists (from JSON or a caller) as tuples, recursively, so metadata is hashable-ish and immutable."""
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """Tuples as lists, recursively, for JSON."""
+    if isinstance(value, tuple | list):
+        return [_thaw(v) for v in value]
+    return value

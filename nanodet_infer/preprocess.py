@@ -1,103 +1,25 @@
-"""Image → network input, reproducing upstream NanoDet's validation pipeline bit for bit.
+"""Shared preprocessing primitives: image checks and per-channel normalisation into a network input canvas.
 
-Conventions: sizes are ``(W, H)``; images are BGR ``uint8`` arrays ``[H, W, 3]`` (OpenCV); the network
-input is ``float32 [3, Hc, Wc]`` (one NCHW batch slot). A plan's ``matrix`` maps original-image pixels to
-network-input pixels, exactly upstream's ``warp_matrix``.
+Conventions: sizes are ``(W, H)``; images are BGR ``uint8`` arrays ``[H, W, 3]`` (OpenCV); the network input
+is ``float32 [3, Hc, Wc]`` (one NCHW batch slot). A family resizes (its own plan kind, in its folder), then
+:func:`normalize_into` writes the resized image at the top-left of the canvas.
 
-Upstream (``ShapeTransform`` + ``color_aug_and_norm`` + ``stack_batch_img``) does, for validation:
-
-1. ``keep_ratio=False``: ``cv2.warpPerspective`` with ``diag(Wc/Ws, Hc/Hs, 1)`` straight to the input size.
-   ``keep_ratio=True``: shrink the destination to the content size ``(int(r*Ws), int(r*Hs))`` with the
-   limiting ratio ``r``, and warp with ``T @ Rs @ C`` (centre, scale by the ratio recomputed for the content
-   size, move to the content centre).
-2. ``x = (x / 255 - mean / 255) / (std / 255)`` in float32, per channel, on the BGR image.
-3. Place the normalised image at the top-left of the canvas, padding with zeros (after normalisation).
-
-Step 2 maps each ``uint8`` value to one float32 value per channel, so it is done with a 256-entry lookup
-table computed with upstream's exact float32 arithmetic: the result is bit-identical and ~15x faster.
+Normalisation is ``x = (x / 255 - mean / 255) / (std / 255)`` in float32, per channel, ``mean``/``std`` on the
+0-255 scale in the network's channel order (upstream NanoDet's ``color_aug_and_norm``; with ``mean=0``,
+``std=255`` it is ``x / 255`` exactly). It maps each ``uint8`` value to one float32 value per channel, so it is
+done with a 256-entry lookup table computed with that exact float32 arithmetic: the result is bit-identical
+and ~15x faster.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
 import numpy as np
 
 from .errors import InvalidArgumentError, InvalidImageError
-
-
-@dataclass(frozen=True)
-class InputPlan:
-    """How one image becomes the network input.
-
-    ``src_size``: original image ``(W, H)``. ``content_size``: ``(W, H)`` of the region the warp writes,
-    at the top-left of the canvas. ``canvas_size``: ``(W, H)`` of the network input tensor. ``matrix``:
-    3x3 float64, original-image pixels → network-input pixels (upstream's ``warp_matrix``).
-    """
-
-    src_size: tuple[int, int]
-    content_size: tuple[int, int]
-    canvas_size: tuple[int, int]
-    matrix: np.ndarray
-
-    @property
-    def inverse(self) -> np.ndarray:
-        """3x3 float64 ``np.linalg.inv(matrix)``: network-input pixels → original-image pixels."""
-        return _inverse(self.matrix.tobytes())
-
-
-@lru_cache(maxsize=64)
-def _inverse(matrix_bytes: bytes) -> np.ndarray:
-    inv = np.linalg.inv(np.frombuffer(matrix_bytes, dtype=np.float64).reshape(3, 3))
-    inv.flags.writeable = False
-    return inv
-
-
-def _limiting_ratio(src: tuple[int, int], dst: tuple[int, int]) -> float:
-    """Upstream's keep-ratio scale: the ratio of the side that limits the fit."""
-    (s_w, s_h), (d_w, d_h) = src, dst
-    return d_h / s_h if s_w / s_h < d_w / d_h else d_w / s_w
-
-
-def _check_size(name: str, size: Sequence[int]) -> tuple[int, int]:
-    if len(size) != 2 or any(int(v) != v or v < 1 for v in size):
-        raise InvalidArgumentError(f"{name} must be (W, H) positive integers, got {tuple(size)!r}")
-    return int(size[0]), int(size[1])
-
-
-def plan_input(
-    src_size: Sequence[int], input_size: Sequence[int], *, keep_ratio: bool, dynamic_hw: bool, divisor: int = 32
-) -> InputPlan:
-    """Plan the resize of a ``src_size`` ``(W, H)`` image for a model trained at ``input_size`` ``(W, H)``.
-
-    ``keep_ratio=False`` stretches to ``input_size``. ``keep_ratio=True`` scales by the limiting ratio into
-    the top-left content region; the canvas is the content size rounded up to a multiple of ``divisor``
-    when ``dynamic_hw`` (a model with symbolic H/W, as upstream feeds it), else ``input_size``.
-    """
-    src = _check_size("src_size", src_size)
-    dst = _check_size("input_size", input_size)
-    if divisor < 1:
-        raise InvalidArgumentError(f"divisor must be a positive integer, got {divisor!r}")
-    matrix = np.eye(3)
-    if not keep_ratio:
-        matrix[0, 0] = dst[0] / src[0]
-        matrix[1, 1] = dst[1] / src[1]
-        return InputPlan(src, dst, dst, matrix)
-    ratio = _limiting_ratio(src, dst)
-    content = (max(1, int(ratio * src[0])), max(1, int(ratio * src[1])))
-    # upstream get_resize_matrix(src, content, keep_ratio=True) = T @ Rs @ C, the ratio recomputed for content
-    scale = _limiting_ratio(src, content)
-    centre = np.eye(3)
-    centre[:2, 2] = (-src[0] / 2, -src[1] / 2)
-    resize = np.diag([scale, scale, 1.0])
-    shift = np.eye(3)
-    shift[:2, 2] = (0.5 * content[0], 0.5 * content[1])
-    matrix = shift @ resize @ centre
-    canvas = tuple(-(-v // divisor) * divisor for v in content) if dynamic_hw else dst
-    return InputPlan(src, content, canvas, matrix)
 
 
 @lru_cache(maxsize=16)
@@ -114,7 +36,7 @@ def _lookup_tables(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.
     return tuple(tables)
 
 
-def _check_image(image: np.ndarray) -> None:
+def check_image(image: np.ndarray) -> None:
     """Raise :class:`InvalidImageError` unless ``image`` is a BGR ``uint8 [H, W, 3]`` array."""
     if not isinstance(image, np.ndarray):
         raise InvalidImageError(f"image must be a numpy array (BGR uint8 HxWx3), got {type(image).__name__}")
@@ -125,36 +47,29 @@ def _check_image(image: np.ndarray) -> None:
         )
 
 
-def preprocess(
-    image: np.ndarray,
-    plan: InputPlan,
-    mean: Sequence[float],
-    std: Sequence[float],
-    *,
-    channel_order: str = "BGR",
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Warp and normalise a BGR ``uint8 [H, W, 3]`` image into ``float32 [3, Hc, Wc]``.
+def canvas_out(canvas_size: Sequence[int], out: np.ndarray | None) -> np.ndarray:
+    """``out`` checked to be float32 ``[3, Hc, Wc]`` for ``canvas_size`` ``(Wc, Hc)``, or a new such array."""
+    w, h = canvas_size
+    if out is None:
+        return np.empty((3, h, w), dtype=np.float32)
+    if out.shape != (3, h, w) or out.dtype != np.float32:
+        raise InvalidArgumentError(f"out must be float32 [3, {h}, {w}], got {out.dtype} {out.shape}")
+    return out
 
-    ``mean``/``std`` are per network-input channel (in ``channel_order``), 0-255 scale. With ``out`` (a
-    ``float32 [3, Hc, Wc]`` array or view, e.g. one slot of a batch) the result is written there and
-    returned; the padding outside the content region is set to 0.
+
+def normalize_into(
+    content: np.ndarray, mean: Sequence[float], std: Sequence[float], channel_order: str, out: np.ndarray
+) -> np.ndarray:
+    """Normalise BGR ``uint8 [h, w, 3]`` ``content`` into the top-left of ``out`` (float32 ``[3, Hc, Wc]``).
+
+    ``mean``/``std`` are per network-input channel (in ``channel_order``, ``"BGR"`` or ``"RGB"``), 0-255 scale.
+    The canvas outside the content region is set to 0. Returns ``out``.
     """
-    _check_image(image)
-    if image.shape[1] != plan.src_size[0] or image.shape[0] != plan.src_size[1]:
-        raise InvalidImageError(
-            f"image is {image.shape[1]}x{image.shape[0]} (WxH) but the plan was made for "
-            f"{plan.src_size[0]}x{plan.src_size[1]}; call plan_input with this image's size"
-        )
     if channel_order not in ("BGR", "RGB"):
         raise InvalidArgumentError(f"channel_order must be 'BGR' or 'RGB', got {channel_order!r}")
-    (cw, ch), (w, h) = plan.content_size, plan.canvas_size
-    if out is None:
-        out = np.empty((3, h, w), dtype=np.float32)
-    elif out.shape != (3, h, w) or out.dtype != np.float32:
-        raise InvalidArgumentError(f"out must be float32 [3, {h}, {w}], got {out.dtype} {out.shape}")
-    warped = cv2.warpPerspective(image, plan.matrix, dsize=(cw, ch))
-    planes = cv2.split(warped)
+    ch, cw = content.shape[:2]
+    h, w = out.shape[1:]
+    planes = cv2.split(content)
     if channel_order == "RGB":
         planes = planes[::-1]
     tables = _lookup_tables(tuple(float(v) for v in mean), tuple(float(v) for v in std))
@@ -168,27 +83,3 @@ def preprocess(
     if cw < w:
         out[:, :ch, cw:] = 0.0
     return out
-
-
-def boxes_to_original(xyxy: np.ndarray, plan: InputPlan) -> np.ndarray:
-    """Map ``[K, 4]`` xyxy boxes from network-input pixels back to the original image.
-
-    Upstream's ``warp_boxes(boxes, inv(warp_matrix), W, H)``: transform the 4 corners (float64), take their
-    min/max, clip x to ``[0, W]`` and y to ``[0, H]``. Returns float32 ``[K, 4]``.
-    """
-    boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
-    if len(boxes) == 0:
-        return np.zeros((0, 4), dtype=np.float32)
-    inv = plan.inverse
-    xs = boxes[:, [0, 2, 0, 2]]  # corners x1y1, x2y2, x1y2, x2y1 (order is irrelevant to min/max)
-    ys = boxes[:, [1, 3, 3, 1]]
-    den = inv[2, 0] * xs + inv[2, 1] * ys + inv[2, 2]
-    tx = (inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]) / den
-    ty = (inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]) / den
-    width, height = plan.src_size
-    out = np.empty((len(boxes), 4), dtype=np.float64)
-    np.clip(tx.min(axis=1), 0, width, out=out[:, 0])
-    np.clip(ty.min(axis=1), 0, height, out=out[:, 1])
-    np.clip(tx.max(axis=1), 0, width, out=out[:, 2])
-    np.clip(ty.max(axis=1), 0, height, out=out[:, 3])
-    return out.astype(np.float32)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, SupportsIndex, overload
 
 import numpy as np
 
@@ -96,10 +96,42 @@ class Detections:
         for box, score, class_id in zip(self.xyxy.tolist(), self.scores.tolist(), self.class_ids.tolist(), strict=True):
             yield Detection(tuple(box), score, class_id, self.class_names[class_id])
 
-    def __getitem__(self, index: int) -> Detection:
-        box = self.xyxy[index].tolist()
-        class_id = int(self.class_ids[index])
-        return Detection(tuple(box), float(self.scores[index]), class_id, self.class_names[class_id])
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> Detection: ...
+
+    @overload
+    def __getitem__(self, index: slice | Sequence[int] | np.ndarray) -> Detections: ...
+
+    def __getitem__(self, index: Any) -> Detection | Detections:
+        """An integer gives one :class:`Detection`; a slice, an integer index array/list or a boolean mask of
+        length ``len(self)`` gives the selected :class:`Detections` (same class names, image size, timings), in
+        the order given. Out-of-range integers raise ``IndexError``, other index kinds ``InvalidArgumentError``.
+        """
+        if isinstance(index, (int, np.integer)) and not isinstance(index, (bool, np.bool_)):
+            box = self.xyxy[index].tolist()
+            class_id = int(self.class_ids[index])
+            return Detection(tuple(box), float(self.scores[index]), class_id, self.class_names[class_id])
+        rows = self._rows(index)
+        return Detections(
+            self.xyxy[rows], self.scores[rows], self.class_ids[rows], self.class_names, self.image_size, self.timings
+        )
+
+    def _rows(self, index: Any) -> slice | np.ndarray:
+        """``index`` as a slice or an int64 array of rows; :class:`InvalidArgumentError` for other kinds."""
+        if isinstance(index, slice):
+            return index
+        rows = np.asarray(index) if isinstance(index, (list, tuple, np.ndarray)) else None
+        if rows is not None and rows.dtype == np.bool_ and rows.shape == (len(self),):
+            return np.flatnonzero(rows)
+        if rows is not None and rows.ndim == 1 and (rows.dtype.kind in "iu" or rows.size == 0):
+            if rows.size and (rows.max() >= len(self) or rows.min() < -len(self)):
+                raise IndexError(f"index out of range for {len(self)} detections")
+            return rows.astype(np.int64)
+        shape = getattr(rows, "shape", None)
+        raise InvalidArgumentError(
+            f"Detections take an integer, a slice, an integer index array or a boolean mask of length {len(self)}, "
+            f"got {type(index).__name__}{'' if shape is None else f' of shape {shape} ({rows.dtype})'}"
+        )
 
     def __repr__(self) -> str:
         return f"Detections(n={len(self)}, image_size={self.image_size}, classes={len(self.class_names)})"

@@ -11,10 +11,10 @@ from conftest import PLUS320, SHAPES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nanodet_infer.decode import decode_boxes, distance2bbox, integral, make_priors, num_priors
 from nanodet_infer.errors import InvalidArgumentError
+from nanodet_infer.families.nanodet_plus.decode import decode_boxes, distance2bbox, integral, make_priors, num_priors
+from nanodet_infer.families.nanodet_plus.postprocess import _bounded_max_coordinate, postprocess
 from nanodet_infer.nms import batched_nms, box_iou, max_coordinate
-from nanodet_infer.postprocess import _bounded_max_coordinate, postprocess
 
 STRIDES = (8, 16, 32, 64)
 

@@ -111,6 +111,76 @@ def test_detect_batch_runs_bounded_chunks_read_lazily(monkeypatch, keep_ratio):
     assert [size for size, _ in calls] == [MAX_BATCH, 40 - MAX_BATCH]
 
 
+def test_batch_bytes_are_capped_by_the_memory_budget(monkeypatch):
+    """A batch never holds more network input than MAX_BATCH_BYTES (here: room for 3 canvases)."""
+    from nanodet_infer import detector as detector_module
+
+    det = Detector(UPSTREAM, backend="onnxruntime", num_threads=1, **SETTINGS)
+    monkeypatch.setattr(det, "_spec", replace(det._spec, metadata=det.metadata.replace(dynamic_batch=True)))
+    canvas_bytes = 3 * 4 * 256 * 256
+    monkeypatch.setattr(detector_module, "MAX_BATCH_BYTES", 3 * canvas_bytes + canvas_bytes // 2)
+    run, sizes = det._backend.run, []
+
+    def batch_run(tensor):
+        sizes.append(tensor.shape[0])
+        outputs = [run(tensor[i : i + 1]) for i in range(tensor.shape[0])]
+        return [np.concatenate(parts) for parts in zip(*outputs, strict=True)]
+
+    monkeypatch.setattr(det._backend, "run", batch_run)
+    assert len(det.detect_batch(IMAGES[:7], max_batch=32)) == 7
+    assert sizes == [3, 3, 1]
+    monkeypatch.setattr(detector_module, "MAX_BATCH_BYTES", canvas_bytes // 2)  # not even one: batches of one
+    sizes.clear()
+    det.detect_batch(IMAGES[:2])
+    assert sizes == [1, 1]
+
+
+def test_a_canvas_above_the_input_limit_is_refused(monkeypatch):
+    from nanodet_infer import detector as detector_module
+    from nanodet_infer.errors import IncompatibleModelError
+
+    det = Detector(UPSTREAM, backend="onnxruntime", num_threads=1)
+    monkeypatch.setattr(detector_module, "MAX_INPUT_BYTES", 3 * 4 * 256 * 256 - 1)
+    with pytest.raises(IncompatibleModelError, match="a 256x256 network input needs 0.0 GiB"):
+        det(IMAGES[0])
+
+
+def test_pickle_round_trip_keeps_options_and_settings(tmp_path):
+    import pickle
+    import shutil
+
+    model = shutil.copy(UPSTREAM, tmp_path / "model.onnx")
+    det = Detector(model, backend="onnxruntime", num_threads=1, class_names=CLASS_NAMES, **SETTINGS)
+    det.max_detections = 5
+    again = pickle.loads(pickle.dumps(det))
+    assert again.backend_name == "onnxruntime" and again.metadata == det.metadata
+    assert again.max_detections == 5 and again.score_threshold == det.score_threshold
+    expected, got = det(IMAGES[0]), again(IMAGES[0])
+    np.testing.assert_array_equal(got.xyxy, expected.xyxy)
+    np.testing.assert_array_equal(got.scores, expected.scores)
+    assert got.labels == expected.labels and len(got) == 5
+    data = pickle.dumps(det)
+    (tmp_path / "model.onnx").unlink()
+    from nanodet_infer.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        pickle.loads(data)
+
+
+def test_detector_runs_in_a_spawn_process_pool():
+    """spawn pickles the detector into a fresh interpreter, which loads the model again."""
+    import multiprocessing
+
+    det = Detector(UPSTREAM, backend="onnxruntime", num_threads=1, class_names=CLASS_NAMES, **SETTINGS)
+    expected = [det(path) for path in IMAGES[:2]]
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        results = pool.starmap(Detector.detect, [(det, str(path)) for path in IMAGES[:2]])
+    for got, want in zip(results, expected, strict=True):
+        np.testing.assert_array_equal(got.xyxy, want.xyxy)
+        np.testing.assert_array_equal(got.scores, want.scores)
+        assert got.labels == want.labels
+
+
 def test_timings_are_filled(detector):
     timings = detector(IMAGES[0]).timings
     for value in (timings.preprocess_ms, timings.inference_ms, timings.postprocess_ms):

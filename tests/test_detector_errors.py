@@ -54,7 +54,7 @@ def detector() -> Detector:
         ({"keep_ratio": "yes"}, "keep_ratio"),
         ({"keep_ratio": 1}, "keep_ratio"),
         ({"multi_label": "no"}, "multi_label"),
-        ({"multi_label": None}, "multi_label"),
+        ({"multi_label": 0}, "multi_label"),
         ({"backend": "tflite"}, "unknown backend"),
         ({"num_threads": 0}, "num_threads"),
         ({"backend": "onnxruntime", "precision": "f16"}, "precision"),
@@ -276,3 +276,41 @@ def test_non_square_foreign_model_takes_w_h_from_the_graph(tmp_path):
     assert det(np.zeros((10, 30, 3), np.uint8)).image_size == (30, 10)
     with pytest.raises(IncompatibleModelError, match="input_size is 32x64"):
         Detector(path, backend="onnxruntime", input_size=(32, 64))
+
+
+@pytest.mark.parametrize("model", [None, 123, 1.5, b"model.onnx", "", ["model.onnx"], "model\0.onnx"])
+def test_model_must_be_a_path(model):
+    with pytest.raises(InvalidArgumentError, match="model must be"):
+        Detector(model)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"num_threads": 2**31}, r"num_threads must be an integer >= 1 and <= 1024"),
+        ({"num_threads": 10**5000}, r"num_threads must be an integer >= 1 and <= 1024, got <int>"),
+        ({"num_threads": "4"}, "num_threads"),
+        ({"precision": ["f32"]}, r"unknown precision \['f32'\]; choose one of f32, bf16, f16"),
+        ({"precision": None}, "unknown precision None"),
+        ({"backend": None}, "unknown backend None"),
+        ({"backend": ["onnxruntime"]}, "unknown backend"),
+        ({"model_family": ["nanodet-plus"]}, "unknown model_family"),
+        ({"model_family": 3}, "unknown model_family"),
+    ],
+)
+def test_bad_loading_options_are_refused_before_the_model_loads(tmp_path, kwargs, fragment):
+    with pytest.raises(InvalidArgumentError, match=fragment):
+        Detector(tmp_path / "missing.onnx", **kwargs)  # a loading attempt would raise ModelLoadError
+
+
+def test_huge_argument_values_are_shortened_in_messages():
+    with pytest.raises(InvalidArgumentError) as caught:
+        Detector(UPSTREAM, score_threshold="x" * 10_000)
+    assert len(str(caught.value)) < 200
+
+
+def test_create_backend_checks_precision_type():
+    from nanodet_infer.backends import create_backend
+
+    with pytest.raises(InvalidArgumentError, match="unknown precision"):
+        create_backend(UPSTREAM, "openvino", precision=["f32"])

@@ -60,7 +60,7 @@ def test_missing_metadata_names_the_fix(props, fragment) -> None:
         ("keep_ratio", "1", "should be bool"),
         ("class_names", '["a", 2, "c"]', "should be str list"),
         ("schema_version", str(SCHEMA_VERSION + 1), "not supported"),
-        ("model_family", "yolo", "only 'nanodet-plus'"),
+        ("model_family", "yolo", "'yolo' is not supported; this runtime runs 'nanodet-plus'"),
         ("class_names", '["a", "b"]', "2 class names for num_classes=3"),
         ("strides", "[16, 8]", "strictly ascending"),
         ("input_size", f"[{MAX_INPUT_SIDE + 1}, 320]", f"integers in 1..{MAX_INPUT_SIDE}"),
@@ -83,3 +83,39 @@ def test_replace_validates() -> None:
     with pytest.raises(MetadataError, match="reg_max"):
         _meta().replace(reg_max=0)
     assert _meta().num_box_channels == 32
+
+
+@pytest.mark.parametrize(
+    "key, text, fragment",
+    [
+        ("prior_offset", "NaN", "must hold finite numbers"),
+        ("prior_offset", "Infinity", "must hold finite numbers"),
+        ("prior_offset", "-Infinity", "must hold finite numbers"),
+        ("prior_offset", "1e400", "must hold finite numbers"),  # JSON overflows to inf
+        ("prior_offset", "1e30", r"prior_offset must be a finite number in \[0, 1\]"),
+        ("prior_offset", "-0.5", r"prior_offset must be a finite number in \[0, 1\]"),
+        ("mean", "[1e30, 0, 0]", "at most 1e\\+06 in magnitude"),
+        ("num_classes", "9" * 5000, "not valid JSON"),  # beyond Python's int-string limit
+        ("num_classes", "9" * 4000, r"integer out of range \(beyond ±2\*\*63\)"),
+        ("num_classes", "1000000", "num_classes must be an integer in 1..100000"),
+        ("reg_max", "256", "reg_max must be an integer in 1..255"),
+        ("strides", json.dumps(list(range(1, 18))), "at most 16 levels"),
+        ("architecture", "[" * 100_000 + "]" * 100_000, "nested too deeply"),  # RecursionError in json
+        ("architecture", '{"a": ' * 40 + "1" + "}" * 40, "nested too deeply"),
+        ("architecture", '{"a": "' + "x" * 4_000_001 + '"}', "at most 4000000 characters"),
+    ],
+)
+def test_untrusted_values_are_bounded(key, text, fragment) -> None:
+    props = _meta().to_properties() | {KEY_PREFIX + key: text}
+    with pytest.raises(MetadataError, match=fragment):
+        ModelMetadata.from_properties(props)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30, -1e-9, 1.5])
+def test_constructing_with_out_of_range_prior_offset_is_refused(value) -> None:
+    with pytest.raises(MetadataError, match="prior_offset"):
+        _meta(prior_offset=value)
+
+
+def test_prior_offset_bounds_are_inclusive() -> None:
+    assert _meta(prior_offset=0.5).prior_offset == 0.5 and _meta(prior_offset=1).prior_offset == 1

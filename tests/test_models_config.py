@@ -11,8 +11,8 @@ import torch
 import yaml
 from conftest import DATA, PLUS320, SHAPES
 
-from nanodet_infer.decode import num_priors
 from nanodet_infer.errors import InvalidArgumentError
+from nanodet_infer.families.nanodet_plus.decode import num_priors
 
 
 def test_upstream_yaml_shapes() -> None:
@@ -154,7 +154,7 @@ UPSTREAM_ACTIVATIONS = {"ReLU", "LeakyReLU", "ReLU6", "SELU", "ELU", "GELU", "PR
 
 
 def test_activation_names_and_arguments_are_upstreams() -> None:
-    from nanodet_models.layers import activation_layer
+    from nanodet_models.nanodet_plus.layers import activation_layer
 
     assert set(M.ACTIVATIONS) == UPSTREAM_ACTIVATIONS
     assert activation_layer("LeakyReLU").negative_slope == 0.1

@@ -10,8 +10,8 @@ import pytest
 from conftest import SHAPES
 
 from nanodet_infer.errors import InvalidArgumentError, InvalidImageError
-from nanodet_infer.metadata import UPSTREAM_MEAN_BGR, UPSTREAM_STD_BGR
-from nanodet_infer.preprocess import InputPlan, boxes_to_original, plan_input, preprocess
+from nanodet_infer.families.nanodet_plus.resize import InputPlan, boxes_to_original, plan_input, preprocess
+from nanodet_infer.families.nanodet_plus.section import UPSTREAM_MEAN_BGR, UPSTREAM_STD_BGR
 
 
 def _image(name: str) -> np.ndarray:

@@ -18,9 +18,9 @@ from _reference import reference_decode, upstream_nms
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from nanodet_infer.decode import decode_boxes, integral, make_priors
+from nanodet_infer.families.nanodet_plus.decode import decode_boxes, integral, make_priors
+from nanodet_infer.families.nanodet_plus.postprocess import postprocess
 from nanodet_infer.nms import batched_nms
-from nanodet_infer.postprocess import postprocess
 
 PROPERTY_SETTINGS = settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -96,3 +96,64 @@ def test_to_supervision_passes_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_array_equal(out["class_id"], [2, 0])
     assert out["confidence"].dtype == np.float32 and list(out["data"]["class_name"]) == ["triangle", "circle"]
     assert out["xyxy"].flags.writeable  # a copy the user may modify
+
+
+def _three() -> Detections:
+    return Detections(
+        xyxy=[[0, 0, 1, 1], [1, 1, 2, 2], [2, 2, 3, 3]],
+        scores=[0.9, 0.5, 0.3],
+        class_ids=[0, 1, 2],
+        class_names=NAMES,
+        image_size=(10, 10),
+        timings=StageTimings(1.0, 2.0, 3.0),
+    )
+
+
+@pytest.mark.parametrize(
+    ("index", "rows"),
+    [
+        (slice(1, None), [1, 2]),
+        (slice(None, None, -1), [2, 1, 0]),
+        (slice(5, 9), []),
+        ([2, 0], [2, 0]),
+        (np.array([1, 1]), [1, 1]),
+        (np.array([-1]), [2]),
+        (np.array([True, False, True]), [0, 2]),
+        ([False, False, False], []),
+        ([], []),
+        (np.array([], np.int64), []),
+    ],
+)
+def test_slices_index_arrays_and_masks_give_detections(index, rows) -> None:
+    d = _three()
+    picked = d[index]
+    assert isinstance(picked, Detections) and len(picked) == len(rows)
+    np.testing.assert_array_equal(picked.xyxy, d.xyxy[rows].reshape(-1, 4))
+    np.testing.assert_array_equal(picked.scores, d.scores[rows])
+    np.testing.assert_array_equal(picked.class_ids, d.class_ids[rows])
+    assert picked.class_names == NAMES and picked.image_size == (10, 10) and picked.timings == d.timings
+    assert not picked.xyxy.flags.writeable
+
+
+def test_masks_compose_like_supervision() -> None:
+    d = _three()
+    confident = d[d.scores > 0.4]
+    assert confident.labels == ["circle", "rectangle"]
+    assert confident[confident.class_ids == 1].labels == ["rectangle"]
+
+
+def test_integers_still_give_one_detection() -> None:
+    d = _three()
+    assert d[np.int64(1)] == d[1] and isinstance(d[-1], Detection) and d[-1].class_name == "triangle"
+    with pytest.raises(IndexError):
+        d[3]
+    with pytest.raises(IndexError):
+        d[[0, 3]]
+
+
+@pytest.mark.parametrize(
+    "index", [np.array([True, False]), [True, False, True, True], np.array([[0, 1]]), 1.5, "0", np.array([0.5]), True]
+)
+def test_other_indices_are_invalid_arguments(index) -> None:
+    with pytest.raises(InvalidArgumentError, match="integer, a slice, an integer index array or a boolean mask"):
+        _three()[index]

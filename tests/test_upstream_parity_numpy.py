@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from conftest import PLUS320, SHAPES
 
-from nanodet_infer.decode import make_priors
+from nanodet_infer.families.nanodet_plus.decode import make_priors
+from nanodet_infer.families.nanodet_plus.postprocess import postprocess
+from nanodet_infer.families.nanodet_plus.resize import InputPlan, boxes_to_original, plan_input
 from nanodet_infer.nms import box_iou
-from nanodet_infer.postprocess import postprocess
-from nanodet_infer.preprocess import InputPlan, boxes_to_original, plan_input
 
 SCORE_THR, IOU_THR, MAX_DET = 0.05, 0.6, 100
 BOX_TOL, SCORE_TOL, EDGE = 0.01, 1e-5, 1e-5

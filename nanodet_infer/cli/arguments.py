@@ -111,6 +111,8 @@ def _add_model_options(parser: argparse.ArgumentParser, *, score_threshold: floa
                        help="letterbox (keep aspect ratio); default: what the model was trained with")
     ratio.add_argument("--stretch", dest="keep_ratio", action="store_false", help="stretch to the input size")
     group.add_argument("--single-label", action="store_true", help="one class per box (argmax) instead of multi-label")
+    group.add_argument("--allow-control-flow", action="store_true",
+                       help="accept a model with Loop/Scan/TensorIterator (refused by default: can hang the engine)")
     foreign = parser.add_argument_group("foreign models (no nanodet metadata, e.g. upstream's export_onnx.py output)")
     foreign.add_argument("--num-classes", type=int, default=None)
     foreign.add_argument("--class-names", default=None,
@@ -205,6 +207,7 @@ def detector_options(args: argparse.Namespace) -> dict[str, Any]:
         "precision": args.precision,
         "keep_ratio": args.keep_ratio,
         "multi_label": not args.single_label,
+        "allow_control_flow": args.allow_control_flow,
         **facts,
     }
 

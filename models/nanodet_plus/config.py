@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from nanodet_infer.decode import num_priors
 from nanodet_infer.errors import InvalidArgumentError
-from nanodet_infer.metadata import UPSTREAM_MEAN_BGR, UPSTREAM_STD_BGR
+from nanodet_infer.families.nanodet_plus.decode import num_priors
+from nanodet_infer.families.nanodet_plus.section import UPSTREAM_MEAN_BGR, UPSTREAM_STD_BGR
 
 from .layers import check_activation
 from .registry import Component, resolve

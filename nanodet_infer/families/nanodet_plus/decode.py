@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .errors import InvalidArgumentError
+from ...errors import InvalidArgumentError
 
 
 def make_priors(canvas_size: Sequence[int], strides: Sequence[int], offset: float = 0.0) -> np.ndarray:
@@ -57,7 +57,7 @@ def integral(box_dist: np.ndarray, reg_max: int) -> np.ndarray:
 
     Infinite logits take the softmax's limit: the bins equal to the side's maximum share the weight (one
     ``+inf`` bin is one-hot, ``-inf`` bins below a larger one get none, all-equal bins are uniform), so only
-    a NaN logit makes a side undefined (NaN); :func:`.nms.greedy_nms` drops candidates whose box is not
+    a NaN logit makes a side undefined (NaN); :func:`nanodet_infer.nms.greedy_nms` drops candidates whose box is not
     finite. No warnings are emitted.
     """
     logits = np.asarray(box_dist, dtype=np.float32).reshape(-1, 4, reg_max + 1)

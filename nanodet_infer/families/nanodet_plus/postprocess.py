@@ -2,7 +2,7 @@
 
 Upstream decodes every prior, then ``multiclass_nms``: every (prior, class) pair whose score is
 ``> score_threshold`` is a candidate, class-aware NMS on boxes shifted by ``class_id * (max_coordinate + 1)``
-(:mod:`.nms`), the best ``max_detections`` by score. Here (``candidate_first``) only the priors that have
+(:mod:`nanodet_infer.nms`), the best ``max_detections`` by score. Here (``candidate_first``) only the priors that have
 a candidate are decoded, and when there are many of them only those NMS visits plus the few that bound
 ``max_coordinate`` (:func:`_bounded_max_coordinate`); NMS stops once ``max_detections`` boxes are kept.
 The results are identical because decoding is row-wise and bit-exact per row (see :mod:`.decode`).
@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ...errors import InvalidArgumentError
+from ...nms import greedy_nms, max_coordinate
 from .decode import decode_boxes
-from .errors import InvalidArgumentError
-from .nms import greedy_nms, max_coordinate
 
 _EAGER_ROWS = 256  # up to this many priors with a candidate are decoded up front
 _BOUND_CHUNK = 64  # rows decoded at a time by _bounded_max_coordinate
@@ -31,7 +31,7 @@ _BOUND_CHUNK = 64  # rows decoded at a time by _bounded_max_coordinate
 def _bounded_max_coordinate(
     rows: np.ndarray, box_dist: np.ndarray, priors: np.ndarray, reg_max: int, canvas_size: Sequence[int]
 ) -> np.float32:
-    """:func:`.nms.max_coordinate` of the decoded boxes of prior ``rows``, decoding as few rows as it can.
+    """:func:`nanodet_infer.nms.max_coordinate` of the decoded boxes of prior ``rows``, decoding as few rows as it can.
 
     A decoded box is clamped to the canvas and has ``x2 >= x1``, ``y2 >= y1`` (side distances are
     expectations over bins ``0..reg_max``, never negative), so its largest coordinate is ``x2`` or ``y2``,

@@ -1,0 +1,109 @@
+"""The protocol every detector family implements, and the settings a detection call runs with.
+
+The :class:`~nanodet_infer.Detector` is family-agnostic; per image it calls, in order::
+
+    plan = family.plan(image_size, spec, settings)          # resize plan; plan.canvas_size (W, H) batches group on
+    tensor = family.preprocess(image, plan, spec)            # float32 [3, Hc, Wc]
+    outputs = backend.run(stacked tensors of one canvas)     # one array per model output, batch first
+    xyxy, scores, class_ids = family.postprocess([o[slot] for o in outputs], plan, spec, settings)
+
+``spec`` is the :class:`~nanodet_infer.model_spec.ModelSpec` that :meth:`Family.check_model` verified when
+the model loaded; ``spec.layout`` is whatever the family's check returned (e.g. which output holds what).
+Postprocess returns boxes xyxy float32 ``[K, 4]`` in original-image pixels, scores float32 ``[K]`` sorted
+descending, class ids int64 ``[K]``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..backends.base import Backend
+    from ..metadata import ModelMetadata
+    from ..model_spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One consistent set of a detector's tunable settings; every call reads it once, at its start.
+
+    ``score_threshold`` / ``iou_threshold`` in ``[0, 1]``, ``max_detections >= 1``, ``keep_ratio``
+    (letterbox vs stretch, as the family interprets it), ``multi_label`` (every class above the threshold
+    per box, or the best one).
+    """
+
+    score_threshold: float
+    iou_threshold: float
+    max_detections: int
+    keep_ratio: bool
+    multi_label: bool
+
+
+class Plan(Protocol):
+    """What a family's resize plan exposes to the Detector: ``src_size`` and ``canvas_size``, both ``(W, H)``."""
+
+    @property
+    def src_size(self) -> tuple[int, int]: ...
+
+    @property
+    def canvas_size(self) -> tuple[int, int]: ...
+
+
+class Family(ABC):
+    """One detector family (a module-level singleton ``FAMILY`` in ``families/<family>/family.py``).
+
+    Class attributes: :attr:`name` (the ``model_family`` string), :attr:`default_settings` (``score_threshold``,
+    ``iou_threshold``, ``max_detections``, ``multi_label`` used when the caller gives none) and
+    :attr:`foreign_facts` (keyword arguments accepted for a model without metadata).
+    """
+
+    name: ClassVar[str]
+    default_settings: ClassVar[Mapping[str, Any]]
+    foreign_facts: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def check_facts(self, facts: Mapping[str, Any]) -> dict[str, Any]:
+        """Foreign-model facts checked and normalised (``None`` values dropped); cheap, before loading.
+
+        Raises :class:`~nanodet_infer.errors.InvalidArgumentError` for an unknown keyword or a bad value.
+        """
+
+    @abstractmethod
+    def foreign_metadata(self, backend: Backend, facts: Mapping[str, Any]) -> ModelMetadata:
+        """Metadata of a model without it, from checked ``facts``, the graph's shapes and the family's defaults."""
+
+    @abstractmethod
+    def check_model(self, backend: Backend, metadata: ModelMetadata) -> Any:
+        """Verify the outputs against ``metadata``; return the family's layout (stored as ``spec.layout``).
+
+        The input (name, NCHW rank, batch, ``input_size``) is checked before, by the caller. Raises
+        :class:`~nanodet_infer.errors.IncompatibleModelError` naming the first mismatch.
+        """
+
+    @abstractmethod
+    def model_keep_ratio(self, metadata: ModelMetadata) -> bool:
+        """The resize the model was trained with: True to keep the aspect ratio (``keep_ratio=None``)."""
+
+    def model_settings(self, metadata: ModelMetadata) -> Mapping[str, Any]:
+        """The default settings for this model: :attr:`default_settings`, unless the family reads them from
+        the metadata (torchvision's builders of one family differ in their defaults)."""
+        return self.default_settings
+
+    @abstractmethod
+    def plan(self, image_size: Sequence[int], spec: ModelSpec, settings: Settings) -> Plan:
+        """The resize plan of an image of ``image_size`` ``(W, H)``."""
+
+    @abstractmethod
+    def preprocess(self, image: np.ndarray, plan: Any, spec: ModelSpec) -> np.ndarray:
+        """BGR ``uint8 [H, W, 3]`` → network input float32 ``[3, Hc, Wc]`` (``plan.canvas_size``)."""
+
+    @abstractmethod
+    def postprocess(
+        self, outputs: Sequence[np.ndarray], plan: Any, spec: ModelSpec, settings: Settings
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One image's outputs (batch axis removed) → ``(xyxy [K, 4], scores [K], class_ids [K])`` original pixels."""
