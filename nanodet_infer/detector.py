@@ -201,7 +201,8 @@ class Detector:
     def __repr__(self) -> str:
         meta = self.metadata
         return (
-            f"Detector({self.backend_name}, {meta.num_classes} classes, input {meta.input_size[0]}x{meta.input_size[1]}"
+            f"Detector({self.backend_name}, {meta.model_family}, {meta.num_classes} classes, "
+            f"input {meta.input_size[0]}x{meta.input_size[1]}"
             f"{' dynamic H/W' if meta.dynamic_hw else ''}, keep_ratio={self.keep_ratio})"
         )
 

@@ -163,8 +163,7 @@ class ModelMetadata:
             )
         if self.schema_version == 1 and self.model_family != DEFAULT_FAMILY:
             raise MetadataError(f"schema_version 1 only describes {DEFAULT_FAMILY!r} models; re-export the model")
-        if not _is_int(self.num_classes) or not 1 <= self.num_classes <= MAX_NUM_CLASSES:
-            raise MetadataError(f"num_classes must be an integer in 1..{MAX_NUM_CLASSES}, got {self.num_classes!r}")
+        check_int("num_classes", self.num_classes, 1, MAX_NUM_CLASSES)
         if not all(isinstance(n, str) for n in self.class_names):
             raise MetadataError("class_names must be strings")
         if len(self.class_names) != self.num_classes:
@@ -243,6 +242,12 @@ _COMMON_KINDS: dict[str, str] = {
     "source_sha256": "str",
     "architecture": "dict",
 }
+
+
+def check_int(name: str, value: Any, low: int, high: int) -> None:
+    """Raise :class:`MetadataError` unless ``value`` is an int (not a bool) in ``low..high``."""
+    if not _is_int(value) or not low <= value <= high:
+        raise MetadataError(f"{name} must be an integer in {low}..{high}, got {value!r}")
 
 
 def check_int_list(
