@@ -230,8 +230,8 @@ class Detector:
         batches, so no image is padded to a larger canvas and results equal single-image calls). Waiting inputs
         of all canvas sizes together stay within :data:`MAX_BATCH_BYTES` (plus the image just prepared): above it
         the largest waiting group runs early. Memory is thus bounded however many images and aspect ratios are
-        given. With a static batch the images run one by one. A canvas above :data:`MAX_INPUT_BYTES` raises :class:`IncompatibleModelError`. Each result's
-        ``inference_ms`` is its share of its batch's time.
+        given. With a static batch the images run one by one. A canvas above :data:`MAX_INPUT_BYTES` raises
+        :class:`IncompatibleModelError`. Each result's ``inference_ms`` is its share of its batch's time.
         """
         if isinstance(images, (str, bytes, os.PathLike, np.ndarray)) or not isinstance(images, Iterable):
             raise InvalidArgumentError(
