@@ -201,7 +201,9 @@ class ModelMetadata:
         Raises :class:`MetadataError` when the map carries no metadata, a required key is missing, a value
         is malformed or out of range, or ``model_family`` is not a supported family.
         """
-        ours = {k[len(KEY_PREFIX) :]: v for k, v in props.items() if k.startswith(KEY_PREFIX)}
+        if not isinstance(props, Mapping):
+            raise MetadataError(f"metadata must be a string map, got {type(props).__name__}")
+        ours = {k[len(KEY_PREFIX) :]: v for k, v in props.items() if isinstance(k, str) and k.startswith(KEY_PREFIX)}
         if not ours:
             raise MetadataError(
                 "the model carries no nanodet metadata; export it with nanodet-export, or pass the model facts "
