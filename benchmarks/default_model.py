@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .inputs import synthetic_image
+from nanodet_infer.bench import synthetic_image
 
 PRESET = "nanodet-plus-m_320"
 SEED = 0

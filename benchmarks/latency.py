@@ -30,8 +30,17 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report  # noqa: E402
-from benchmarks.inputs import SYNTHETIC_SIZE, load_images, synthetic_image  # noqa: E402
-from benchmarks.timing import Entry, Measurement, measure_side_by_side  # noqa: E402
+from nanodet_infer.bench import (  # noqa: E402
+    SYNTHETIC_SIZE,
+    Entry,
+    Measurement,
+    bare_tensor,
+    engine_entries,
+    engine_row,
+    load_images,
+    measure_side_by_side,
+    synthetic_image,
+)
 from nanodet_infer.errors import BackendUnavailableError, NanoDetError  # noqa: E402
 
 WORST_CASE_THRESHOLD = 0.05
@@ -137,44 +146,10 @@ def engines(model: Path, choice: str, ov_model: Path | None) -> list[tuple[str, 
     return out
 
 
-def _stage_sums(results: list[Any]) -> dict[str, float]:
-    return {
-        "preprocess": sum(r.timings.preprocess_ms for r in results),
-        "inference": sum(r.timings.inference_ms for r in results),
-        "postprocess": sum(r.timings.postprocess_ms for r in results),
-    }
-
-
-def _batches(images: list[np.ndarray], batch: int) -> Callable[[], list[np.ndarray]]:
-    cycle = itertools.cycle(images)
-    return lambda: [next(cycle) for _ in range(batch)]
-
-
-def bare_tensor(detector: Any, image: np.ndarray, batch: int) -> np.ndarray:
-    """The preprocessed ``[B, 3, H, W]`` tensor of ``image`` repeated ``batch`` times."""
-    from nanodet_infer.families.nanodet_plus.resize import plan_input, preprocess
-
-    meta = detector.metadata
-    plan = plan_input((image.shape[1], image.shape[0]), meta.input_size, keep_ratio=detector.keep_ratio,
-                      dynamic_hw=meta.dynamic_hw)
-    one = preprocess(image, plan, meta.mean, meta.std, channel_order=meta.channel_order)
-    return np.ascontiguousarray(np.repeat(one[None], batch, axis=0))
-
-
-def _bare_call(backend: Any, tensor: np.ndarray) -> Callable[[], Any]:
-    if backend.input_shape[0] is None or tensor.shape[0] == 1:
-        return lambda: backend.run(tensor)
-    singles = [tensor[i : i + 1] for i in range(tensor.shape[0])]
-    return lambda: [backend.run(t) for t in singles]
-
-
 # ---------------------------------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
     """Measure everything ``args`` asks for; returns the JSON document and the raw measurements."""
     from tqdm import tqdm
-
-    from nanodet_infer import Detector
-    from nanodet_infer.backends import create_backend
 
     torch = None if args.no_torch else _torch()
     notes: list[str] = []
@@ -211,20 +186,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
     bar = tqdm(total=total, desc="benchmark", unit="call", file=sys.stderr, disable=args.no_progress)
     first_detector = None
     for threads in args.threads:
-        entries: list[Entry] = []
-        pairs = []
-        for label, backend, precision, path in configs:
-            detector = Detector(path, backend=backend, num_threads=threads, precision=precision,
-                                score_threshold=args.score_threshold)
-            first_detector = first_detector or detector
-            bare = create_backend(path, backend, num_threads=threads, precision=precision)
-            tensor = bare_tensor(detector, images[0], args.batch)
-            next_batch = _batches(images, args.batch)
-            ours = Measurement(f"{label}, {threads} thr", "ours", {"engine": label, "threads": threads})
-            raw = Measurement(f"{label}, {threads} thr, bare", "bare", {"engine": label, "threads": threads})
-            entries.append(Entry(ours, lambda d=detector, nb=next_batch: d.detect_batch(nb()), _stage_sums))
-            entries.append(Entry(raw, _bare_call(bare, tensor)))
-            pairs.append((label, backend, precision, detector, ours, raw))
+        runs = [engine_entries(label, backend, precision, path, threads, images, args.batch, args.score_threshold)
+                for label, backend, precision, path in configs]
+        entries: list[Entry] = [entry for run in runs for entry in run.entries]
+        first_detector = first_detector or runs[0].detector
         reference = None
         if torch_model is not None:
             from benchmarks.torch_reference import TorchPipeline
@@ -232,20 +197,16 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
             torch.set_num_threads(threads)
             pipeline = TorchPipeline(torch_model, first_detector.metadata, args.score_threshold)
             reference = Measurement(f"PyTorch, {threads} thr", "pytorch", {"threads": threads})
-            next_batch = _batches(images, args.batch)
-            entries.append(Entry(reference, lambda p=pipeline, nb=next_batch: p(nb()), lambda out: out[1]))
+            cycle = itertools.cycle(images)
+            entries.append(Entry(reference, lambda p=pipeline, c=cycle: p([next(c) for _ in range(args.batch)]),
+                                 lambda out: out[1]))
         measure_side_by_side(entries, iters=args.iters, warmup=args.warmup, tick=bar.update)
         measurements.extend(e.measurement for e in entries)
         torch_e2e = reference.median() if reference is not None else None
-        for label, backend, precision, detector, ours, raw in pairs:
-            e2e = ours.median()
-            rows.append({
-                "engine": label, "backend": backend, "precision": precision, "threads": threads,
-                "stages_ms": ours.stats(), "bare_inference_ms": raw.stats()["end_to_end"],
-                "overhead": e2e / raw.median(), "images_per_s": 1e3 * args.batch / e2e,
-                "speedup_vs_pytorch": torch_e2e / e2e if torch_e2e else None,
-                "detections": len(detector(images[0])),
-            })
+        for run in runs:
+            row = engine_row(run, images[0], args.batch)
+            row["speedup_vs_pytorch"] = torch_e2e / run.ours.median() if torch_e2e else None
+            rows.append(row)
         if reference is not None:
             e2e = reference.median()
             rows.append({

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .timing import STAGES, Measurement
+from nanodet_infer.bench import STAGES, Measurement
 
 SCHEMA = "nanodet-infer.benchmark/1"
 

@@ -16,7 +16,7 @@ from nanodet_infer.metadata import ModelMetadata
 
 from . import onnx_export, openvino_export, parity
 from .resolve import architecture_summary, check_input_size, resolve_config, with_overrides
-from .staging import StagedOutput
+from .staging import StagedOutput, output_files
 
 PRODUCER = f"nanodet-export {__version__}"
 
@@ -196,7 +196,7 @@ def _export(
     shapes = onnx_export.output_shapes(graph)
     input_shape = ["batch", 3, "height", "width"] if options.dynamic else [1, 3, size[1], size[0]]
 
-    finals = (out, *(out.with_suffix(suffix) for suffix in FORMATS[options.fmt][1:]))
+    finals = output_files(out, FORMATS[options.fmt])
     with StagedOutput(finals) as staged:
         if options.fmt == "onnx":
             onnx.save(graph, str(staged.temp))

@@ -1,8 +1,13 @@
 """``nanodet-export``: upstream NanoDet-Plus checkpoint → ONNX / OpenVINO IR, parity-checked.
 
 Exit codes: 0 success; 2 bad input (missing/corrupt/unsafe checkpoint, wrong architecture or config,
-bad option); 1 export or parity check failed (or an unexpected error). Errors are one line on
-stderr; ``--verbose`` adds the traceback.
+bad option, an output path that cannot or must not be written); 1 export or parity check failed (or an
+unexpected error); 130 / 143 stopped by Ctrl-C / SIGTERM (no partial file is left). Errors are one line
+on stderr; ``--verbose`` adds the traceback.
+
+Every output file (``--out`` and, for OpenVINO, its ``.bin``) is checked before the checkpoint is read:
+never one of the inputs (``--ckpt``, ``--config``, ``--class-names``), an existing file only with
+``--overwrite``, its folder writable (:mod:`nanodet_infer.cli.outputs`).
 """
 
 from __future__ import annotations
@@ -11,14 +16,19 @@ import argparse
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from nanodet_models import ACTIVATIONS
 
-from nanodet_infer.errors import ExportError, NanoDetError
+from nanodet_infer.cli.arguments import parse_size, read_class_names_file
+from nanodet_infer.cli.outputs import check_output_file, is_stream
+from nanodet_infer.cli.signals import exit_status, terminate_like_interrupt
+from nanodet_infer.errors import ExportError, InvalidArgumentError, NanoDetError
+from nanodet_infer.safetext import safe_text
 
 from .api import FORMATS, PRODUCER, ExportReport, export_checkpoint
-from .resolve import parse_input_size, read_class_names
+from .staging import output_files
 
 EXIT_OK, EXIT_EXPORT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -55,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     parser.add_argument("--format", choices=tuple(FORMATS), default="onnx", help="output format (default onnx)")
     parser.add_argument("--fp16", action="store_true", help="OpenVINO IR with FP16 weights (default FP32)")
-    parser.add_argument("--class-names", metavar="FILE", help="class names: one per line, or a JSON list")
+    parser.add_argument("--class-names", metavar="FILE", help="class names file: one per line, or a JSON list")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (and its .bin); an input is never overwritten")
     parser.add_argument(
         "--trust-checkpoint", action="store_true", help="allow full unpickling (runs code from the file!)"
     )
@@ -72,35 +84,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)
         return int(exc.code or 0)
     try:
-        report = export_checkpoint(
-            args.ckpt,
-            args.out,
-            config=args.config,
-            preset=args.preset,
-            input_size=parse_input_size(args.input_size) if args.input_size else None,
-            dynamic=args.dynamic,
-            opset=args.opset,
-            simplify=not args.no_simplify,
-            fmt=args.format,
-            fp16=args.fp16,
-            class_names=read_class_names(args.class_names) if args.class_names else None,
-            trust_checkpoint=args.trust_checkpoint,
-            activation=args.activation,
-        )
+        with terminate_like_interrupt():
+            check_outputs(args)
+            report = export_checkpoint(
+                args.ckpt,
+                args.out,
+                config=args.config,
+                preset=args.preset,
+                input_size=parse_size(args.input_size) if args.input_size else None,
+                dynamic=args.dynamic,
+                opset=args.opset,
+                simplify=not args.no_simplify,
+                fmt=args.format,
+                fp16=args.fp16,
+                class_names=read_class_names_file(args.class_names) if args.class_names else None,
+                trust_checkpoint=args.trust_checkpoint,
+                activation=args.activation,
+            )
     except ExportError as exc:
         return _fail(exc, EXIT_EXPORT_FAILED, args.verbose)
     except NanoDetError as exc:
         return _fail(exc, EXIT_BAD_INPUT, args.verbose)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the staged temporaries are already removed
+        status, word = exit_status(exc)
+        print(f"nanodet-export: {word}; nothing was written", file=sys.stderr)
+        return status
     except Exception as exc:  # a bug, not bad input: say so, keep the traceback behind --verbose
         return _fail(exc, EXIT_EXPORT_FAILED, args.verbose, prefix=f"internal error ({type(exc).__name__}): ")
-    print(summary(report, verbose=args.verbose))
+    print("\n".join(safe_text(line) for line in summary(report, verbose=args.verbose).splitlines()))
     return EXIT_OK
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Check every file the export will write, before any work (:mod:`nanodet_infer.cli.outputs`)."""
+    inputs = [Path(p) for p in (args.ckpt, args.config, args.class_names) if p]
+    for path in output_files(args.out, FORMATS[args.format]):
+        if is_stream(path):
+            raise InvalidArgumentError(
+                f"--out '{safe_text(path)}' is a pipe or device; the exporter writes, checks and renames "
+                "regular files: give a file path"
+            )
+        check_output_file(path, "--out", inputs, overwrite=args.overwrite)
 
 
 def _fail(exc: BaseException, code: int, verbose: bool, prefix: str = "") -> int:
     if verbose:
         traceback.print_exc()
-    message = " ".join(str(exc).split())
+    message = safe_text(" ".join(str(exc).split()))
     hint = "" if verbose or not prefix else " (re-run with --verbose for the traceback)"
     print(f"nanodet-export: error: {prefix}{message}{hint}", file=sys.stderr)
     return code

@@ -103,38 +103,6 @@ def _round(value: int, multiple: int) -> int:
     return max(multiple, round(value / multiple) * multiple)
 
 
-def parse_input_size(text: str) -> tuple[int, int]:
-    """``"320,192"`` → ``(320, 192)`` (W, H)."""
-    parts = text.replace("x", ",").split(",")
-    try:
-        width, height = (int(p) for p in parts)
-    except ValueError:
-        raise InvalidArgumentError(
-            f"--input-size {text!r} is not W,H; give width and height, e.g. --input-size 320,192"
-        ) from None
-    return width, height
-
-
-def read_class_names(path: str | Path) -> tuple[str, ...]:
-    """Class names from a file: a JSON list of strings, or one name per line (blank lines ignored)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidArgumentError(
-            f"cannot read class names from {str(path)!r} ({exc}); give a UTF-8 text file, one name per line"
-        ) from exc
-    if text.lstrip().startswith("["):
-        try:
-            names = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidArgumentError(f"class-names file {str(path)!r} is not a valid JSON list: {exc}") from exc
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise InvalidArgumentError(f"class-names file {str(path)!r} must be a JSON list of strings")
-        return tuple(names)
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
-
-
 def architecture_summary(cfg: ModelConfig, deploy: nn.Module) -> dict[str, Any]:
     """JSON-ready summary of the exported architecture for the metadata (for humans).
 

@@ -1,35 +1,48 @@
 """Atomic output: write next to the destination, move into place only once checked.
 
-Every output file is first written to a hidden temporary name in the destination directory (so the
-final :func:`os.replace` is a same-filesystem rename) and only renamed to its real name by
-:meth:`StagedOutput.commit`, which the exporter calls after the parity check passed. Leaving the
-``with`` block without committing (an error, a failed check, Ctrl-C) deletes the temporaries, so a
-half-written or unchecked model never appears under the requested name.
+Every output file is first written to a short hidden temporary name (unique per process, independent
+of the final name's length) in the destination directory (so the final :func:`os.replace` is a
+same-filesystem rename) and only renamed to its real name by :meth:`StagedOutput.commit`, which the
+exporter calls after the parity check passed. Leaving the ``with`` block without committing (an error,
+a failed check, Ctrl-C, SIGTERM) deletes the temporaries, so a half-written or unchecked model never
+appears under the requested name. A final name that is a symbolic link is written through: its target
+is replaced, the link stays.
+
+``nanodet-export`` checks every output path (:func:`output_files`) with
+:mod:`nanodet_infer.cli.outputs` before it reads the checkpoint.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from nanodet_infer.cli.outputs import real, temporary_name
 from nanodet_infer.errors import InvalidArgumentError
 
 
+def output_files(out: str | Path, suffixes: Sequence[str]) -> tuple[Path, ...]:
+    """Every file an export to ``out`` writes: ``out`` and its companions (``suffixes[1:]``, e.g. the
+    IR's ``.bin``), in that order."""
+    out = Path(out)
+    return (out, *(out.with_suffix(suffix) for suffix in suffixes[1:]))
+
+
 class StagedOutput:
-    """Temporary twins of ``finals`` (same directory, same suffixes, shared random stem)."""
+    """Temporary twins of ``finals`` (in the main file's directory, same suffixes, shared random stem)."""
 
     def __init__(self, finals: tuple[Path, ...]) -> None:
-        directory = finals[0].parent
+        directory = real(finals[0]).parent
         if not directory.is_dir():
             raise InvalidArgumentError(
-                f"output directory {str(directory)!r} does not exist; create it or choose another --out"
+                f"output directory {str(finals[0].parent)!r} does not exist; create it or choose another --out"
             )
-        token = secrets.token_hex(4)
-        self.finals = finals
+        stem = temporary_name()
+        self.finals = tuple(real(p) for p in finals)  # a link is written through
         # Same stem for every file: an OpenVINO .xml finds its .bin by replacing the suffix.
-        self.temps = tuple(p.with_name(f".{finals[0].stem}.{token}.partial{p.suffix}") for p in finals)
+        self.temps = tuple(directory / f"{stem}{p.suffix}" for p in finals)
         self._committed = False
 
     @property

@@ -220,6 +220,11 @@ class Detector:
         """Same as calling the detector."""
         return self(image)
 
+    def network_input(self, image: ImageInput) -> np.ndarray:
+        """The network input of one image, float32 ``[3, H, W]`` (the family's resize and normalisation, with the
+        current settings), as :meth:`detect` feeds it to the model; for benchmarks and debugging."""
+        return self._prepare(0, image, self._settings).tensor
+
     def detect_batch(self, images: Iterable[ImageInput], max_batch: int = MAX_BATCH) -> list[Detections]:
         """Detect objects in several images (a list, or any iterable); one :class:`Detections` per image, in order.
 

@@ -7,8 +7,17 @@ Two entry points:
 - :func:`evaluate_coco` — runs a detector over every image of a COCO annotation file, then
   :func:`coco_stats` on its detections.
 
-Class index ``i`` of the model maps to the ``i``-th category id of the annotation file in ascending
-id order, which is how upstream NanoDet's ``CocoDataset`` numbers its labels.
+Categories are matched **by name** when both the model and the annotation file name them
+(:func:`category_mapping`): every annotation category must be a class of the model (else
+:class:`~nanodet_infer.errors.InvalidArgumentError` naming the missing ones), while model classes the
+file does not annotate are fine (their detections are left out, as pycocotools leaves out every
+category outside ``params.catIds``; e.g. a COCO-80 model on a person-only file). Only when a side has
+no names (a foreign model given no ``class_names``; categories without ``name``) does class index ``i``
+map to the ``i``-th category id in ascending order, which is how upstream NanoDet's ``CocoDataset``
+numbers its labels; the counts must then agree.
+
+Hand-made ground truth often lacks ``area`` and ``iscrowd``; :func:`load_ground_truth` fills them as
+pycocotools users do (``area`` = bbox width x height, ``iscrowd`` 0).
 
 pycocotools is an optional dependency (the ``eval`` extra); it is imported only when a function here
 runs, and its absence raises :class:`~nanodet_infer.errors.BackendUnavailableError` with the fix.
@@ -56,7 +65,10 @@ def _pycocotools() -> tuple[Any, Any]:
 
 
 def load_ground_truth(ann_file: str | Path) -> Any:
-    """Load a COCO annotation file quietly (pycocotools prints progress otherwise)."""
+    """Load a COCO annotation file quietly (pycocotools prints progress otherwise).
+
+    An annotation without ``area`` gets its bbox's width x height, one without ``iscrowd`` gets 0.
+    """
     path = Path(ann_file)
     if not path.is_file():
         raise ImageReadError(f"annotation file not found: {path}")
@@ -71,6 +83,9 @@ def load_ground_truth(ann_file: str | Path) -> Any:
         raise InvalidArgumentError(
             f"{path} is not a COCO annotation file: it needs 'images', 'annotations' and 'categories' lists"
         )
+    for annotation in dataset["annotations"]:
+        if isinstance(annotation, dict):
+            _fill_defaults(annotation)
     gt = coco_cls()
     gt.dataset = dataset
     try:
@@ -81,9 +96,64 @@ def load_ground_truth(ann_file: str | Path) -> Any:
     return gt
 
 
+def _fill_defaults(annotation: dict[str, Any]) -> None:
+    annotation.setdefault("iscrowd", 0)
+    if "area" not in annotation:
+        box = annotation.get("bbox")
+        if isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box):
+            annotation["area"] = float(box[2]) * float(box[3])
+
+
 def category_ids_of(gt: Any) -> list[int]:
-    """Category ids of a loaded ground truth in ascending order: model class ``i`` is entry ``i``."""
+    """Category ids of a loaded ground truth in ascending order (the positional mapping)."""
     return sorted(gt.getCatIds())
+
+
+def _placeholder_names(names: Sequence[str]) -> bool:
+    """Whether ``names`` are the runtime's stand-ins for a model without names (``class_0``, ...)."""
+    return list(names) == [f"class_{i}" for i in range(len(names))]
+
+
+def category_mapping(
+    model_names: Sequence[str] | None, gt: Any, *, named: bool = True
+) -> tuple[list[int], list[str]]:
+    """The COCO category id of each model class (``-1``: not annotated, left out), and notes to print.
+
+    ``model_names`` are the model's classes (``None``: unknown); ``named=False`` says they are only
+    placeholders. By name when the model is named and every category has a non-empty ``name``; by
+    position otherwise (see the module docstring). :class:`InvalidArgumentError` names what disagrees.
+    """
+    ids = category_ids_of(gt)
+    names = [gt.cats[i].get("name") for i in ids]
+    if model_names is None or not named or not all(isinstance(n, str) and n for n in names):
+        count = len(model_names) if model_names is not None else None
+        if count is not None and count != len(ids):
+            raise InvalidArgumentError(
+                f"the model has {count} classes but the annotation file {len(ids)} categories, and they cannot be "
+                "matched by name: give the model's class names (--class-names) and a 'name' to every category"
+            )
+        return ids, ["categories matched by position (class i = i-th category id), not by name"]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InvalidArgumentError(
+            f"the annotation file names several categories {repeated[0]!r}; category names must be unique"
+        )
+    by_name = dict(zip(names, ids, strict=True))
+    missing = [n for n in names if n not in model_names]
+    if missing:
+        shown = ", ".join(repr(n) for n in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise InvalidArgumentError(
+            f"{len(missing)} annotation categories are not classes of the model ({shown}); the model's classes "
+            f"are {', '.join(repr(n) for n in list(model_names)[:5])}{', ...' if len(model_names) > 5 else ''}: "
+            "evaluate on annotations of the model's classes, or give its names with --class-names"
+        )
+    mapping = [by_name.get(name, -1) for name in model_names]
+    notes = []
+    unused = [name for name, cat in zip(model_names, mapping, strict=True) if cat < 0]
+    if unused:
+        notes.append(f"{len(unused)} model classes are not annotation categories and are left out "
+                     f"({', '.join(unused[:5])}{', ...' if len(unused) > 5 else ''})")
+    return mapping, notes
 
 
 def coco_stats(
@@ -127,31 +197,34 @@ def coco_stats(
 
 def evaluate_coco(
     detector: Callable[[Any], Any],
-    ann_file: str | Path,
+    ground_truth: str | Path | Any,
     image_dir: str | Path,
     *,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Run ``detector`` on every image of ``ann_file`` (read from ``image_dir``) and score it.
+    """Run ``detector`` on every image of ``ground_truth`` (read from ``image_dir``) and score it.
 
     Args:
         detector: a :class:`~nanodet_infer.Detector` (anything callable on an image path that returns
-            an object with ``to_coco(image_id, category_ids)``).
-        ann_file: COCO annotation JSON (``images`` give ``id`` and ``file_name``).
+            an object with ``to_coco(image_id, category_ids)``; its ``metadata.class_names``, if any, are
+            matched to the categories by :func:`category_mapping`).
+        ground_truth: COCO annotation JSON path (``images`` give ``id`` and ``file_name``), or a
+            ``COCO`` object from :func:`load_ground_truth`.
         image_dir: folder the ``file_name`` entries are relative to.
         progress: show a tqdm progress bar on stderr.
 
     Returns:
         The :func:`coco_stats` numbers plus ``num_images`` and ``num_detections``; the result rows
-        themselves under ``results``.
+        themselves under ``results``; how categories were matched under ``notes``.
     """
-    gt = load_ground_truth(ann_file)
-    category_ids = category_ids_of(gt)
-    images = gt.loadImgs(sorted(gt.getImgIds()))
+    gt = ground_truth if hasattr(ground_truth, "loadRes") else load_ground_truth(ground_truth)
+    metadata = getattr(detector, "metadata", None)
+    names = list(metadata.class_names) if metadata is not None else None
+    category_ids, notes = category_mapping(names, gt, named=names is not None and not _placeholder_names(names))
     root = Path(image_dir)
     if not root.is_dir():
         raise ImageReadError(f"image folder not found: {root}")
-    files = _image_files(images, ann_file)
+    files = image_files(gt, ground_truth if isinstance(ground_truth, str | Path) else "annotation file")
     rows: list[dict[str, Any]] = []
     if progress:
         from tqdm import tqdm
@@ -159,22 +232,24 @@ def evaluate_coco(
         files = tqdm(files, desc="eval", unit="img")
     for image_id, file_name in files:
         detections = detector(str(root / file_name))
-        rows.extend(detections.to_coco(image_id, category_ids))
+        rows.extend(row for row in detections.to_coco(image_id, category_ids) if row["category_id"] >= 0)
     stats: dict[str, Any] = coco_stats(rows, gt)
     stats["num_images"] = len(gt.getImgIds())
     stats["num_detections"] = len(rows)
+    stats["notes"] = notes
     stats["results"] = rows
     return stats
 
 
-def _image_files(images: list[dict[str, Any]], ann_file: str | Path) -> list[tuple[Any, str]]:
-    """``(id, file_name)`` of every COCO image entry; :class:`InvalidArgumentError` naming a missing field."""
+def image_files(gt: Any, source: object = "annotation file") -> list[tuple[Any, str]]:
+    """``(id, file_name)`` of every image of a loaded ground truth, by ascending id; :class:`InvalidArgumentError`
+    naming an entry without a usable ``file_name`` (``source`` names the file in that message)."""
     files = []
-    for info in images:
+    for info in gt.loadImgs(sorted(gt.getImgIds())):
         file_name = info.get("file_name")
         if not isinstance(file_name, str) or not file_name:
             raise InvalidArgumentError(
-                f"{ann_file}: image id {info['id']!r} has no 'file_name' (got {file_name!r}); every entry of "
+                f"{source}: image id {info['id']!r} has no 'file_name' (got {file_name!r}); every entry of "
                 "'images' needs 'id' and 'file_name' (its path relative to the image folder)"
             )
         files.append((info["id"], file_name))

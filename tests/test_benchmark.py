@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -73,9 +74,31 @@ def test_foreign_model_without_torch(tmp_path) -> None:
     assert doc["settings"]["image_size"] == [640, 360]
 
 
-def test_cli_bench_runs_the_benchmark(capsys) -> None:
+def test_cli_bench_measures_a_model_file_without_the_source_tree(tmp_path) -> None:
+    """``nanodet-infer bench`` is the runtime's own (nanodet_infer.bench): no benchmarks/ import, no torch."""
+    out = tmp_path / "row.json"
+    argv = ["bench", "--iters", "2", "--warmup", "1", "--size", "320,240", "--no-progress",
+            "--model", str(SHAPES / "upstream_export.onnx"), "--json", str(out)]
+    script = (
+        "import sys\nfrom nanodet_infer.cli import main\n"
+        f"code = main({argv!r})\n"
+        "assert code == 0, code\n"
+        "assert not any(m == 'benchmarks' or m.startswith('benchmarks.') for m in sys.modules), 'benchmarks imported'\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "| onnxruntime f32 | 1 |" in result.stdout
+    row = json.loads(out.read_text())
+    assert set(row) == PIPELINE_KEYS - {"speedup_vs_pytorch"}
+    assert row["stages_ms"]["end_to_end"]["n"] == 2 and row["detections"] >= 0
+
+
+@pytest.mark.parametrize("argv", [["--iters", "0"], ["--size", "320"]])
+def test_cli_bench_bad_options_are_one_line_exit_2(argv, capsys) -> None:
     from nanodet_infer.cli import main
 
-    argv = ["bench", *TINY, "--model", str(SHAPES / "upstream_export.onnx"), "--backend", "onnxruntime", "--no-torch"]
-    assert main(argv) == 0
-    assert "| onnxruntime f32 | 1 |" in capsys.readouterr().out
+    assert main(["bench", "--model", str(SHAPES / "upstream_export.onnx"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nanodet-infer: error:") and "\n" not in err

@@ -160,17 +160,18 @@ class _FailingDetector:
 
 
 def _fail_at(monkeypatch, call: int) -> None:
-    from nanodet_infer import cli
+    from nanodet_infer.cli import arguments
 
-    make = cli.make_detector
-    monkeypatch.setattr(cli, "make_detector", lambda args: _FailingDetector(make(args), call))
+    make = arguments.make_detector
+    monkeypatch.setattr(arguments, "make_detector", lambda args: _FailingDetector(make(args), call))
 
 
 def test_json_is_written_when_the_run_stops_on_an_error(tmp_path, capsys, monkeypatch) -> None:
     _fail_at(monkeypatch, 3)
     out_json = tmp_path / "rows.json"
     out_json.write_text("old content")
-    assert main(["detect", str(IMAGES), *FOREIGN, "--json", str(out_json), "--no-progress"]) == 2
+    argv = ["detect", str(IMAGES), *FOREIGN, "--json", str(out_json), "--overwrite", "--no-progress"]
+    assert main(argv) == 2
     (line,) = _stderr_lines(capsys)
     assert "simulated failure" in line
     rows = json.loads(out_json.read_text())
@@ -179,9 +180,10 @@ def test_json_is_written_when_the_run_stops_on_an_error(tmp_path, capsys, monkey
 
 
 def test_write_json_is_atomic(tmp_path) -> None:
-    from nanodet_infer.cli import write_json
+    from nanodet_infer.cli.outputs import write_json
 
     target = tmp_path / "sub" / "out.json"
+    target.parent.mkdir()
     write_json(target, [{"a": 1}])
     assert json.loads(target.read_text()) == [{"a": 1}]
     with pytest.raises(TypeError):
@@ -204,3 +206,33 @@ def test_video_failing_mid_way_leaves_no_partial_mp4(tmp_path, capsys, monkeypat
     assert "simulated failure" in _stderr_lines(capsys)[-1]
     assert list(out.iterdir()) == []
     assert {row["frame"] for row in json.loads(out_json.read_text())} <= {0, 1}
+
+
+# ---------------------------------------------------------------------------------------------- shared formats
+def test_one_w_h_parser_for_both_command_lines() -> None:
+    from nanodet_infer.cli.arguments import parse_size
+    from nanodet_infer.errors import InvalidArgumentError
+
+    assert pytest.importorskip("nanodet_export.cli").parse_size is parse_size  # the exporter needs torch
+    assert parse_size("320,192") == parse_size("320x192") == parse_size(" 320 , 192 ") == (320, 192)
+    for text in ("320", "0,5", "-1,5", "a,b", "1,2,3", ""):
+        with pytest.raises(InvalidArgumentError, match="is not W,H"):
+            parse_size(text)
+
+
+def test_one_class_names_file_format_for_both_command_lines(tmp_path) -> None:
+    from nanodet_infer.cli.arguments import class_names_option, read_class_names_file
+    from nanodet_infer.errors import InvalidArgumentError
+
+    assert pytest.importorskip("nanodet_export.cli").read_class_names_file is read_class_names_file
+    lines, listed, empty, numbers = (tmp_path / n for n in ("lines.txt", "list.json", "empty.txt", "numbers.json"))
+    lines.write_text(" cat \n\ndog, big\n")
+    listed.write_text('["cat", "dog, big"]')
+    empty.write_text("\n \n")
+    numbers.write_text("[1, 2]")
+    assert read_class_names_file(lines) == read_class_names_file(listed) == ("cat", "dog, big")
+    assert class_names_option(str(lines)) == ("cat", "dog, big") and class_names_option("cat, dog") == ("cat", "dog")
+    with pytest.raises(InvalidArgumentError, match="names no class"):
+        read_class_names_file(empty)
+    with pytest.raises(InvalidArgumentError, match="JSON list of strings"):
+        read_class_names_file(numbers)

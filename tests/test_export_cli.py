@@ -7,7 +7,11 @@ config and saved as an upstream-style ``.pth``.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -198,7 +202,7 @@ def test_parity_failure_is_exit_1_and_writes_nothing(fmt, capsys, monkeypatch, s
     existing = workdir / ("m.onnx" if fmt == "onnx" else "m.xml")
     existing.write_text("previous model")  # must survive a failed export untouched
     monkeypatch.setattr(parity, "compare", _perturbed(parity.compare))
-    code, _, err = _run(capsys, "--ckpt", seeded_pth, "--out", existing, "--format", fmt)
+    code, _, err = _run(capsys, "--ckpt", seeded_pth, "--out", existing, "--format", fmt, "--overwrite")
     assert code == 1
     _assert_one_line_error(err, "parity check failed")
     assert sorted(p.name for p in workdir.iterdir()) == [existing.name]
@@ -219,6 +223,105 @@ def test_output_directory_must_exist(capsys, seeded_pth, tmp_path):
     assert code == 2
     _assert_one_line_error(err, "does not exist")
     assert not (tmp_path / "missing").exists()
+
+
+# ---------------------------------------------------------------- outputs: never an input, checked before any work
+def _copy(source: Path, target: Path) -> Path:
+    target.write_bytes(source.read_bytes())
+    return target
+
+
+@pytest.mark.parametrize(
+    ("build", "needle"),
+    [
+        (lambda ckpt, d: ["--ckpt", _copy(ckpt, d / "m.onnx"), "--out", d / "m.onnx"], "is the input"),
+        (lambda ckpt, d: ["--ckpt", _copy(ckpt, d / "m.bin"), "--out", d / "m.xml", "--format", "openvino"],
+         "is the input"),
+        (lambda ckpt, d: ["--ckpt", ckpt, "--config", _copy(SHAPES_YAML, d / "m.onnx"), "--out", d / "m.onnx"],
+         "is the input"),
+        (lambda ckpt, d: ["--ckpt", ckpt, "--class-names", _copy(SHAPES_YAML, d / "m.onnx"), "--out", d / "m.onnx"],
+         "is the input"),
+        (lambda ckpt, d: ["--ckpt", ckpt, "--out", _copy(ckpt, d / "m.onnx")], "already exists"),
+        (lambda ckpt, d: ["--ckpt", ckpt, "--out", _copy(ckpt, d / "m.bin").with_suffix(".xml"), "--format",
+                          "openvino"], "already exists"),
+        (lambda ckpt, d: ["--ckpt", ckpt, "--out", d], "is a directory"),
+        (lambda ckpt, d: ["--ckpt", ckpt, "--out", "/dev/null"], "pipe or device"),
+    ],
+    ids=["out is ckpt", "IR .bin is ckpt", "out is config", "out is class names", "out exists", "IR .bin exists",
+         "out is a directory", "out is a device"],
+)
+def test_outputs_never_replace_inputs_or_unknown_files(build, needle, capsys, seeded_pth, workdir):
+    argv = build(seeded_pth, workdir)
+    before = {p.name: p.read_bytes() for p in workdir.iterdir()}
+    for extra in ([], ["--overwrite"]) if needle == "is the input" else ([],):
+        code, out, err = _run(capsys, *argv, *extra)
+        assert (code, out) == (2, "")
+        _assert_one_line_error(err, needle)
+    assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before
+
+
+def test_unwritable_out_folder_is_one_line_before_any_work(capsys, monkeypatch, seeded_pth, workdir):
+    import errno
+
+    from nanodet_infer.cli import outputs
+
+    def refuse(path, flags, *args):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    monkeypatch.setattr(outputs.os, "open", refuse)
+    monkeypatch.setattr("nanodet_export.cli.export_checkpoint", lambda *a, **k: pytest.fail("export started"))
+    code, _, err = _run(capsys, "--ckpt", seeded_pth, "--out", workdir / "m.onnx")
+    assert code == 2
+    _assert_one_line_error(err, "cannot write in", "Permission denied")
+    assert "internal error" not in err
+
+
+@pytest.mark.slow
+def test_long_output_name_and_symlink_are_written(capsys, seeded_pth, workdir, tmp_path):
+    target = tmp_path / "real.onnx"
+    target.write_text("old")
+    link = workdir / ("n" * 250 + ".onnx")  # 255 bytes: a temporary name built from it would overflow
+    link.symlink_to(target)
+    code, _, err = _run(capsys, "--ckpt", seeded_pth, "--out", link, "--input-size", "64,64", "--no-simplify",
+                        "--overwrite")
+    assert (code, err) == (0, "")
+    assert link.is_symlink() and onnx.load(str(target)).graph.output
+    assert [p.name for p in workdir.iterdir()] == [link.name]
+
+
+_SLOW_EXPORT = """
+import sys, time
+from pathlib import Path
+from nanodet_export import parity
+from nanodet_export.cli import main
+marker = Path(sys.argv[1])
+def slow(*args, **kwargs):
+    marker.touch()
+    time.sleep(60)
+parity.compare = slow
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "status", "word"), [(signal.SIGTERM, 143, "terminated"),
+                                                        (signal.SIGINT, 130, "interrupted")])
+def test_signal_during_export_leaves_nothing_and_no_traceback(signum, status, word, seeded_pth, tmp_path, workdir):
+    marker = tmp_path / "parity-started"
+    argv = [str(marker), "--ckpt", str(seeded_pth), "--out", str(workdir / "m.xml"), "--format", "openvino",
+            "--input-size", "64,64", "--no-simplify"]
+    process = subprocess.Popen([sys.executable, "-c", _SLOW_EXPORT, *argv], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), process.communicate(timeout=60)
+    assert len(list(workdir.iterdir())) == 2  # the staged .xml and .bin exist now
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == status
+    assert (out, err.strip()) == ("", f"nanodet-export: {word}; nothing was written")
+    assert list(workdir.iterdir()) == []
 
 
 def test_console_script_is_installed():

@@ -1,0 +1,205 @@
+"""Command-line arguments of ``nanodet-infer``, and the two value formats both command lines share.
+
+``W,H`` sizes (:func:`parse_size`) and class-names files (:func:`read_class_names_file`) are parsed
+here once; ``nanodet-export`` imports them, so ``--input-size 320,192`` and a names file mean the same
+to both tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidArgumentError
+
+PROG = "nanodet-infer"
+
+
+# ---------------------------------------------------------------------------------------------- shared formats
+def parse_size(text: str, option: str = "--input-size") -> tuple[int, int]:
+    """``"320,192"`` (or ``"320x192"``) -> ``(320, 192)``: width, height, both positive integers.
+
+    Raises :class:`InvalidArgumentError` naming ``option`` and an example otherwise.
+    """
+    parts = text.replace(" ", "").lower().replace("x", ",").split(",")
+    try:
+        width, height = (int(p) for p in parts)
+    except ValueError:
+        width = height = 0
+    if width < 1 or height < 1:
+        raise InvalidArgumentError(
+            f"{option} {text!r} is not W,H; give width and height in pixels, e.g. {option} 320,192"
+        )
+    return width, height
+
+
+def read_class_names_file(path: str | Path, option: str = "--class-names") -> tuple[str, ...]:
+    """Class names from a UTF-8 text file: a JSON list of strings, or one name per line (blank lines and
+    surrounding whitespace ignored). Raises :class:`InvalidArgumentError` naming the fix."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgumentError(
+            f"{option} file {str(path)!r} is not UTF-8 text; give a UTF-8 text file with one name per line"
+        ) from None
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"cannot read {option} file {str(path)!r} ({exc.strerror}); give a readable text file, one name per line"
+        ) from None
+    if text.lstrip().startswith("["):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgumentError(f"{option} file {str(path)!r} is not a valid JSON list: {exc}") from None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InvalidArgumentError(f"{option} file {str(path)!r} must be a JSON list of strings")
+        names = [name.strip() for name in names]
+    else:
+        names = [line.strip() for line in text.splitlines()]
+    names = [name for name in names if name]
+    if not names:
+        raise InvalidArgumentError(f"{option} file {str(path)!r} names no class; give one name per line")
+    return tuple(names)
+
+
+def class_names_option(text: str | None) -> tuple[str, ...] | None:
+    """``--class-names``: a class-names file (:func:`read_class_names_file`), or comma-separated names."""
+    if text is None:
+        return None
+    if Path(text).is_file():
+        return read_class_names_file(text)
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise InvalidArgumentError(f"--class-names {text!r} names no class; give a,b,c or a file, one name per line")
+    return names
+
+
+def _argparse_type(parse: Any) -> Any:
+    """``parse`` as an argparse ``type=``: its :class:`InvalidArgumentError` becomes a usage error."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except InvalidArgumentError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise InvalidArgumentError(f"expected comma-separated integers such as 8,16,32,64, got {text!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------- parser
+def _add_model_options(parser: argparse.ArgumentParser, *, score_threshold: float) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", "-m", required=True, help="exported model (.onnx or OpenVINO .xml)")
+    group.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino"))
+    group.add_argument("--score-threshold", type=float, default=score_threshold)
+    group.add_argument("--iou-threshold", type=float, default=0.6)
+    group.add_argument("--max-detections", type=int, default=100)
+    group.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
+    group.add_argument("--precision", default="f32", choices=("f32", "bf16", "f16"))
+    ratio = group.add_mutually_exclusive_group()
+    ratio.add_argument("--keep-ratio", dest="keep_ratio", action="store_true", default=None,
+                       help="letterbox (keep aspect ratio); default: what the model was trained with")
+    ratio.add_argument("--stretch", dest="keep_ratio", action="store_false", help="stretch to the input size")
+    group.add_argument("--single-label", action="store_true", help="one class per box (argmax) instead of multi-label")
+    foreign = parser.add_argument_group("foreign models (no nanodet metadata, e.g. upstream's export_onnx.py output)")
+    foreign.add_argument("--num-classes", type=int, default=None)
+    foreign.add_argument("--class-names", default=None,
+                         help="comma-separated names, or a UTF-8 text file: one name per line, or a JSON list")
+    foreign.add_argument("--reg-max", type=int, default=None)
+    foreign.add_argument("--strides", type=_argparse_type(_int_list), default=None, help="e.g. 8,16,32,64")
+    foreign.add_argument("--input-size", type=_argparse_type(parse_size), default=None, help="W,H")
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output files that already exist (an input is never overwritten)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``nanodet-infer`` (exposed for docs and tests)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", "-v", action="store_true", help="show tracebacks on errors")
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Detect with, benchmark and COCO-evaluate an exported NanoDet-Plus model (ORT / OpenVINO).",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{detect,eval,bench}")
+
+    detect = sub.add_parser(
+        "detect",
+        parents=[common],
+        help="detect objects in images, folders and videos",
+        description="Detect objects in images, folders of images and videos.",
+        epilog="An input that cannot be read (not a decodable image, a video OpenCV cannot open) prints a "
+        "one-line warning on stderr and is skipped; the other inputs are still processed and the exit status is "
+        "then 2. Any other error stops the run with exit status 2 (--json still holds the rows found so far); "
+        "so do Ctrl-C (status 130) and SIGTERM (status 143). Every output path is checked before the model "
+        "is loaded: an input is never overwritten, an existing file only with --overwrite.",
+    )
+    detect.add_argument("paths", nargs="+", metavar="PATH", help="image file, folder of images, or video file")
+    _add_model_options(detect, score_threshold=0.35)
+    out = detect.add_argument_group("output")
+    out.add_argument("--save-dir", type=Path, default=None,
+                     help="write annotated images here under their own names (a name with no suffix, or one "
+                     "OpenCV cannot write, gets .jpg appended: photo -> photo.jpg) and videos as NAME.mp4; inputs "
+                     "from several folders keep their folders below the inputs' common folder; not an input folder")
+    out.add_argument("--json", type=Path, default=None,
+                     help="write COCO result rows here (atomically, or streamed into a pipe; also when the run "
+                     "stops on an error)")
+    _add_output_options(out)
+
+    evaluate = sub.add_parser("eval", parents=[common], help="COCO box mAP on an annotated image folder")
+    _add_model_options(evaluate, score_threshold=0.05)
+    evaluate.add_argument("--ann", type=Path, required=True, help="COCO instances JSON")
+    evaluate.add_argument("--images", type=Path, required=True, help="folder the annotation file names refer to")
+    evaluate.add_argument("--json", type=Path, default=None,
+                          help="also write the stats (and result rows) here (atomically, or streamed into a pipe)")
+    _add_output_options(evaluate)
+
+    sub.add_parser(
+        "bench",
+        parents=[common],
+        add_help=False,
+        help="per-stage latency of a model file on this machine; `bench --help` for its options",
+    )
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------- detector
+def make_detector(args: argparse.Namespace) -> Any:
+    """Build a :class:`~nanodet_infer.Detector` from parsed command-line options."""
+    from ..detector import Detector
+
+    facts: dict[str, Any] = {}
+    names = class_names_option(args.class_names)
+    if names is not None:
+        facts["class_names"] = names
+    for key in ("num_classes", "reg_max", "strides", "input_size"):
+        value = getattr(args, key)
+        if value is not None:
+            facts[key] = value
+    return Detector(
+        args.model,
+        backend=args.backend,
+        score_threshold=args.score_threshold,
+        iou_threshold=args.iou_threshold,
+        max_detections=args.max_detections,
+        num_threads=args.threads,
+        precision=args.precision,
+        keep_ratio=args.keep_ratio,
+        multi_label=not args.single_label,
+        **facts,
+    )

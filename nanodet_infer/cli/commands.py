@@ -1,0 +1,244 @@
+"""The ``nanodet-infer`` commands ``detect``, ``eval`` and ``bench``, and the entry point :func:`main`.
+
+User errors print one line (``nanodet-infer: error: ...``) and exit with status 2; ``--verbose`` shows
+the traceback instead. Ctrl-C and SIGTERM stop a run the same way (the ``--json`` rows so far are
+written, temporary files removed) with status 130 / 143. Every output path is checked before the model
+is loaded (:mod:`.outputs`). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ImageReadError, InvalidArgumentError, NanoDetError
+from ..safetext import safe_text
+from . import arguments
+from .arguments import PROG, build_parser
+from .drawing import draw_detections
+from .outputs import atomic_path, check_output_file, check_output_folder, is_within, real, write_json
+from .signals import exit_status, terminate_like_interrupt
+from .sources import Source, collect_sources, output_paths, video_frames
+
+
+def _summary(counts: Counter[str]) -> str:
+    return ", ".join(f"{n} {safe_text(name)}" for name, n in counts.most_common()) or "nothing"
+
+
+def model_inputs(args: argparse.Namespace) -> list[Path]:
+    """The files a command reads besides its images: the model (and an IR's ``.bin``), a class-names file."""
+    model = Path(args.model)
+    files = [model, model.with_suffix(".bin")] if model.suffix.lower() == ".xml" else [model]
+    if args.class_names is not None and Path(args.class_names).is_file():
+        files.append(Path(args.class_names))
+    return files
+
+
+# ---------------------------------------------------------------------------------------------- detect
+@dataclass
+class _Progress:
+    """Running totals of a ``detect`` run."""
+
+    rows: list[dict[str, Any]]
+    images: int = 0
+    detections: int = 0
+    unreadable: int = 0
+
+
+def _video_writer(temporary: Path, out_path: Path, fps: float, size: tuple[int, int]) -> Any:
+    """A ``cv2.VideoWriter`` (mp4v) writing ``temporary``; ``out_path`` names it in the error."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        raise ImageReadError(f"cannot write video {safe_text(out_path)} (no mp4v encoder in this OpenCV build)")
+    return writer
+
+
+def _detect_video(video: Any, source: Source, detector: Any, out_path: Path | None, args: argparse.Namespace,
+                  progress: _Progress) -> None:
+    """Detect on every frame of an opened video (:func:`video_frames`); write ``out_path`` once it is done.
+
+    The annotated video is written under a temporary name and renamed at the end, so a run that fails
+    or is stopped mid-way leaves no half-written ``.mp4``.
+    """
+    from tqdm import tqdm
+
+    frames, count, fps, size = video
+    per_class: Counter[str] = Counter()
+    done = 0
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if out_path is not None:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = stack.enter_context(atomic_path(out_path, ".mp4"))
+            writer = _video_writer(temporary, out_path, fps, size)
+            stack.callback(writer.release)  # runs first: the file is complete before it is renamed
+        bar = tqdm(frames, total=count or None, desc=safe_text(source.path.name), unit="frame",
+                   disable=args.no_progress)
+        for index, frame in enumerate(bar):
+            result = detector(frame)
+            per_class.update(result.labels)
+            for row in result.to_coco(progress.images):
+                progress.rows.append({**row, "file_name": source.path.name, "path": str(source.path), "frame": index})
+            if writer is not None:
+                writer.write(draw_detections(frame, result))
+            progress.images += 1
+            progress.detections += len(result)
+            done += 1
+    tqdm.write(f"{safe_text(source.path)}: {done} frames; {_summary(per_class)}")
+
+
+def _detect_image(image: Any, source: Source, detector: Any, out_path: Path | None, progress: _Progress) -> str:
+    """Detect on one loaded image; write its annotated copy to ``out_path``; the summary line."""
+    import cv2
+
+    result = detector(image)
+    for row in result.to_coco(progress.images):
+        progress.rows.append({**row, "file_name": source.path.name, "path": str(source.path)})
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out_path, out_path.suffix) as temporary:
+            if not cv2.imwrite(str(temporary), draw_detections(image, result)):
+                raise ImageReadError(f"could not write {safe_text(out_path)}; check that --save-dir is writable")
+    progress.images += 1
+    progress.detections += len(result)
+    return f"{safe_text(source.path)}: {len(result)} detections ({_summary(Counter(result.labels))})"
+
+
+def _read_source(source: Source) -> Any:
+    """The decoded image, or the opened video, of ``source``; :class:`ImageReadError` if it cannot be read."""
+    from ..images import load_image
+
+    return video_frames(source.path) if source.is_video else load_image(source.path)
+
+
+def _run_sources(sources: Sequence[Source], detector: Any, planned: dict[Source, Path], args: argparse.Namespace,
+                 progress: _Progress) -> None:
+    """Detect on every source; an unreadable one is a warning on stderr (counted), not the end of the run."""
+    from tqdm import tqdm
+
+    images = [s for s in sources if not s.is_video]
+    with tqdm(total=len(images), desc="images", unit="img", disable=args.no_progress or not images) as bar:
+        for source in sources:
+            try:
+                data = _read_source(source)
+            except ImageReadError as exc:
+                progress.unreadable += 1
+                tqdm.write(f"{PROG}: warning: {safe_text(exc)}; skipped", file=sys.stderr)
+                if not source.is_video:
+                    bar.update()
+                continue
+            if source.is_video:
+                _detect_video(data, source, detector, planned.get(source), args, progress)
+                continue
+            line = _detect_image(data, source, detector, planned.get(source), progress)
+            if len(images) <= 20:
+                tqdm.write(line)
+            bar.update()
+
+
+def _check_detect_outputs(args: argparse.Namespace, sources: Sequence[Source], folders: Sequence[Path],
+                          planned: dict[Source, Path]) -> None:
+    read = [*(s.path for s in sources), *model_inputs(args)]
+    if args.save_dir is not None:
+        check_output_folder(args.save_dir, "--save-dir", planned.values(), read, folders, overwrite=args.overwrite)
+    if args.json is not None:
+        if args.save_dir is not None and is_within(real(args.json).parent, args.save_dir):
+            real(args.json).parent.mkdir(parents=True, exist_ok=True)  # inside the checked --save-dir
+        check_output_file(args.json, "--json", read, overwrite=args.overwrite)
+        if any(real(path) == real(args.json) for path in planned.values()):
+            raise InvalidArgumentError(
+                f"--json '{safe_text(args.json)}' is also the path of an annotated copy; choose another name"
+            )
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    """``nanodet-infer detect``: returns the exit status (2 when an input could not be read)."""
+    inputs = collect_sources(args.paths)
+    planned = output_paths(inputs.sources, args.save_dir) if args.save_dir is not None else {}
+    _check_detect_outputs(args, inputs.sources, inputs.folders, planned)
+    detector = arguments.make_detector(args)
+    progress = _Progress(rows=[])
+    started = time.perf_counter()
+    try:
+        _run_sources(inputs.sources, detector, planned, args, progress)
+    finally:
+        if args.json is not None:
+            write_json(args.json, progress.rows)
+    elapsed = time.perf_counter() - started
+    rate = progress.images / elapsed if elapsed > 0 else 0.0
+    print(f"{progress.images} images/frames, {progress.detections} detections, {rate:.1f} images/s"
+          + (f"; annotated output in {safe_text(args.save_dir)}" if args.save_dir is not None else "")
+          + (f"; COCO results in {safe_text(args.json)}" if args.json is not None else ""))
+    if progress.unreadable:
+        print(f"{PROG}: error: {progress.unreadable} of {len(inputs.sources)} inputs could not be read "
+              "(see the warnings above); the others were processed", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- eval
+def run_eval(args: argparse.Namespace) -> int:
+    """``nanodet-infer eval``: prints the COCO numbers; returns the exit status."""
+    from ..evaluate import STAT_NAMES, evaluate_coco, image_files, load_ground_truth
+
+    gt = load_ground_truth(args.ann)
+    if args.json is not None:
+        images = [args.images / name for _, name in image_files(gt, args.ann)]
+        check_output_file(args.json, "--json", [args.ann, *model_inputs(args), *images], overwrite=args.overwrite)
+    detector = arguments.make_detector(args)
+    stats = evaluate_coco(detector, gt, args.images, progress=not args.no_progress)
+    for note in stats["notes"]:
+        print(f"note: {safe_text(note)}")
+    for name in STAT_NAMES:
+        print(f"{name:<10} {stats[name]:.4f}")
+    print(f"{stats['num_images']} images, {stats['num_detections']} detections")
+    if args.json is not None:
+        write_json(args.json, stats)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- bench
+def run_bench(extra: Sequence[str]) -> int:
+    """``nanodet-infer bench``: per-stage latency of a model file (:mod:`nanodet_infer.bench`)."""
+    from ..bench import main as bench_main
+
+    return bench_main(list(extra), prog=f"{PROG} bench")
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``nanodet-infer``; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return _guarded(lambda: run_bench(extra), args.verbose)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    command = run_detect if args.command == "detect" else run_eval
+    return _guarded(lambda: command(args), args.verbose)
+
+
+def _guarded(call: Callable[[], int], verbose: bool) -> int:
+    """Run ``call`` with SIGTERM handled like Ctrl-C; user errors become one line on stderr and status 2."""
+    try:
+        with terminate_like_interrupt():
+            return call()
+    except (NanoDetError, OSError) as exc:
+        if verbose:
+            raise
+        print(f"{PROG}: error: {safe_text(' '.join(str(exc).split()))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        status, word = exit_status(exc)
+        print(f"{PROG}: {word}", file=sys.stderr)
+        return status
