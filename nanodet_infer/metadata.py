@@ -164,16 +164,17 @@ class ModelMetadata:
         if self.schema_version == 1 and self.model_family != DEFAULT_FAMILY:
             raise MetadataError(f"schema_version 1 only describes {DEFAULT_FAMILY!r} models; re-export the model")
         check_int("num_classes", self.num_classes, 1, MAX_NUM_CLASSES)
-        if not all(isinstance(n, str) for n in self.class_names):
-            raise MetadataError("class_names must be strings")
+        if not isinstance(self.class_names, tuple) or not all(isinstance(n, str) for n in self.class_names):
+            raise MetadataError(f"class_names must be a list of strings, got {type(self.class_names).__name__}")
         if len(self.class_names) != self.num_classes:
             raise MetadataError(
                 f"{len(self.class_names)} class names for num_classes={self.num_classes}; "
                 "give exactly one name per class"
             )
         check_int_list("input_size", self.input_size, 1, MAX_INPUT_SIDE, length=2, what="[W, H] integers")
-        values = (*self.mean, *self.std)
-        if len(self.mean) != 3 or len(self.std) != 3 or not all(math.isfinite(v) for v in values):
+        triples = all(isinstance(v, tuple) and len(v) == 3 for v in (self.mean, self.std))
+        values = (*self.mean, *self.std) if triples else ()
+        if not triples or not all(_KIND_CHECKS["float"](v) and math.isfinite(v) for v in values):
             raise MetadataError(f"mean/std must be 3 finite numbers each, got {self.mean!r} / {self.std!r}")
         if any(abs(v) > MAX_ABS_NORMALISATION for v in values):
             raise MetadataError(f"mean/std entries must be at most {MAX_ABS_NORMALISATION:g} in magnitude")

@@ -132,3 +132,18 @@ def test_non_string_keys_and_values_are_refused_or_ignored() -> None:
     assert ModelMetadata.from_properties({**props, 7: "x"}) == _meta()
     with pytest.raises(MetadataError, match="not a string"):
         ModelMetadata.from_properties({**props, "nanodet.num_classes": 3})
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"class_names": "abc"}, "class_names must be a list of strings, got str"),
+        ({"mean": None}, "mean/std must be 3 finite numbers"),
+        ({"std": ("1", "1", "1")}, "mean/std must be 3 finite numbers"),
+        ({"reg_max": "7"}, "reg_max must be an integer"),
+        ({"architecture": None}, "architecture must be a JSON object"),
+    ],
+)
+def test_constructor_types_are_checked(changes, fragment) -> None:
+    with pytest.raises(MetadataError, match=fragment):
+        _meta(**changes)
