@@ -3,7 +3,8 @@
 Formats: a Lightning ``.ckpt`` (``state_dict`` with ``model.*`` and, with EMA, ``avg_model.*`` keys),
 upstream's ``.pth`` (``{"state_dict": weights}`` without prefix) and a bare state dict; a ``module.``
 (DataParallel) prefix is tolerated. Files are read with ``torch.load(weights_only=True)``; a checkpoint
-that needs full unpickling (which can run arbitrary code) is refused unless ``trust=True``.
+that needs full unpickling (which can run arbitrary code) is refused unless ``trust=True``. Before torch
+sees a file, :func:`check_archive` bounds what it can make us inflate.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import torch
 from torch import nn
@@ -29,6 +30,19 @@ EMA_PREFIX = "avg_model."
 MODEL_PREFIX = "model."
 _CODE_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"})
 _SHOWN = 5
+
+MAX_CHECKPOINT_BYTES = 4 << 30
+"""Largest checkpoint accepted: total uncompressed size of a zip's entries, or a legacy file's size (4 GiB)."""
+MAX_EXPANSION = 8
+"""Largest ratio of a zip checkpoint's total uncompressed size to its file size. ``torch.save`` stores its
+entries uncompressed (ratio < 1); a re-zipped checkpoint deflates float weights by well under 2x."""
+MAX_ENTRIES = 100_000
+"""Most entries in a zip checkpoint (``torch.save`` writes one per tensor storage plus a few; real ones: < 5,000)."""
+MAX_CENTRAL_DIRECTORY = 16 << 20
+"""Largest zip central directory read (bounds the memory of listing the entries; real ones: < 1 MB)."""
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # what torch's zip reader (miniz) inflates
+_MAX_NAME = 1024
+_MAX_NAME_PARTS = 8
 
 
 @dataclass(frozen=True)
@@ -53,11 +67,10 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
 
     Raises :class:`ModelLoadError` when the file is missing or unreadable, :class:`UnsafeCheckpointError`
     when it can only be read by full unpickling and ``trust`` is False, and :class:`CheckpointError` when
-    it is not a checkpoint (truncated, corrupt, or holding no tensors).
+    it is not a checkpoint (truncated, corrupt, or holding no tensors) or :func:`check_archive` refuses it.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"checkpoint {path} does not exist (or is not a file); check the path")
+    check_archive(path)
     try:
         digest = _sha256(path)
     except OSError as exc:
@@ -65,6 +78,115 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
     obj = _load(path, trust)
     state_dict, source_format, used_ema = _extract(obj, path)
     return Checkpoint(state_dict, source_format, used_ema, digest)
+
+
+def check_archive(path: str | Path) -> None:
+    """Refuse a checkpoint file that would make ``torch.load`` inflate or hold too much, before torch reads it.
+
+    A zip checkpoint (``torch.save`` since torch 1.6; any file that starts with a zip entry or ends with a zip
+    directory) is judged by its end-of-central-directory record and central directory alone, nothing is
+    inflated: at most :data:`MAX_CENTRAL_DIRECTORY` bytes of directory and :data:`MAX_ENTRIES` entries; entry
+    names relative, without ``..``, backslashes or control characters, unique, at most 8 levels deep and
+    all under one top-level folder (torch's archive name); stored or deflated, not encrypted; total
+    uncompressed size at most :data:`MAX_EXPANSION` times the file size and :data:`MAX_CHECKPOINT_BYTES`.
+    A legacy (pre-1.6, non-zip) checkpoint is a pickle followed by raw storages that nothing inflates: only
+    its size is bounded by :data:`MAX_CHECKPOINT_BYTES`.
+
+    Raises :class:`ModelLoadError` when the file is missing or unreadable and :class:`CheckpointError`
+    naming the first limit exceeded. Used by :func:`read_checkpoint`; other families' readers call it too.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint {path} does not exist (or is not a file); check the path")
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            f.seek(0)
+            if f.read(4) == b"PK\x03\x04" or zipfile.is_zipfile(f):
+                _check_zip(path, f, size)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read checkpoint {path}: {exc}") from exc
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"checkpoint {path} is {_mib(size)}, above the {_mib(MAX_CHECKPOINT_BYTES)} limit of a legacy "
+            "(non-zip) checkpoint; pass a checkpoint of the supported models"
+        )
+
+
+def _check_zip(path: Path, f: BinaryIO, size: int) -> None:
+    directory = _central_directory_size(f, size)
+    if directory is None:
+        raise _corrupt(path, zipfile.BadZipFile("a zip archive without its directory"))
+    if directory > MAX_CENTRAL_DIRECTORY:
+        raise _refused(path, f"its zip directory is {directory} bytes (limit {MAX_CENTRAL_DIRECTORY})")
+    try:
+        entries = zipfile.ZipFile(f).infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise _corrupt(path, exc) from exc
+    if len(entries) > MAX_ENTRIES:
+        raise _refused(path, f"it has {len(entries)} entries (limit {MAX_ENTRIES})")
+    names = [info.filename for info in entries]
+    problem = next(filter(None, map(_entry_problem, entries)), None)
+    if problem is None and len(set(names)) != len(names):
+        problem = "two entries of one name"
+    if problem is None and (len({n.split("/", 1)[0] for n in names}) > 1 or any("/" not in n for n in names)):
+        problem = "entries outside one top-level folder, which torch.save never writes"
+    if problem is not None:
+        raise _corrupt(path, zipfile.BadZipFile(problem))
+    total = sum(info.file_size for info in entries)
+    if total > min(MAX_CHECKPOINT_BYTES, MAX_EXPANSION * size):
+        raise _refused(
+            path,
+            f"it inflates to {_mib(total)} from {_mib(size)} (limit: {MAX_EXPANSION}x the file size, "
+            f"at most {_mib(MAX_CHECKPOINT_BYTES)})",
+        )
+
+
+def _entry_problem(info: zipfile.ZipInfo) -> str | None:
+    """What is wrong with one zip entry's name or storage, or None."""
+    name, parts = info.filename, info.filename.split("/")
+    if (
+        len(name) > _MAX_NAME
+        or len(parts) > _MAX_NAME_PARTS
+        or name.startswith("/")
+        or ".." in parts
+        or any(c == "\\" or ord(c) < 32 or ord(c) == 127 for c in name)
+    ):
+        return f"an entry named {name[:80]!r}"
+    if info.flag_bits & 1:
+        return f"entry {name[:80]!r} is encrypted"
+    if info.compress_type not in _ZIP_METHODS:
+        return f"entry {name[:80]!r} uses compression method {info.compress_type}"
+    return None
+
+
+def _central_directory_size(f: BinaryIO, size: int) -> int | None:
+    """The central directory's size from the end-of-central-directory record (zip64 too); None without one."""
+    tail_size = min(size, 22 + 0xFFFF)  # the record (22 bytes) and a comment of at most 64 KiB
+    f.seek(size - tail_size)
+    tail = f.read(tail_size)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return None
+    directory = int.from_bytes(tail[at + 12 : at + 16], "little")
+    locator = tail[at - 20 : at] if at >= 20 else b""
+    if directory == 0xFFFFFFFF and locator[:4] == b"PK\x06\x07":  # zip64: the record the locator points at
+        f.seek(int.from_bytes(locator[8:16], "little"))
+        record = f.read(56)
+        if record[:4] != b"PK\x06\x06" or len(record) < 56:
+            return None
+        directory = int.from_bytes(record[40:48], "little")
+    return directory
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
+
+
+def _refused(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path} is refused before inflating it: {reason}; pass the .ckpt or .pth written by training"
+    )
 
 
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:

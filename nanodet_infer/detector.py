@@ -21,6 +21,7 @@ from .arguments import (
     PRECISIONS,
     SETTING_CHECKS,
     check_choice,
+    check_flag,
     check_model_path,
     check_num_threads,
     check_positive_int,
@@ -56,6 +57,7 @@ class _LoadArguments:
     num_threads: int | None
     precision: str
     model_family: str | None
+    allow_control_flow: bool = False
     facts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,7 +100,9 @@ class Detector:
     The five settings default to the family's defaults (``None``); ``keep_ratio=None`` resizes as the model
     was trained. ``multi_label=True`` keeps every class above the threshold per box; ``False`` only the best
     class. ``num_threads`` (``1..1024``) / ``precision`` (``"f32"``, ``"bf16"``, ``"f16"``) go to the backend
-    (see :func:`create_backend`). Bad arguments raise :class:`InvalidArgumentError` before the model loads.
+    (see :func:`create_backend`), and so does ``allow_control_flow``: ``True`` accepts a model holding ``Loop`` /
+    ``Scan`` / ``TensorIterator`` (refused by default, since such a graph can hang the engine), for foreign models
+    you trust. Bad arguments raise :class:`InvalidArgumentError` before the model loads.
 
     The settings (``score_threshold``, ``iou_threshold``, ``max_detections``, ``keep_ratio``, ``multi_label``)
     are attributes that can be reassigned: a new value is validated like the constructor argument
@@ -129,6 +133,7 @@ class Detector:
         keep_ratio: bool | None = None,
         multi_label: bool | None = None,
         model_family: str | None = None,
+        allow_control_flow: bool = False,
         **foreign_model_facts: Any,
     ) -> None:
         requested = {
@@ -146,6 +151,7 @@ class Detector:
             num_threads=check_num_threads(num_threads),
             precision=check_choice("precision", precision, PRECISIONS),
             model_family=model_family,
+            allow_control_flow=check_flag("allow_control_flow", allow_control_flow),
             facts=get_family(model_family or DEFAULT_FAMILY).check_facts(foreign_model_facts),
         )
         self._load(arguments, requested)
@@ -154,7 +160,11 @@ class Detector:
         """Load and verify the model, then settle the settings (``__init__`` and unpickling)."""
         self._arguments = arguments
         self._backend = create_backend(
-            arguments.model, arguments.backend, num_threads=arguments.num_threads, precision=arguments.precision
+            arguments.model,
+            arguments.backend,
+            num_threads=arguments.num_threads,
+            precision=arguments.precision,
+            allow_control_flow=arguments.allow_control_flow,
         )
         self._spec = resolve_model_spec(self._backend, arguments.model_family, **arguments.facts)
         self._settings_lock = threading.Lock()
@@ -164,7 +174,8 @@ class Detector:
     def _resolve(self, requested: dict[str, Any]) -> Settings:
         """The settings in use: ``requested`` with each ``None`` replaced by the family's or model's default."""
         family = self._spec.family
-        defaults = {**family.default_settings, "keep_ratio": family.model_keep_ratio(self._spec.metadata)}
+        meta = self._spec.metadata
+        defaults = {**family.model_settings(meta), "keep_ratio": family.model_keep_ratio(meta)}
         return Settings(**{name: defaults[name] if value is None else value for name, value in requested.items()})
 
     def _change_setting(self, name: str, value: Any) -> None:

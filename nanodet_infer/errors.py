@@ -16,6 +16,8 @@ class                          also a                 raised when
                                                       or its outputs do not match its metadata
 ``MetadataError``              ``ValueError``         embedded metadata is missing, malformed or
                                                       inconsistent (subclass of IncompatibleModelError)
+``UnsafeModelError``           ``ValueError``         a model holds control flow that can run without
+                                                      bound (subclass of IncompatibleModelError)
 ``BackendUnavailableError``    ``ImportError``        the requested backend package is not installed
 ``CheckpointError``            ``ValueError``         a training checkpoint cannot be used (exporter)
 ``UnsafeCheckpointError``      ``CheckpointError``    a checkpoint needs full unpickling (exporter)
@@ -52,6 +54,10 @@ class IncompatibleModelError(NanoDetError, ValueError):
 
 class MetadataError(IncompatibleModelError):
     """Embedded model metadata is missing, malformed or disagrees with the graph."""
+
+
+class UnsafeModelError(IncompatibleModelError):
+    """A model holding constructs that can run without bound (Loop, Scan, TensorIterator); refused unless opted in."""
 
 
 class BackendUnavailableError(NanoDetError, ImportError):

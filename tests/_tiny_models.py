@@ -73,3 +73,53 @@ def fake_detector(
         initializer=initializers,
     )
     return _save(graph, path, metadata)
+
+
+def stored_head(
+    path: Path,
+    *,
+    size: tuple[int, int],
+    outputs: dict[str, tuple[tuple[int, ...], float, np.ndarray, np.ndarray]],
+    input_name: str = "images",
+    dynamic_hw: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """A graph that returns stored head outputs: input ``[1, 3, H, W]`` of ``size`` ``(W, H)`` (H and W
+    symbolic when ``dynamic_hw``; the outputs keep their shapes whatever the input), and per output
+    ``name: (shape, fill, flat_index, values)`` an array of ``shape`` filled with ``fill`` except
+    ``values`` (float32) at the flat positions ``flat_index`` (int64), plus ``mean(x) * 0`` so that the
+    output depends on the input. Compact enough for RetinaNet's 16 M logits stored sparsely.
+    """
+    nodes = [helper.make_node("ReduceMean", [input_name], ["m"], axes=[0, 1, 2, 3], keepdims=0)]
+    initializers = [numpy_helper.from_array(np.zeros((), np.float32), "zero")]
+    nodes.append(helper.make_node("Mul", ["m", "zero"], ["m0"]))
+    graph_outputs = []
+    for name, (shape, fill, flat_index, values) in outputs.items():
+        initializers += [
+            numpy_helper.from_array(np.array([int(np.prod(shape))], np.int64), f"{name}_numel"),
+            numpy_helper.from_array(np.asarray(flat_index, np.int64), f"{name}_index"),
+            numpy_helper.from_array(np.asarray(values, np.float32), f"{name}_values"),
+            numpy_helper.from_array(np.array(shape, np.int64), f"{name}_shape"),
+        ]
+        fill_value = helper.make_tensor("value", TensorProto.FLOAT, [1], [fill])
+        nodes += [
+            helper.make_node("ConstantOfShape", [f"{name}_numel"], [f"{name}_fill"], value=fill_value),
+            helper.make_node(
+                "ScatterElements", [f"{name}_fill", f"{name}_index", f"{name}_values"], [f"{name}_flat"], axis=0
+            ),
+            helper.make_node("Reshape", [f"{name}_flat", f"{name}_shape"], [f"{name}_dense"]),
+            helper.make_node("Add", [f"{name}_dense", "m0"], [name]),
+        ]
+        graph_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
+    graph = helper.make_graph(
+        nodes,
+        "stored_head",
+        [
+            helper.make_tensor_value_info(
+                input_name, TensorProto.FLOAT, [1, 3, *(("h", "w") if dynamic_hw else size[::-1])]
+            )
+        ],
+        graph_outputs,
+        initializer=initializers,
+    )
+    return _save(graph, path, metadata)

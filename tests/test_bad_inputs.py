@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import sys
+import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import _hostile_models as hostile
 import cv2
 import numpy as np
 import onnx
@@ -24,6 +28,7 @@ from conftest import SHAPES
 from onnx import TensorProto, helper, numpy_helper
 
 from nanodet_infer import Detector
+from nanodet_infer.backends import inspect_model
 from nanodet_infer.cli import main as infer_main
 from nanodet_infer.errors import (
     CheckpointError,
@@ -31,6 +36,7 @@ from nanodet_infer.errors import (
     MetadataError,
     ModelLoadError,
     NanoDetError,
+    UnsafeModelError,
 )
 from nanodet_infer.metadata import ModelMetadata
 from nanodet_infer.results import Detections
@@ -286,6 +292,20 @@ MODEL_ERRORS: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], dict, typ
         IncompatibleModelError,
         "no nanodet metadata",
     ),
+    "1 kB Loop with a huge trip count (would hang the engine)": (
+        lambda tmp: hostile.loop_model(tmp / "loop.onnx"),
+        ENGINES,
+        {},
+        UnsafeModelError,
+        "contains 'Loop' .*allow_control_flow=True",
+    ),
+    "metadata key present twice (engines read different values)": (
+        lambda tmp: hostile.duplicate_key_model(tmp / "dup.onnx"),
+        ENGINES,
+        {"allow_control_flow": True},
+        MetadataError,
+        "'nanodet.num_classes' 2 times",
+    ),
 }
 
 
@@ -297,6 +317,14 @@ def test_bad_model_files(case, tmp_path):
         with pytest.raises(error, match=fragment) as info:
             Detector(path, backend=engine, **kwargs)
         assert "\n" not in str(info.value)  # engines' multi-line C++ messages are folded into one line
+
+
+def test_external_weights_are_never_opened_by_the_inspector(tmp_path):
+    """The inspector reads the .onnx only: an external-data location is never opened (the engines refuse it)."""
+    path = _external_weights(tmp_path, "SECRET")
+    with never_opened("secret.bin") as seen:
+        assert inspect_model(path).op_types == {("", "Conv")}
+    assert seen == []
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -438,6 +466,18 @@ def test_cli_corrupt_model_is_one_line_exit_2(capsys, tmp_path):
     assert "cannot load" in one_line_error(err, "nanodet-infer")
 
 
+def test_cli_control_flow_needs_allow_control_flow(capsys, tmp_path):
+    """Refused with exit 2 and one line naming the opt-in; with it, the bounded Loop gets past the check (and is
+    then refused as what it is, not a detector)."""
+    loop = hostile.loop_model(tmp_path / "loop.onnx", trip_count=3)
+    code, _, err = _infer(capsys, "detect", IMAGE, "--model", loop, "--backend", "onnxruntime", "--no-progress")
+    assert code == 2 and "--allow-control-flow" in one_line_error(err, "nanodet-infer")
+    code, _, err = _infer(
+        capsys, "detect", IMAGE, "--model", loop, "--backend", "onnxruntime", "--no-progress", "--allow-control-flow"
+    )
+    assert code == 2 and "no nanodet metadata" in one_line_error(err, "nanodet-infer")
+
+
 def test_cli_model_failing_at_run_time_is_one_line_exit_2(capsys, tmp_path):
     code, _, err = _infer(
         capsys,
@@ -556,8 +596,6 @@ def _export(capsys, *argv) -> tuple[int, str, str]:
 
 
 def _random_zip(tmp: Path) -> Path:
-    import zipfile
-
     path = tmp / "random.pth"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("hello.txt", "not a checkpoint")
@@ -617,6 +655,143 @@ def test_read_checkpoint_random_zip(tmp_path):
         read_checkpoint(_random_zip(tmp_path))
     with pytest.raises(ModelLoadError, match="is not a file"):
         read_checkpoint(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoint archives
+def _torch_zip(tmp: Path, numel: int = 6) -> Path:
+    """A real checkpoint as torch.save writes it (a zip of stored entries under one folder): ``numel`` zeros."""
+    import torch
+
+    path = tmp / "small.pth"
+    torch.save({"state_dict": {"w": torch.zeros(numel)}}, path)
+    return path
+
+
+def _rezip(source: Path, target: Path, extra: Callable[[zipfile.ZipFile, str], None] | None = None, **kw) -> Path:
+    """Copy ``source``'s entries into ``target`` (``kw`` for ``ZipFile``), then let ``extra`` add entries."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w", **kw) as new:
+        for info in old.infolist():
+            with old.open(info) as src, new.open(info.filename, "w") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        if extra is not None:
+            extra(new, old.namelist()[0].split("/")[0])
+    return target
+
+
+def _zip_bomb(tmp: Path) -> Path:
+    """A checkpoint of 64 MiB of zeros re-zipped with deflate (66 kB): torch.load would inflate all of it."""
+    return _rezip(_torch_zip(tmp, 1 << 24), tmp / "bomb.pth", compression=zipfile.ZIP_DEFLATED)
+
+
+def _entry(name: str) -> Callable[[Path], Path]:
+    """The small checkpoint plus an empty entry ``name`` (``{}``: torch's folder), written despite zipfile's warning."""
+
+    def add(archive: zipfile.ZipFile, folder: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Duplicate name"
+            archive.writestr(name.format(folder), b"")
+
+    return lambda tmp: _rezip(_torch_zip(tmp), tmp / "odd.pth", add)
+
+
+def _encrypted(tmp: Path) -> Path:
+    """The small checkpoint with the "encrypted" flag set on its first entry in the central directory."""
+    path = _torch_zip(tmp)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"PK\x01\x02")
+    data[at + 8] |= 1
+    path.write_bytes(bytes(data))
+    return path
+
+
+ARCHIVE_ERRORS: dict[str, tuple[Callable[[Path], Path], str]] = {
+    # case: (make the file, message fragment)
+    "zip bomb: 66 kB inflating to 64 MiB": (_zip_bomb, "refused before inflating it: it inflates to 64.0 MiB"),
+    "entry outside the folder (../)": (_entry("{}/../escape"), "an entry named '{}/../escape'"),
+    "absolute entry name": (_entry("/etc/passwd"), "an entry named '/etc/passwd'"),
+    "backslash in an entry name": (_entry("{}\\data\\1"), "an entry named"),
+    "control character in an entry name": (_entry("{}/data/\x1b[2J"), "an entry named"),
+    "entries deeper than 8 levels": (_entry("{}/a/b/c/d/e/f/g/h/i"), "an entry named"),
+    "two entries of one name": (_entry("{}/data.pkl"), "two entries of one name"),
+    "a second top-level folder": (_entry("other/data.pkl"), "outside one top-level folder"),
+    "bzip2-compressed entry": (
+        lambda tmp: _rezip(_torch_zip(tmp), tmp / "bz.pth", compression=zipfile.ZIP_BZIP2),
+        "compression method 12",
+    ),
+    "encrypted entry": (_encrypted, "is encrypted"),
+    "zip without its directory": (lambda tmp: _text(tmp, "cut.pth", _torch_zip(tmp).read_bytes()[:200]), "without"),
+}
+
+
+@pytest.mark.parametrize("case", list(ARCHIVE_ERRORS))
+def test_checkpoint_archives_are_checked_before_torch_reads_them(case, tmp_path, monkeypatch):
+    from nanodet_models import checkpoint
+
+    make, fragment = ARCHIVE_ERRORS[case]
+    path = make(tmp_path)
+
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load was reached")
+
+    monkeypatch.setattr(checkpoint.torch, "load", never)
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.read_checkpoint(path)
+    assert fragment.replace("{}", "small") in str(info.value) and "\n" not in str(info.value)
+    assert path.stat().st_size < 100_000
+
+
+def test_export_refuses_a_zip_bomb_checkpoint(capsys, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = _export(capsys, "--ckpt", _zip_bomb(tmp_path), "--out", out / "m.onnx")
+    assert code == 2 and "refused before inflating" in one_line_error(err, "nanodet-export")
+    assert list(out.iterdir()) == []
+
+
+def test_archive_limits(tmp_path, monkeypatch):
+    """Entry count and (legacy, non-zip) file size caps; a deflated re-zip within the ratio is accepted."""
+    import torch
+    from nanodet_models import checkpoint
+
+    small = _torch_zip(tmp_path)
+    deflated = _rezip(small, tmp_path / "deflated.pth", compression=zipfile.ZIP_DEFLATED)
+    assert checkpoint.read_checkpoint(deflated).state_dict["w"].shape == (6,)
+    monkeypatch.setattr(checkpoint, "MAX_ENTRIES", len(zipfile.ZipFile(small).namelist()) - 1)
+    with pytest.raises(CheckpointError, match="entries"):
+        checkpoint.check_archive(small)
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"state_dict": {"w": torch.zeros(2, 3)}}, legacy, _use_new_zipfile_serialization=False)
+    checkpoint.check_archive(legacy)
+    monkeypatch.setattr(checkpoint, "MAX_CHECKPOINT_BYTES", legacy.stat().st_size - 1)
+    with pytest.raises(CheckpointError, match="limit of a legacy"):
+        checkpoint.check_archive(legacy)
+
+
+def test_zip64_directory_size_is_read_from_the_zip64_record(tmp_path, monkeypatch):
+    """A zip64 end record (forced by a lowered zipfile limit, the classic field saturated): its directory size
+    is the one bounded."""
+    from nanodet_models import checkpoint
+
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 1)
+    path = _rezip(_torch_zip(tmp_path), tmp_path / "zip64.pth")
+    data = bytearray(path.read_bytes())
+    at = data.rindex(b"PK\x05\x06")
+    size = int.from_bytes(data[at + 12 : at + 16], "little")
+    data[at + 12 : at + 16] = b"\xff" * 4
+    path.write_bytes(bytes(data))
+    checkpoint.check_archive(path)
+    monkeypatch.setattr(checkpoint, "MAX_CENTRAL_DIRECTORY", 100)
+    with pytest.raises(CheckpointError, match=f"zip directory is {size} bytes"):
+        checkpoint.check_archive(path)
+
+
+def test_real_checkpoints_pass_the_archive_check(shared_fixtures):
+    from nanodet_models.checkpoint import check_archive
+
+    paths = [*shared_fixtures.rglob("*.pth"), *shared_fixtures.rglob("*.ckpt"), *shared_fixtures.rglob("*.pt")]
+    assert len(paths) >= 3
+    for path in paths:
+        check_archive(path)
 
 
 UNICODE_NAMES = ["猫 cat", 'café, "quoted"', "🚗"]

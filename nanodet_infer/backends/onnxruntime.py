@@ -11,24 +11,34 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, IncompatibleModelError, InvalidArgumentError, ModelLoadError
 from .base import Backend, Shape, check_model_path, engine_message
+from .inspection import check_model
 
 
 class OnnxRuntimeBackend(Backend):
     """An ``.onnx`` model in an ``onnxruntime.InferenceSession`` on the CPU provider.
 
     ``num_threads`` sets ``intra_op_num_threads`` (``None``: the library default, one per core).
-    Metadata comes from the ONNX ``metadata_props`` (``get_modelmeta().custom_metadata_map``).
+    Metadata comes from the ONNX ``metadata_props`` (``get_modelmeta().custom_metadata_map``). The file is
+    checked by :func:`~.inspection.check_model` before ONNX Runtime reads it.
     """
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, *, num_threads: int | None = None, precision: str = "f32") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        num_threads: int | None = None,
+        precision: str = "f32",
+        allow_control_flow: bool = False,
+    ) -> None:
         if precision != "f32":
             raise InvalidArgumentError(
                 f"precision {precision!r} is not available on ONNX Runtime's CPU provider; use precision='f32' "
                 "or backend='openvino' for bf16/f16"
             )
         model = check_model_path(path, (".onnx",), self.name)
+        check_model(model, allow_control_flow=allow_control_flow)
         try:
             import onnxruntime as ort
         except ImportError as exc:

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import BackendUnavailableError, IncompatibleModelError, ModelLoadError
 from ..metadata import OV_RT_INFO_SECTION
 from .base import Backend, Shape, check_model_path, engine_message
+from .inspection import check_model
 
 PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
 """Our precision names → OpenVINO ``INFERENCE_PRECISION_HINT`` values."""
@@ -32,12 +33,20 @@ class OpenVinoBackend(Backend):
     ``precision="f32"`` (default) sets ``INFERENCE_PRECISION_HINT=f32``: on CPUs with bf16 support
     OpenVINO would otherwise run in bf16 (about 2e-3 away from fp32). ``"bf16"`` / ``"f16"`` opt in to
     the faster reduced precision (where the CPU lacks f16 arithmetic OpenVINO picks its nearest
-    supported type). ``num_threads`` sets ``INFERENCE_NUM_THREADS`` (``None``: the plugin default).
+    supported type). ``num_threads`` sets ``INFERENCE_NUM_THREADS`` (``None``: the plugin default). The file
+    (the ``.xml`` of an IR) is checked by :func:`~.inspection.check_model` before OpenVINO reads it.
     """
 
     name = "openvino"
 
-    def __init__(self, path: str | Path, *, num_threads: int | None = None, precision: str = "f32") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        num_threads: int | None = None,
+        precision: str = "f32",
+        allow_control_flow: bool = False,
+    ) -> None:
         model_path = check_model_path(path, (".xml", ".onnx"), self.name)
         try:
             import openvino as ov
@@ -50,6 +59,7 @@ class OpenVinoBackend(Backend):
                 f"the weights file {model_path.with_suffix('.bin').name!r} of IR {str(model_path)!r} is missing; "
                 "keep the .bin next to the .xml"
             )
+        check_model(model_path, allow_control_flow=allow_control_flow)
         config: dict[str, str] = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
         if num_threads is not None:
             config["INFERENCE_NUM_THREADS"] = str(num_threads)

@@ -116,6 +116,8 @@ def _add_model_options(parser: argparse.ArgumentParser, *, score_threshold: floa
     ratio.add_argument("--stretch", dest="keep_ratio", action="store_false", help="stretch to the input size")
     group.add_argument("--single-label", dest="multi_label", action="store_false", default=None,
                        help="one class per box (argmax) instead of multi-label (default: the model family's)")
+    group.add_argument("--allow-control-flow", action="store_true",
+                       help="accept a model with Loop/Scan/TensorIterator (refused by default: can hang the engine)")
     foreign = parser.add_argument_group("foreign models (no nanodet metadata, e.g. upstream's export_onnx.py output)")
     foreign.add_argument("--model-family", default=None, choices=family_names(),
                          help="the family of a model without metadata (default: nanodet-plus)")
@@ -209,5 +211,6 @@ def make_detector(args: argparse.Namespace) -> Any:
         keep_ratio=args.keep_ratio,
         multi_label=args.multi_label,
         model_family=args.model_family,
+        allow_control_flow=args.allow_control_flow,
         **facts,
     )

@@ -8,6 +8,10 @@ protocol and docs/DESIGN.md, "Adding a family"):
 * ``family.py`` — ``FAMILY``: the :class:`~.base.Family` object (output-layout check, resize plan,
   preprocess, postprocess, default settings, foreign-model facts).
 
+Code shared by several families sits next to the folders: ``torchvision_common`` (torchvision's transform,
+box coder, clip, ``batched_nms`` and rescale, in numpy), ``torchvision_section`` (the metadata keys ``ssd`` and
+``retinanet`` share) and ``torchvision_family`` (their common :class:`~.base.Family` part).
+
 Adding a family is one folder plus one line in :data:`FAMILIES`. Family modules are imported on first use,
 so ``import nanodet_infer`` loads none of them. Nothing outside this registry branches on a family's name.
 """
@@ -26,6 +30,8 @@ if TYPE_CHECKING:
 
 FAMILIES: dict[str, str] = {
     "nanodet-plus": "nanodet_plus",
+    "ssd": "ssd",
+    "retinanet": "retinanet",
 }
 """``model_family`` string → the family's folder (a subpackage of this package)."""
 

@@ -89,6 +89,11 @@ class Family(ABC):
     def model_keep_ratio(self, metadata: ModelMetadata) -> bool:
         """The resize the model was trained with: True to keep the aspect ratio (``keep_ratio=None``)."""
 
+    def model_settings(self, metadata: ModelMetadata) -> Mapping[str, Any]:
+        """The default settings for this model: :attr:`default_settings`, unless the family reads them from
+        the metadata (torchvision's builders of one family differ in their defaults)."""
+        return self.default_settings
+
     @abstractmethod
     def plan(self, image_size: Sequence[int], spec: ModelSpec, settings: Settings) -> Plan:
         """The resize plan of an image of ``image_size`` ``(W, H)``."""
