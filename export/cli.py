@@ -1,4 +1,4 @@
-"""``nanodet-export``: upstream NanoDet-Plus checkpoint → ONNX / OpenVINO IR, parity-checked.
+"""``nanodet-export``: upstream training checkpoint (NanoDet-Plus, YOLOv7) → ONNX / OpenVINO IR, parity-checked.
 
 Exit codes: 0 success; 2 bad input (missing/corrupt/unsafe checkpoint, wrong architecture or config,
 bad option, an output path that cannot or must not be written); 1 export or parity check failed (or an
@@ -28,6 +28,7 @@ from nanodet_infer.errors import ExportError, InvalidArgumentError, NanoDetError
 from nanodet_infer.safetext import safe_text
 
 from .api import FORMATS, PRODUCER, ExportReport, export_checkpoint
+from .families import FAMILIES
 from .staging import output_files
 
 EXIT_OK, EXIT_EXPORT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -44,14 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = _Parser(
         prog="nanodet-export",
-        description="Export an upstream NanoDet-Plus training checkpoint (.pth/.ckpt) to ONNX or OpenVINO IR "
-        "with embedded metadata, after checking it against PyTorch.",
+        description="Export an upstream training checkpoint (NanoDet-Plus .pth/.ckpt, YOLOv7 .pt) to ONNX or "
+        "OpenVINO IR with embedded metadata, after checking it against PyTorch.",
     )
-    parser.add_argument("--ckpt", required=True, help="upstream checkpoint: model_best.pth, *.ckpt (Lightning)")
+    parser.add_argument(
+        "--ckpt", required=True, help="upstream checkpoint: model_best.pth, *.ckpt (Lightning), YOLOv7 train.py *.pt"
+    )
+    parser.add_argument(
+        "--family",
+        choices=tuple(FAMILIES),
+        help="detector family (default: recognised from the checkpoint's content)",
+    )
     parser.add_argument("--out", required=True, help="output file: .onnx, or .xml for --format openvino")
     arch = parser.add_mutually_exclusive_group()
-    arch.add_argument("--config", help="upstream training YAML (default: infer the architecture from the weights)")
-    arch.add_argument("--preset", help="built-in config, e.g. nanodet-plus-m_320")
+    arch.add_argument(
+        "--config", help="NanoDet-Plus training YAML (default: infer the architecture from the weights)"
+    )
+    arch.add_argument("--preset", help="built-in NanoDet-Plus config, e.g. nanodet-plus-m_320")
     parser.add_argument(
         "--activation",
         metavar="NAME",
@@ -60,7 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(ACTIVATIONS),
     )
     parser.add_argument("--input-size", metavar="W,H", help="network input width,height (multiples of 32)")
-    parser.add_argument("--dynamic", action="store_true", help="symbolic batch, height and width")
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--dynamic",
+        action="store_true",
+        default=None,
+        help="symbolic batch, height and width (default for YOLOv7; NanoDet-Plus default: static)",
+    )
+    shape.add_argument("--static", dest="dynamic", action="store_false", help="fixed batch 1 at --input-size")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     parser.add_argument("--format", choices=tuple(FORMATS), default="onnx", help="output format (default onnx)")
@@ -89,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = export_checkpoint(
                 args.ckpt,
                 args.out,
+                family=args.family,
                 config=args.config,
                 preset=args.preset,
                 input_size=parse_size(args.input_size) if args.input_size else None,
@@ -143,7 +161,8 @@ def summary(report: ExportReport, *, verbose: bool = False) -> str:
     if report.used_ema is None:
         weights = "in-memory model"
     else:
-        weights = f"{'EMA (avg_model.*)' if report.used_ema else 'as stored'}, {report.source_format} checkpoint"
+        ema = "EMA (ema)" if report.family == "yolov7" else "EMA (avg_model.*)"
+        weights = f"{ema if report.used_ema else 'as stored'}, {report.source_format} checkpoint"
     outputs = ", ".join(f"{name} {_dims(dims)}" for name, dims in report.output_shapes.items())
     if report.max_abs_diff:
         backend = "OpenVINO f32" if report.format == "openvino" else "onnxruntime"
@@ -157,8 +176,9 @@ def summary(report: ExportReport, *, verbose: bool = False) -> str:
     lines = [
         f"{PRODUCER}: wrote {', '.join(str(p) for p in report.paths)} ({_size(report.file_size)}, "
         f"{report.seconds:.1f} s)",
-        f"  architecture {arch.get('summary', '?')}, {meta.num_classes} classes, reg_max {meta.reg_max}, "
-        f"strides {list(meta.strides)}; {report.num_params / 1e6:.2f} M params exported, "
+        f"  architecture {arch.get('summary', '?')}, {meta.num_classes} classes, "
+        + (f"reg_max {meta.reg_max}, " if hasattr(meta, "reg_max") else "")
+        + f"strides {list(meta.strides)}; {report.num_params / 1e6:.2f} M params exported, "
         f"{report.aux_params_dropped / 1e6:.2f} M aux params dropped",
         f"  weights      {weights}, sha256 {meta.source_sha256[:16] or '-'}",
         f"  input        {meta.input_name} {_dims(report.input_shape)} float32, {meta.channel_order} "

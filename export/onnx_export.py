@@ -37,27 +37,27 @@ _EXPORTER_WARNINGS = (
 def trace_to_onnx(
     deploy: nn.Module,
     size_wh: tuple[int, int],
-    channels: tuple[int, int],
+    channels: tuple[int, ...],
     *,
     dynamic: bool,
     opset: int,
     simplify: bool,
+    output_names: tuple[str, ...] = (SCORES_NAME, BOXES_NAME),
 ) -> onnx.ModelProto:
-    """Trace ``deploy`` (``x -> (scores, boxes)``) at ``size_wh`` and return the ONNX model.
+    """Trace ``deploy`` (``x -> outputs``, e.g. NanoDet's ``(scores, boxes)``) at ``size_wh`` and return
+    the ONNX model.
 
-    The input is ``images`` ``[B, 3, H, W]``; outputs ``scores`` ``[B, N, C]`` and ``boxes``
-    ``[B, N, 4 * (reg_max + 1)]``, whose last dims are ``channels``. With ``dynamic`` the batch,
-    height and width are symbolic (``batch``, ``height``, ``width``; the prior axis is ``priors``).
+    The input is ``images`` ``[B, 3, H, W]``; the outputs, named ``output_names``, are ``[B, N, c]``
+    with ``c`` the matching entry of ``channels`` (NanoDet: ``scores`` ``[B, N, C]`` and ``boxes``
+    ``[B, N, 4 * (reg_max + 1)]``). With ``dynamic`` the batch, height and width are symbolic
+    (``batch``, ``height``, ``width``; the row axis is ``priors``).
     """
     width, height = size_wh
     example = torch.zeros(1, 3, height, width)
     dynamic_axes = None
     if dynamic:
-        dynamic_axes = {
-            INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-            SCORES_NAME: {0: "batch", 1: "priors"},
-            BOXES_NAME: {0: "batch", 1: "priors"},
-        }
+        dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+        dynamic_axes.update({name: {0: "batch", 1: "priors"} for name in output_names})
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -70,7 +70,7 @@ def trace_to_onnx(
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=[SCORES_NAME, BOXES_NAME],
+                output_names=list(output_names),
                 dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
             )

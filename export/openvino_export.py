@@ -50,4 +50,3 @@ def read_properties(xml_path: Path) -> dict[str, str]:
         return {}
     section = model.get_rt_info([OV_RT_INFO_SECTION]).astype(dict)
     return {key: value.astype(str) for key, value in section.items()}
-

@@ -35,32 +35,39 @@ class ParityCase:
     max_abs_reference: dict[str, float]
 
 
-def inputs(size_wh: tuple[int, int], *, dynamic: bool) -> list[np.ndarray]:
-    """Seeded N(0, 1) inputs: the export size, and for ``dynamic`` also batch 2 at a non-square size."""
-    rng = np.random.default_rng(0)
+def input_shapes(size_wh: tuple[int, int], *, dynamic: bool, multiple: int = 32) -> list[tuple[int, int, int, int]]:
+    """The checked input shapes: the export size, and for ``dynamic`` also batch 2 at a non-square size
+    (both sides still multiples of ``multiple``, the model's largest stride)."""
     width, height = size_wh
     shapes = [(1, 3, height, width)]
     if dynamic:
-        other_h = height - 32 if height > 64 else height + 32
-        other_w = width + 64
+        other_h = height - multiple if height > 2 * multiple else height + multiple
+        other_w = width + 2 * multiple
         if other_w == other_h:
-            other_w += 32
+            other_w += multiple
         shapes.append((2, 3, other_h, other_w))
-    return [rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
+    return shapes
 
 
-def torch_runner(deploy: nn.Module) -> Runner:
-    """Run the PyTorch deploy module (``x -> (scores, boxes)``)."""
+def inputs(size_wh: tuple[int, int], *, dynamic: bool) -> list[np.ndarray]:
+    """Seeded N(0, 1) inputs at :func:`input_shapes` (stride multiple 32)."""
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(shape, dtype=np.float32) for shape in input_shapes(size_wh, dynamic=dynamic)]
+
+
+def torch_runner(deploy: nn.Module, names: tuple[str, ...] = (SCORES_NAME, BOXES_NAME)) -> Runner:
+    """Run the PyTorch deploy module (``x -> outputs``, one tensor or a tuple, named ``names``)."""
 
     def run(x: np.ndarray) -> dict[str, np.ndarray]:
         with torch.no_grad():
-            scores, boxes = deploy(torch.from_numpy(x))
-        return {SCORES_NAME: scores.numpy(), BOXES_NAME: boxes.numpy()}
+            outputs = deploy(torch.from_numpy(x))
+        outputs = (outputs,) if isinstance(outputs, torch.Tensor) else outputs
+        return {name: out.numpy() for name, out in zip(names, outputs, strict=True)}
 
     return run
 
 
-def onnxruntime_runner(path: Path) -> Runner:
+def onnxruntime_runner(path: Path, names: tuple[str, ...] = (SCORES_NAME, BOXES_NAME)) -> Runner:
     """Run an ONNX file on onnxruntime's CPU provider with every graph optimisation on."""
     import onnxruntime as ort
 
@@ -70,13 +77,12 @@ def onnxruntime_runner(path: Path) -> Runner:
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(x: np.ndarray) -> dict[str, np.ndarray]:
-        scores, boxes = session.run([SCORES_NAME, BOXES_NAME], {INPUT_NAME: x})
-        return {SCORES_NAME: scores, BOXES_NAME: boxes}
+        return dict(zip(names, session.run(list(names), {INPUT_NAME: x}), strict=True))
 
     return run
 
 
-def openvino_runner(xml_path: Path) -> Runner:
+def openvino_runner(xml_path: Path, names: tuple[str, ...] = (SCORES_NAME, BOXES_NAME)) -> Runner:
     """Run an OpenVINO IR on the CPU plugin at f32 inference precision (its default here is bf16)."""
     import openvino as ov
 
@@ -87,7 +93,7 @@ def openvino_runner(xml_path: Path) -> Runner:
 
     def run(x: np.ndarray) -> dict[str, np.ndarray]:
         result = compiled({INPUT_NAME: x})
-        return {name: result[compiled.output(name)] for name in (SCORES_NAME, BOXES_NAME)}
+        return {name: result[compiled.output(name)] for name in names}
 
     return run
 

@@ -14,6 +14,8 @@ from torch import Tensor, nn
 
 from nanodet_infer.errors import CheckpointError, InvalidArgumentError
 
+from .writer import check_input_multiple
+
 
 def resolve_config(
     state_dict: Mapping[str, Tensor],
@@ -35,9 +37,7 @@ def resolve_config(
     if config is not None and preset is not None:
         raise InvalidArgumentError("give either --config or --preset, not both")
     if config is None and preset is None:
-        return config_from_state_dict(
-            state_dict, input_size=input_size, class_names=class_names, activation=activation
-        )
+        return config_from_state_dict(state_dict, input_size=input_size, class_names=class_names, activation=activation)
     if activation is not None:
         raise InvalidArgumentError(
             "--activation applies only when the architecture is inferred from the checkpoint; "
@@ -90,17 +90,7 @@ def size_multiple(cfg: ModelConfig) -> int:
 
 def check_input_size(size_wh: tuple[int, ...], cfg: ModelConfig) -> None:
     """Raise :class:`InvalidArgumentError` unless ``size_wh`` is two positive multiples of the stride."""
-    multiple = size_multiple(cfg)
-    if len(size_wh) != 2 or any(v < multiple or v % multiple for v in size_wh):
-        raise InvalidArgumentError(
-            f"input size W,H = {','.join(map(str, size_wh))} is not a multiple of {multiple} "
-            f"(the largest backbone stride); use e.g. --input-size {_round(size_wh[0], multiple)},"
-            f"{_round(size_wh[-1], multiple)}"
-        )
-
-
-def _round(value: int, multiple: int) -> int:
-    return max(multiple, round(value / multiple) * multiple)
+    check_input_multiple(size_wh, size_multiple(cfg), "the largest backbone stride")
 
 
 def architecture_summary(cfg: ModelConfig, deploy: nn.Module) -> dict[str, Any]:

@@ -1,6 +1,12 @@
-"""NanoDet-Plus in PyTorch with upstream's checkpoint layout: configs, presets, checkpoint reading.
+"""PyTorch model definitions of the supported detector families, one sub-package each, with their
+upstream's checkpoint layouts.
 
-Typical use::
+- :mod:`.nanodet_plus` — NanoDet-Plus (its public names are re-exported here, as before families);
+- :mod:`.yolov7` — YOLOv7 (WongKinYiu/yolov7), including the restricted unpickler for its checkpoints.
+
+:mod:`.checkpoint` reads state-dict checkpoints (NanoDet-Plus's ``.ckpt``/``.pth``) safely.
+
+Typical use (NanoDet-Plus)::
 
     ckpt = read_checkpoint("model_best.ckpt")               # safe: weights_only, EMA preferred
     cfg = load_config("config.yml")                         # or config_from_state_dict(ckpt.state_dict)
@@ -10,11 +16,19 @@ Typical use::
 """
 
 from .checkpoint import Checkpoint, load_weights, read_checkpoint
-from .config import PRESETS, ModelConfig, load_config, preset
-from .detector import DeployedNanoDetPlus, NanoDetPlus, build_model
-from .infer import config_from_state_dict
-from .layers import ACTIVATIONS
-from .registry import REGISTRIES, Component
+from .nanodet_plus import (
+    ACTIVATIONS,
+    PRESETS,
+    REGISTRIES,
+    Component,
+    DeployedNanoDetPlus,
+    ModelConfig,
+    NanoDetPlus,
+    build_model,
+    config_from_state_dict,
+    load_config,
+    preset,
+)
 
 __all__ = [
     "ACTIVATIONS",

@@ -72,7 +72,7 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
     path = Path(path)
     check_archive(path)
     try:
-        digest = _sha256(path)
+        digest = file_sha256(path)
     except OSError as exc:
         raise ModelLoadError(f"cannot read checkpoint {path}: {exc}") from exc
     obj = _load(path, trust)
@@ -241,7 +241,8 @@ def _likely_cause(mismatched: list[str], unexpected: list[str]) -> str:
     )
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

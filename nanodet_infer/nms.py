@@ -210,6 +210,29 @@ def greedy_nms(
     return kept[:count], kept_boxes[:count]
 
 
+def _finite_candidates(
+    name: str, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, max_keep: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Checked float32 ``boxes [M, 4]``, ``scores [M]``, ``class_ids [M]`` of the finite-score candidates.
+
+    Returns ``(rows, boxes, scores, class_ids)``, ``rows`` being the indices of those candidates in the input.
+    """
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    class_ids = np.asarray(class_ids).reshape(-1)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    if not len(scores) == len(class_ids) == len(boxes):
+        raise InvalidArgumentError(
+            f"{name}: {len(boxes)} boxes, {len(scores)} scores and {len(class_ids)} class ids; "
+            "give one of each per candidate"
+        )
+    if max_keep is not None and max_keep < 0:
+        raise InvalidArgumentError(f"max_keep must be >= 0 or None, got {max_keep}")
+    rows = np.flatnonzero(np.isfinite(scores))  # NaN / inf scores: not candidates
+    if len(rows) < len(scores):
+        scores, class_ids, boxes = scores[rows], class_ids[rows], boxes[rows]
+    return rows, boxes, scores, class_ids
+
+
 def batched_nms(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -225,18 +248,21 @@ def batched_nms(
     (see the module docstring). Candidates with a non-finite score or box are dropped and do not count in
     ``max_coordinate``.
     """
-    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-    class_ids = np.asarray(class_ids).reshape(-1)
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    if not len(scores) == len(class_ids) == len(boxes):
-        raise InvalidArgumentError(
-            f"batched_nms: {len(boxes)} boxes, {len(scores)} scores and {len(class_ids)} class ids; "
-            "give one of each per candidate"
-        )
-    if max_keep is not None and max_keep < 0:
-        raise InvalidArgumentError(f"max_keep must be >= 0 or None, got {max_keep}")
-    rows = np.flatnonzero(np.isfinite(scores))  # NaN / inf scores: not candidates
-    if len(rows) < len(scores):
-        scores, class_ids, boxes = scores[rows], class_ids[rows], boxes[rows]
+    rows, boxes, scores, class_ids = _finite_candidates("batched_nms", boxes, scores, class_ids, max_keep)
     keep = greedy_nms(scores, class_ids, iou_threshold, max_keep, boxes.__getitem__, max_coordinate(boxes))[0]
+    return rows[keep]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int | None = None) -> np.ndarray:
+    """Single-class greedy NMS, exactly ``torchvision.ops.nms``. Returns int64 indices of the kept boxes.
+
+    ``boxes`` float32 ``[M, 4]`` xyxy, ``scores`` ``[M]``; every box can suppress every other (callers that
+    separate classes by an offset of their own, as YOLOv7's ``max_wh`` trick does, pass the shifted boxes).
+    At most ``max_keep`` indices (all when None), by score descending (ties: lower index first). Candidates
+    with a non-finite score or box are dropped.
+    """
+    zeros = np.zeros(len(np.asarray(scores).reshape(-1)), dtype=np.int64)
+    rows, boxes, scores, class_ids = _finite_candidates("nms", boxes, scores, zeros, max_keep)
+    # one class: the shift is class 0 * (0 + 1) = +0, which leaves every coordinate's value unchanged
+    keep = greedy_nms(scores, class_ids, iou_threshold, max_keep, boxes.__getitem__, np.float32(0))[0]
     return rows[keep]

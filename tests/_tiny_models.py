@@ -75,6 +75,59 @@ def fake_detector(
     return _save(graph, path, metadata)
 
 
+def tiny_yolov7(
+    path: Path,
+    *,
+    num_classes: int = 3,
+    strides: tuple[int, ...] = (8, 16, 32),
+    anchors_per_level: int = 3,
+    size: tuple[int, int] | None = None,
+    metadata: dict[str, str] | None = None,
+    seed: int = 0,
+) -> Path:
+    """A graph shaped like YOLOv7's deploy model: ``images [B,3,H,W]`` → ``output [B, N, 5 + C]``.
+
+    Per stride ``s``: ``AveragePool(s)`` → seeded 1x1 conv to ``na * (5 + C)`` channels → rows ordered anchor,
+    then y, then x (upstream's order); the levels concatenated, sigmoided, and the box columns scaled to pixels
+    (x 256), so boxes, obj and class probabilities are plausible. H, W and N are symbolic unless ``size`` (W, H).
+    """
+    rng = np.random.default_rng(seed)
+    columns = 5 + num_classes
+    width, height = size if size is not None else ("width", "height")
+    rows = "rows" if size is None else anchors_per_level * sum(-(-size[0] // s) * -(-size[1] // s) for s in strides)
+    nodes, initializers, levels = [], [], []
+    initializers.append(numpy_helper.from_array(np.array([0, anchors_per_level, columns, -1], np.int64), "split"))
+    initializers.append(numpy_helper.from_array(np.array([0, -1, columns], np.int64), "rows"))
+    for s in strides:
+        weight = rng.normal(0, 2, (anchors_per_level * columns, 3, 1, 1)).astype(np.float32)
+        bias = rng.normal(-1, 1, anchors_per_level * columns).astype(np.float32)
+        initializers += [numpy_helper.from_array(weight, f"w{s}"), numpy_helper.from_array(bias, f"b{s}")]
+        nodes += [
+            helper.make_node("AveragePool", ["images"], [f"p{s}"], kernel_shape=[s, s], strides=[s, s]),
+            helper.make_node("Conv", [f"p{s}", f"w{s}", f"b{s}"], [f"c{s}"]),
+            helper.make_node("Reshape", [f"c{s}", "split"], [f"r{s}"]),  # [B, na, no, ny*nx]
+            helper.make_node("Transpose", [f"r{s}"], [f"t{s}"], perm=[0, 1, 3, 2]),  # [B, na, ny*nx, no]
+            helper.make_node("Reshape", [f"t{s}", "rows"], [f"l{s}"]),  # [B, na*ny*nx, no]
+        ]
+        levels.append(f"l{s}")
+    scale = np.ones(columns, np.float32)
+    scale[:4] = 256
+    initializers.append(numpy_helper.from_array(scale, "scale"))
+    nodes += [
+        helper.make_node("Concat", levels, ["joined"], axis=1),
+        helper.make_node("Sigmoid", ["joined"], ["probabilities"]),
+        helper.make_node("Mul", ["probabilities", "scale"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_yolov7",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, height, width])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", rows, columns])],
+        initializer=initializers,
+    )
+    return _save(graph, path, metadata)
+
+
 def stored_head(
     path: Path,
     *,

@@ -26,7 +26,7 @@ from nanodet_export import parity
 from nanodet_export.cli import main
 from nanodet_export.onnx_export import check_output_layout
 from nanodet_models import build_model, load_config
-from nanodet_models.config import config_from_dict
+from nanodet_models.nanodet_plus.config import config_from_dict
 
 from nanodet_infer.errors import ExportError
 

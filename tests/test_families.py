@@ -50,7 +50,10 @@ def test_registry_names_each_family_once_and_loads_it() -> None:
         family, section = get_family(name), get_section(name)
         assert isinstance(family, Family) and family.name == name
         assert issubclass(section, MetadataSection) and name == section.FAMILY
+        # every setting has a default: in default_settings, or read from the model's metadata by model_settings
+        # (the torchvision families take score/iou/max-detections from their builders' metadata keys)
         assert set(family.default_settings) <= {"score_threshold", "iou_threshold", "max_detections", "multi_label"}
+        assert "multi_label" in family.default_settings
     nanodet = get_family("nanodet-plus")
     assert nanodet.model_settings(ModelMetadata(3, ("a", "b", "c"))) == nanodet.default_settings
     assert set(nanodet.default_settings) == {"score_threshold", "iou_threshold", "max_detections", "multi_label"}

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 from conftest import PLUS320, SHAPES
-from nanodet_models.config import config_from_dict
+from nanodet_models.nanodet_plus.config import config_from_dict
 
 from nanodet_infer.errors import CheckpointError, InvalidArgumentError, ModelLoadError, UnsafeCheckpointError
 

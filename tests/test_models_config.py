@@ -154,7 +154,7 @@ UPSTREAM_ACTIVATIONS = {"ReLU", "LeakyReLU", "ReLU6", "SELU", "ELU", "GELU", "PR
 
 
 def test_activation_names_and_arguments_are_upstreams() -> None:
-    from nanodet_models.layers import activation_layer
+    from nanodet_models.nanodet_plus.layers import activation_layer
 
     assert set(M.ACTIVATIONS) == UPSTREAM_ACTIVATIONS
     assert activation_layer("LeakyReLU").negative_slope == 0.1

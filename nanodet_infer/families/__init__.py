@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 FAMILIES: dict[str, str] = {
     "nanodet-plus": "nanodet_plus",
+    "yolov7": "yolov7",
     "ssd": "ssd",
     "retinanet": "retinanet",
 }

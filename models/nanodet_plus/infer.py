@@ -19,7 +19,7 @@ import torch
 
 from nanodet_infer.errors import CheckpointError, InvalidArgumentError
 
-from .checkpoint import AUX_PREFIXES, is_optional
+from ..checkpoint import AUX_PREFIXES, is_optional
 from .config import ModelConfig, default_class_names
 from .detector import build_model
 from .ghostnet import BLOCK_STRIDES, block_channels

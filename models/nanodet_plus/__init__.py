@@ -1,0 +1,22 @@
+"""NanoDet-Plus (RangiLyu/nanodet) in PyTorch with upstream's checkpoint layout: configs, presets,
+architecture inference from a checkpoint's tensors."""
+
+from .config import PRESETS, ModelConfig, load_config, preset
+from .detector import DeployedNanoDetPlus, NanoDetPlus, build_model
+from .infer import config_from_state_dict
+from .layers import ACTIVATIONS
+from .registry import REGISTRIES, Component
+
+__all__ = [
+    "ACTIVATIONS",
+    "PRESETS",
+    "REGISTRIES",
+    "Component",
+    "DeployedNanoDetPlus",
+    "ModelConfig",
+    "NanoDetPlus",
+    "build_model",
+    "config_from_state_dict",
+    "load_config",
+    "preset",
+]
