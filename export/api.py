@@ -8,13 +8,16 @@ from pathlib import Path
 
 from nanodet_models import ModelConfig, NanoDetPlus
 
+from nanodet_infer.cli.outputs import same_file
 from nanodet_infer.errors import InvalidArgumentError
+from nanodet_infer.safetext import safe_text
 
 from . import families
 from .nanodet_plus import NAME as NANODET_PLUS
 from .nanodet_plus import export_model_config
 from .quantize import Int8Request, check_request
 from .resolve import with_overrides
+from .staging import output_files
 from .writer import FORMATS, PRODUCER, ExportOptions, ExportReport, check_options
 
 __all__ = ["FORMATS", "PRODUCER", "ExportReport", "export_checkpoint", "export_model"]
@@ -37,6 +40,7 @@ def export_checkpoint(
     trust_checkpoint: bool = False,
     check: bool = True,
     activation: str | None = None,
+    bn_eps: float | None = None,
     int8: Int8Request | None = None,
 ) -> ExportReport:
     """Export an upstream training checkpoint to ONNX or OpenVINO IR.
@@ -46,7 +50,9 @@ def export_checkpoint(
     refused). NanoDet-Plus: the architecture comes from ``config`` (an upstream YAML), a ``preset``
     name, or, with neither, from the checkpoint's tensors (what a checkpoint does not store is then
     assumed and listed in the metadata's ``architecture.assumed``; ``activation`` states it).
-    YOLOv7: the architecture is the YAML pickled in the checkpoint. ``input_size`` is ``(W, H)``
+    YOLOv7: the architecture is the YAML pickled in the checkpoint. torchvision SSD / SSDLite /
+    RetinaNet (families ``ssd``, ``retinanet``): the builder is recognised from the state dict's keys;
+    ``bn_eps`` states the backbone norm's eps, which no checkpoint stores. ``input_size`` is ``(W, H)``
     (default: the config's; YOLOv7 640x640). ``dynamic`` None is the family's default (NanoDet-Plus
     static, YOLOv7 dynamic batch and H/W). Raises a :class:`~nanodet_infer.errors.NanoDetError`
     subclass for bad input and :class:`~nanodet_infer.errors.ExportError` when the export or its
@@ -55,11 +61,13 @@ def export_checkpoint(
     checked before anything else.
     """
     calibration = check_request(int8, fp16=fp16) if int8 is not None else None
+    _refuse_writing_over_inputs(out, fmt, [ckpt, config])
     adapter = families.resolve(Path(ckpt), family)
     if int8 is not None and adapter.name != NANODET_PLUS:
         raise InvalidArgumentError(f"--int8 supports {NANODET_PLUS} checkpoints only, not {adapter.name}; drop it")
     specific = {"config": config, "preset": preset, "trust_checkpoint": trust_checkpoint or None}
     specific["activation"] = activation
+    specific["bn_eps"] = bn_eps
     given = {name: value for name, value in specific.items() if value is not None}
     foreign = sorted(set(given) - adapter.options)
     if foreign:
@@ -70,6 +78,22 @@ def export_checkpoint(
     return adapter.export_checkpoint(
         ckpt, out, options=options, input_size=input_size, class_names=class_names, **given
     )
+
+
+def _refuse_writing_over_inputs(out: str | Path, fmt: str, inputs: list[str | Path | None]) -> None:
+    """Refuse, before any work, an ``out`` whose files (the IR's ``.bin`` too) are one of ``inputs``.
+
+    ``nanodet-export`` checks more (``--overwrite``, writable folder) first; this keeps Python callers from
+    e.g. ``export_checkpoint("model.bin", "model.xml", fmt="openvino")`` writing the IR over the checkpoint.
+    """
+    if fmt not in FORMATS:
+        return  # check_options names the bad format
+    read = [Path(p) for p in inputs if p is not None]
+    for path in output_files(out, FORMATS[fmt]):
+        if any(same_file(path, source) for source in read):
+            raise InvalidArgumentError(
+                f"out {safe_text(path)!r} is one of the export's inputs; choose another output name"
+            )
 
 
 def export_model(

@@ -134,13 +134,8 @@ def measure_side_by_side(
 
 # ---------------------------------------------------------------------------------------------- one engine
 def bare_tensor(detector: Any, image: np.ndarray, batch: int) -> np.ndarray:
-    """The preprocessed ``[B, 3, H, W]`` tensor of ``image`` repeated ``batch`` times."""
-    from .families.nanodet_plus.resize import plan_input, preprocess
-
-    meta = detector.metadata
-    plan = plan_input((image.shape[1], image.shape[0]), meta.input_size, keep_ratio=detector.keep_ratio,
-                      dynamic_hw=meta.dynamic_hw)
-    one = preprocess(image, plan, meta.mean, meta.std, channel_order=meta.channel_order)
+    """The preprocessed ``[B, 3, H, W]`` tensor of ``image`` repeated ``batch`` times (any family)."""
+    one = detector.network_input(image)
     return np.ascontiguousarray(np.repeat(one[None], batch, axis=0))
 
 

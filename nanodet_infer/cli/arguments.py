@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError
+from ..families import family_names
 
 PROG = "nanodet-infer"
 
@@ -97,23 +98,29 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------------------------- parser
-def _add_model_options(parser: argparse.ArgumentParser, *, score_threshold: float) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, *, score_threshold: float | None) -> None:
+    """Model options; a setting left unset takes the model family's default (NanoDet-Plus: 0.35, 0.6, 100)."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", "-m", required=True, help="exported model (.onnx or OpenVINO .xml)")
     group.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino"))
-    group.add_argument("--score-threshold", type=float, default=score_threshold)
-    group.add_argument("--iou-threshold", type=float, default=0.6)
-    group.add_argument("--max-detections", type=int, default=100)
+    family_default = "default: the model family's"
+    group.add_argument("--score-threshold", type=float, default=score_threshold,
+                       help=f"default: {score_threshold}" if score_threshold is not None else family_default)
+    group.add_argument("--iou-threshold", type=float, default=None, help=family_default)
+    group.add_argument("--max-detections", type=int, default=None, help=family_default)
     group.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
     group.add_argument("--precision", default="f32", choices=("f32", "bf16", "f16"))
     ratio = group.add_mutually_exclusive_group()
     ratio.add_argument("--keep-ratio", dest="keep_ratio", action="store_true", default=None,
                        help="letterbox (keep aspect ratio); default: what the model was trained with")
     ratio.add_argument("--stretch", dest="keep_ratio", action="store_false", help="stretch to the input size")
-    group.add_argument("--single-label", action="store_true", help="one class per box (argmax) instead of multi-label")
+    group.add_argument("--single-label", dest="multi_label", action="store_false", default=None,
+                       help="one class per box (argmax) instead of multi-label (default: the model family's)")
     group.add_argument("--allow-control-flow", action="store_true",
                        help="accept a model with Loop/Scan/TensorIterator (refused by default: can hang the engine)")
     foreign = parser.add_argument_group("foreign models (no nanodet metadata, e.g. upstream's export_onnx.py output)")
+    foreign.add_argument("--model-family", default=None, choices=family_names(),
+                         help="the family of a model without metadata (default: nanodet-plus)")
     foreign.add_argument("--num-classes", type=int, default=None)
     foreign.add_argument("--class-names", default=None,
                          help="comma-separated names, or a UTF-8 text file: one name per line, or a JSON list")
@@ -152,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is loaded: an input is never overwritten, an existing file only with --overwrite.",
     )
     detect.add_argument("paths", nargs="+", metavar="PATH", help="image file, folder of images, or video file")
-    _add_model_options(detect, score_threshold=0.35)
+    _add_model_options(detect, score_threshold=None)
     out = detect.add_argument_group("output")
     out.add_argument("--save-dir", type=Path, default=None,
                      help="write annotated images here under their own names (a name with no suffix, or one "
@@ -162,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write COCO result rows here (atomically, or streamed into a pipe; also when the run "
                      "stops on an error)")
     _add_output_options(out)
+    scale = detect.add_argument_group("Ray Data (pip install nanodet-infer[ray]; docs/scale-out.md)")
+    scale.add_argument("--ray", action="store_true",
+                       help="run on Ray Data: one Detector per actor, images read in the workers (images only)")
+    scale.add_argument("--ray-address", default=None,
+                       help="join this Ray cluster ('auto', 'ray://HOST:10001'); default: a local Ray for this run")
+    scale.add_argument("--actors", type=int, default=1, help="Ray actors, each with --threads engine threads")
+    scale.add_argument("--batch-size", type=int, default=16, help="image paths per actor call")
 
     evaluate = sub.add_parser("eval", parents=[common], help="COCO box mAP on an annotated image folder")
     _add_model_options(evaluate, score_threshold=0.05)
@@ -181,10 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------- detector
-def make_detector(args: argparse.Namespace) -> Any:
-    """Build a :class:`~nanodet_infer.Detector` from parsed command-line options."""
-    from ..detector import Detector
-
+def detector_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~nanodet_infer.Detector` keyword arguments (model file aside) that the options give."""
     facts: dict[str, Any] = {}
     names = class_names_option(args.class_names)
     if names is not None:
@@ -193,16 +205,23 @@ def make_detector(args: argparse.Namespace) -> Any:
         value = getattr(args, key)
         if value is not None:
             facts[key] = value
-    return Detector(
-        args.model,
-        backend=args.backend,
-        score_threshold=args.score_threshold,
-        iou_threshold=args.iou_threshold,
-        max_detections=args.max_detections,
-        num_threads=args.threads,
-        precision=args.precision,
-        keep_ratio=args.keep_ratio,
-        multi_label=not args.single_label,
-        allow_control_flow=args.allow_control_flow,
+    return {
+        "backend": args.backend,
+        "score_threshold": args.score_threshold,
+        "iou_threshold": args.iou_threshold,
+        "max_detections": args.max_detections,
+        "num_threads": args.threads,
+        "precision": args.precision,
+        "keep_ratio": args.keep_ratio,
+        "multi_label": args.multi_label,
+        "model_family": args.model_family,
+        "allow_control_flow": args.allow_control_flow,
         **facts,
-    )
+    }
+
+
+def make_detector(args: argparse.Namespace) -> Any:
+    """Build a :class:`~nanodet_infer.Detector` from parsed command-line options."""
+    from ..detector import Detector
+
+    return Detector(args.model, **detector_options(args))
