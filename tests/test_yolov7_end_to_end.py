@@ -39,7 +39,6 @@ from _yolov7 import FIXTURES, STEMS
 from nanodet_export.cli import main
 
 from nanodet_infer import Detector
-from nanodet_infer.families.yolov7.family import EVALUATION_SETTINGS
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -116,7 +115,7 @@ def test_detections_match_upstream(
     for setting in ("detect", "test"):
         reference = json.loads((shared_fixtures / name / f"detections_{setting}.json").read_text())
         if setting == "test":
-            for key, value in EVALUATION_SETTINGS.items():
+            for key, value in detector.evaluation_settings.items():
                 setattr(detector, key, value)
         assert (detector.score_threshold, detector.iou_threshold) == (reference["conf_thres"], reference["iou_thres"])
         assert (detector.multi_label, detector.max_detections) == (reference["multi_label"], reference["max_det"])
