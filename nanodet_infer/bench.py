@@ -134,14 +134,9 @@ def measure_side_by_side(
 
 # ---------------------------------------------------------------------------------------------- one engine
 def bare_tensor(detector: Any, image: np.ndarray, batch: int) -> np.ndarray:
-    """The preprocessed ``[B, 3, H, W]`` tensor of ``image`` repeated ``batch`` times."""
-    from .families.nanodet_plus.resize import plan_input, preprocess
-
-    meta = detector.metadata
-    plan = plan_input((image.shape[1], image.shape[0]), meta.input_size, keep_ratio=detector.keep_ratio,
-                      dynamic_hw=meta.dynamic_hw)
-    one = preprocess(image, plan, meta.mean, meta.std, channel_order=meta.channel_order)
-    return np.ascontiguousarray(np.repeat(one[None], batch, axis=0))
+    """``detector``'s network input of ``image`` (its family's resize plan and preprocess:
+    :meth:`~nanodet_infer.Detector.network_input`) repeated ``batch`` times: ``[B, 3, H, W]``."""
+    return np.ascontiguousarray(np.repeat(detector.network_input(image)[None], batch, axis=0))
 
 
 def _stage_sums(results: list[Any]) -> dict[str, float]:
@@ -175,10 +170,11 @@ class EngineRun:
 
 def engine_entries(
     label: str, backend: str, precision: str, path: Path, threads: int, images: list[np.ndarray], batch: int,
-    score_threshold: float,
+    score_threshold: float | None,
 ) -> EngineRun:
     """A :class:`~nanodet_infer.Detector` on ``images`` (cycled, ``batch`` per call, per-stage times) and bare
-    ``backend.run`` on the first image's tensor, ready for :func:`measure_side_by_side`."""
+    ``backend.run`` on the first image's tensor, ready for :func:`measure_side_by_side`. ``score_threshold``
+    None: the model family's default."""
     from .backends import create_backend
     from .detector import Detector
 
@@ -220,7 +216,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=1, help="images per call (batched when the model allows)")
     parser.add_argument("--iters", type=int, default=100, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=10, help="untimed iterations first")
-    parser.add_argument("--score-threshold", type=float, default=0.35)
+    parser.add_argument("--score-threshold", type=float, default=None,
+                        help="the Detector's score threshold (default: the model family's detection default)")
     parser.add_argument("--json", type=Path, default=None, help="write the result row as JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--no-progress", action="store_true")

@@ -236,6 +236,11 @@ class Detector:
         """Same as calling the detector."""
         return self(image)
 
+    def network_input(self, image: ImageInput) -> np.ndarray:
+        """The network input float32 ``[3, Hc, Wc]`` a call builds for ``image`` (the family's resize plan and
+        preprocess at the current settings), e.g. to time the engine alone on it."""
+        return self._prepare(0, image, self._settings).tensor
+
     def detect_batch(self, images: Iterable[ImageInput], max_batch: int = MAX_BATCH) -> list[Detections]:
         """Detect objects in several images (a list, or any iterable); one :class:`Detections` per image, in order.
 
