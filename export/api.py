@@ -35,6 +35,7 @@ def export_checkpoint(
     trust_checkpoint: bool = False,
     check: bool = True,
     activation: str | None = None,
+    bn_eps: float | None = None,
 ) -> ExportReport:
     """Export an upstream training checkpoint to ONNX or OpenVINO IR.
 
@@ -43,7 +44,9 @@ def export_checkpoint(
     refused). NanoDet-Plus: the architecture comes from ``config`` (an upstream YAML), a ``preset``
     name, or, with neither, from the checkpoint's tensors (what a checkpoint does not store is then
     assumed and listed in the metadata's ``architecture.assumed``; ``activation`` states it).
-    YOLOv7: the architecture is the YAML pickled in the checkpoint. ``input_size`` is ``(W, H)``
+    YOLOv7: the architecture is the YAML pickled in the checkpoint. torchvision SSD / SSDLite /
+    RetinaNet (families ``ssd``, ``retinanet``): the builder is recognised from the state dict's keys;
+    ``bn_eps`` states the backbone norm's eps, which no checkpoint stores. ``input_size`` is ``(W, H)``
     (default: the config's; YOLOv7 640x640). ``dynamic`` None is the family's default (NanoDet-Plus
     static, YOLOv7 dynamic batch and H/W). Raises a :class:`~nanodet_infer.errors.NanoDetError`
     subclass for bad input and :class:`~nanodet_infer.errors.ExportError` when the export or its
@@ -52,6 +55,7 @@ def export_checkpoint(
     adapter = families.resolve(Path(ckpt), family)
     specific = {"config": config, "preset": preset, "trust_checkpoint": trust_checkpoint or None}
     specific["activation"] = activation
+    specific["bn_eps"] = bn_eps
     given = {name: value for name, value in specific.items() if value is not None}
     foreign = sorted(set(given) - adapter.options)
     if foreign:

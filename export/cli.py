@@ -49,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
         "OpenVINO IR with embedded metadata, after checking it against PyTorch.",
     )
     parser.add_argument(
-        "--ckpt", required=True, help="upstream checkpoint: model_best.pth, *.ckpt (Lightning), YOLOv7 train.py *.pt"
+        "--ckpt",
+        required=True,
+        help="upstream checkpoint: model_best.pth, *.ckpt (Lightning), YOLOv7 train.py *.pt, torchvision "
+        "SSD/SSDLite/RetinaNet state_dict or references/detection/train.py checkpoint",
     )
     parser.add_argument(
         "--family",
@@ -86,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out (and its .bin); an input is never overwritten")
     parser.add_argument(
+        "--bn-eps",
+        type=float,
+        metavar="EPS",
+        help="torchvision checkpoints: eps of the backbone's BatchNorm/FrozenBatchNorm (not stored in a checkpoint; "
+        "default: the builder's, 0.001 for SSDLite, 1e-5 for RetinaNet; torchvision's own COCO RetinaNet used 0.0)",
+    )
+    parser.add_argument(
         "--trust-checkpoint", action="store_true", help="allow full unpickling (runs code from the file!)"
     )
     parser.add_argument("--verbose", action="store_true", help="more detail; tracebacks on errors")
@@ -118,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 class_names=read_class_names_file(args.class_names) if args.class_names else None,
                 trust_checkpoint=args.trust_checkpoint,
                 activation=args.activation,
+                bn_eps=args.bn_eps,
             )
     except ExportError as exc:
         return _fail(exc, EXIT_EXPORT_FAILED, args.verbose)
@@ -178,7 +189,8 @@ def summary(report: ExportReport, *, verbose: bool = False) -> str:
         f"{report.seconds:.1f} s)",
         f"  architecture {arch.get('summary', '?')}, {meta.num_classes} classes, "
         + (f"reg_max {meta.reg_max}, " if hasattr(meta, "reg_max") else "")
-        + f"strides {list(meta.strides)}; {report.num_params / 1e6:.2f} M params exported, "
+        + (f"strides {list(meta.strides)}; " if hasattr(meta, "strides") else "")
+        + f"{report.num_params / 1e6:.2f} M params exported, "
         f"{report.aux_params_dropped / 1e6:.2f} M aux params dropped",
         f"  weights      {weights}, sha256 {meta.source_sha256[:16] or '-'}",
         f"  input        {meta.input_name} {_dims(report.input_shape)} float32, {meta.channel_order} "
@@ -188,6 +200,8 @@ def summary(report: ExportReport, *, verbose: bool = False) -> str:
     ]
     if arch.get("inferred"):
         lines.insert(2, f"  warning      {assumptions_line(arch.get('assumed', ()))}")
+    elif arch.get("assumed"):  # torchvision: the backbone norm's eps
+        lines.insert(2, f"  warning      {assumptions_line(arch['assumed'], fix='pass --bn-eps to state it')}")
     if verbose:
         for case in report.parity_cases:
             deltas = ", ".join(f"{name} {value:.3e}" for name, value in case.max_abs_diff.items())
@@ -195,10 +209,10 @@ def summary(report: ExportReport, *, verbose: bool = False) -> str:
     return "\n".join(lines)
 
 
-def assumptions_line(assumed: Sequence[str]) -> str:
+def assumptions_line(assumed: Sequence[str], fix: str = "pass --config to use the training YAML") -> str:
     """The warning for an architecture inferred from the checkpoint: what was assumed, and the fix."""
     facts = ", ".join(assumed) or "nothing"
-    return f"assumed (not stored in the checkpoint): {facts}; pass --config to use the training YAML"
+    return f"assumed (not stored in the checkpoint): {facts}; {fix}"
 
 
 def _dims(dims: Sequence[int | str]) -> str:

@@ -14,10 +14,13 @@ from nanodet_infer.errors import CheckpointError, InvalidArgumentError, ModelLoa
 
 from . import nanodet_plus, yolov7
 from .adapter import FamilyAdapter
+from .torchvision_export import RETINANET_ADAPTER, SSD_ADAPTER
 
 FAMILIES: dict[str, FamilyAdapter] = {
     nanodet_plus.ADAPTER.name: nanodet_plus.ADAPTER,
     yolov7.ADAPTER.name: yolov7.ADAPTER,
+    SSD_ADAPTER.name: SSD_ADAPTER,
+    RETINANET_ADAPTER.name: RETINANET_ADAPTER,
 }
 
 

@@ -43,20 +43,22 @@ def trace_to_onnx(
     opset: int,
     simplify: bool,
     output_names: tuple[str, ...] = (SCORES_NAME, BOXES_NAME),
+    dynamic_hw: bool | None = None,
 ) -> onnx.ModelProto:
     """Trace ``deploy`` (``x -> outputs``, e.g. NanoDet's ``(scores, boxes)``) at ``size_wh`` and return
     the ONNX model.
 
     The input is ``images`` ``[B, 3, H, W]``; the outputs, named ``output_names``, are ``[B, N, c]``
     with ``c`` the matching entry of ``channels`` (NanoDet: ``scores`` ``[B, N, C]`` and ``boxes``
-    ``[B, N, 4 * (reg_max + 1)]``). With ``dynamic`` the batch, height and width are symbolic
-    (``batch``, ``height``, ``width``; the row axis is ``priors``).
+    ``[B, N, 4 * (reg_max + 1)]``). With ``dynamic`` the batch is symbolic (``batch``; the row axis is
+    ``priors``), and so are the height and width (``height``, ``width``) unless ``dynamic_hw`` is False.
     """
     width, height = size_wh
     example = torch.zeros(1, 3, height, width)
     dynamic_axes = None
     if dynamic:
-        dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+        spatial = {2: "height", 3: "width"} if dynamic_hw is not False else {}
+        dynamic_axes = {INPUT_NAME: {0: "batch", **spatial}}
         dynamic_axes.update({name: {0: "batch", 1: "priors"} for name in output_names})
     buffer = io.BytesIO()
     try:
@@ -121,13 +123,15 @@ def folded_parameter_count(deploy: nn.Module) -> int:
     return count
 
 
-def check_deploy_parameters(model: onnx.ModelProto, deploy: nn.Module) -> int:
+def check_deploy_parameters(model: onnx.ModelProto, deploy: nn.Module, *, elementwise: int = 0) -> int:
     """Verify that the graph holds the deploy weights and nothing else; return the count.
 
-    The float weights read by Conv/Gemm/MatMul nodes (counted per node: the exporter stores equal
-    tensors, e.g. the zero biases of a fresh model, once) must add up to
-    :func:`folded_parameter_count` of ``deploy``, and no initializer may be named after the
-    training-only ``aux_fpn``/``aux_head``; otherwise :class:`ExportError`.
+    The float weights read by Conv/Gemm/MatMul nodes (counted per distinct set of weight tensors a node
+    reads: the exporter stores equal tensors, e.g. the zero biases of a fresh model, once, and a head
+    shared by several levels feeds one set to several nodes) must add up to
+    :func:`folded_parameter_count` of ``deploy`` less ``elementwise`` (parameters that feed element-wise
+    nodes, e.g. SSD300's L2Norm scale), and no initializer may be named after the training-only
+    ``aux_fpn``/``aux_head``; otherwise :class:`ExportError`.
     """
     by_name = {init.name: init for init in model.graph.initializer}
     aux = sorted(name for name in by_name if name.startswith(AUX_PREFIXES))
@@ -141,10 +145,15 @@ def check_deploy_parameters(model: onnx.ModelProto, deploy: nn.Module) -> int:
         return by_name.get(name)
 
     found = 0
+    weight_sets: set[tuple[str, ...]] = set()
     for node in model.graph.node:
         if node.op_type in ("Conv", "Gemm", "MatMul"):
-            found += sum(_numel(t) for t in map(initializer, node.input[1:]) if t is not None)
-    expected = folded_parameter_count(deploy)
+            tensors = [t for t in map(initializer, node.input[1:]) if t is not None]
+            names = tuple(t.name for t in tensors)
+            if names not in weight_sets:  # a module shared by several levels is one set of weights
+                weight_sets.add(names)
+                found += sum(_numel(t) for t in tensors)
+    expected = folded_parameter_count(deploy) - elementwise
     if found != expected:
         raise ExportError(
             f"the graph holds {found} weight values, the deploy model {expected}; "

@@ -2,7 +2,10 @@
 upstream's checkpoint layouts.
 
 - :mod:`.nanodet_plus` — NanoDet-Plus (its public names are re-exported here, as before families);
-- :mod:`.yolov7` — YOLOv7 (WongKinYiu/yolov7), including the restricted unpickler for its checkpoints.
+- :mod:`.yolov7` — YOLOv7 (WongKinYiu/yolov7), including the restricted unpickler for its checkpoints;
+- :mod:`.torchvision_ssd`, :mod:`.torchvision_retinanet` — torchvision's SSD300-VGG16 / SSDLite320 and
+  RetinaNet-ResNet50-FPN in torchvision's key layout; :mod:`.torchvision_checkpoint` reads, recognises
+  and strictly loads their checkpoints (:func:`~.torchvision_checkpoint.build_torchvision_model`).
 
 :mod:`.checkpoint` reads state-dict checkpoints (NanoDet-Plus's ``.ckpt``/``.pth``) safely.
 

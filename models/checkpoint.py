@@ -14,7 +14,7 @@ import pickle
 import pickletools
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -197,23 +197,37 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> No
     :class:`CheckpointError` listing the offending keys and the likely cause.
     """
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict and not is_optional(k, state_dict)]
-    unexpected = [k for k in state_dict if k not in expected]
+    problems = key_problems(expected, state_dict, optional=lambda key: is_optional(key, state_dict))
+    if problems:
+        raise CheckpointError(
+            f"checkpoint does not fit the model: {'; '.join(problems)}. {_likely_cause(expected, state_dict)}"
+        )
+    model.load_state_dict(dict(state_dict), strict=False)  # completeness was checked above
+
+
+def key_problems(
+    expected: Mapping[str, torch.Tensor],
+    given: Mapping[str, torch.Tensor],
+    *,
+    optional: Callable[[str], bool] = lambda key: False,
+) -> list[str]:
+    """What keeps ``given`` from loading strictly into a model whose state dict is ``expected``.
+
+    One phrase per kind of problem (missing keys, unexpected keys, shape mismatches), each naming a
+    few keys; empty when it fits. Keys for which ``optional`` is true may be missing.
+    """
+    missing = [k for k in expected if k not in given and not optional(k)]
+    unexpected = [k for k in given if k not in expected]
     mismatched = [
-        f"{k} (checkpoint {list(state_dict[k].shape)}, model {list(expected[k].shape)})"
+        f"{k} (checkpoint {list(given[k].shape)}, model {list(expected[k].shape)})"
         for k in expected
-        if k in state_dict and state_dict[k].shape != expected[k].shape
+        if k in given and given[k].shape != expected[k].shape
     ]
-    problems = [
+    return [
         f"{label} {len(keys)} key(s): {', '.join(keys[:_SHOWN])}{', ...' if len(keys) > _SHOWN else ''}"
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch in", mismatched))
         if keys
     ]
-    if problems:
-        raise CheckpointError(
-            f"checkpoint does not fit the model: {'; '.join(problems)}. {_likely_cause(mismatched, unexpected)}"
-        )
-    model.load_state_dict(dict(state_dict), strict=False)  # completeness was checked above
 
 
 def is_optional(key: str, state_dict: Mapping[str, torch.Tensor]) -> bool:
@@ -227,13 +241,13 @@ def is_optional(key: str, state_dict: Mapping[str, torch.Tensor]) -> bool:
     return key.startswith(AUX_PREFIXES) and not any(k.startswith(AUX_PREFIXES) for k in state_dict)
 
 
-def _likely_cause(mismatched: list[str], unexpected: list[str]) -> str:
-    if any(k.startswith("head.gfl_cls.") for k in mismatched):
+def _likely_cause(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> str:
+    if any(k.startswith("head.gfl_cls.") and k in given and given[k].shape != v.shape for k, v in expected.items()):
         return (
             "The head's output channels differ: the number of classes (or reg_max) is not the one the "
             "checkpoint was trained with; pass its training --config or omit --config to infer it."
         )
-    if any(k.startswith(("model.", "avg_model.", "module.")) for k in unexpected):
+    if any(k.startswith(("model.", "avg_model.", "module.")) and k not in expected for k in given):
         return "The keys still carry a prefix; read the file with read_checkpoint()."
     return (
         "The checkpoint was trained with another architecture (backbone size, fpn channels, ...); pass "

@@ -1,4 +1,4 @@
-"""The runtime never imports torch, onnx, onnxsim or nncf, and ``import nanodet_infer`` loads no engine."""
+"""The runtime never imports torch, onnx, onnxsim or nncf, and ``import nanodet_infer`` loads no engine nor Ray."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent(
 
     import nanodet_infer
 
-    engines = [m for m in ("cv2", "onnxruntime", "openvino") if m in sys.modules]
+    engines = [m for m in ("cv2", "onnxruntime", "openvino", "ray") if m in sys.modules]
     assert not engines, f"import nanodet_infer loaded {{engines}}"
 
     from nanodet_infer import Detector

@@ -105,7 +105,7 @@ def nanodet_pth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_family_is_recognised_from_content(small_ckpt: Path, nanodet_pth: Path, tmp_path: Path) -> None:
-    assert list(FAMILIES) == ["nanodet-plus", "yolov7"]
+    assert list(FAMILIES) == ["nanodet-plus", "yolov7", "ssd", "retinanet"]
     assert recognise(small_ckpt) == "yolov7"
     assert recognise(nanodet_pth) == "nanodet-plus"
     report = export_checkpoint(small_ckpt, tmp_path / "t.onnx", input_size=(128, 96), dynamic=False)
@@ -138,7 +138,8 @@ def test_upstream_checkpoints_are_recognised(shared_fixtures: Path) -> None:
         "plus-m-320/model_best.ckpt": "nanodet-plus",
         "shapes-m-256/nanodet_model_best.pth": "nanodet-plus",
         **{f"{name}/{name}.pt": "yolov7" for name in FIXTURES},
-        "tv-ssdlite320/model.pth": None,  # a torchvision state dict: no adapter here claims it
+        "tv-ssdlite320/model.pth": "ssd",  # torchvision state dicts: the ssd / retinanet adapters
+        "tv-retinanet-r50/model_fp16.pth": "retinanet",
     }
     assert {path: recognise(shared_fixtures / path) for path in cases} == cases
 

@@ -174,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write COCO result rows here (atomically, or streamed into a pipe; also when the run "
                      "stops on an error)")
     _add_output_options(out)
+    scale = detect.add_argument_group("Ray Data (pip install nanodet-infer[ray]; docs/scale-out.md)")
+    scale.add_argument("--ray", action="store_true",
+                       help="run on Ray Data: one Detector per actor, images read in the workers (images only)")
+    scale.add_argument("--ray-address", default=None,
+                       help="join this Ray cluster ('auto', 'ray://HOST:10001'); default: a local Ray for this run")
+    scale.add_argument("--actors", type=int, default=1, help="Ray actors, each with --threads engine threads")
+    scale.add_argument("--batch-size", type=int, default=16, help="image paths per actor call")
 
     evaluate = sub.add_parser("eval", parents=[common], help="COCO box mAP on an annotated image folder")
     _add_model_options(evaluate, defaults="evaluation default")
@@ -193,11 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------- detector
-def make_detector(args: argparse.Namespace, *, evaluation: bool = False) -> Any:
-    """Build a :class:`~nanodet_infer.Detector` from parsed command-line options; settings not given are the
-    family's detection defaults, or with ``evaluation`` its evaluation defaults (``Detector.evaluation_settings``)."""
-    from ..detector import Detector
-
+def detector_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~nanodet_infer.Detector` keyword arguments (model file aside) that the options give; a
+    setting not given is None (the model family's default)."""
     facts: dict[str, Any] = {}
     names = class_names_option(args.class_names)
     if names is not None:
@@ -206,16 +211,23 @@ def make_detector(args: argparse.Namespace, *, evaluation: bool = False) -> Any:
         value = getattr(args, key)
         if value is not None:
             facts[key] = value
-    detector = Detector(
-        args.model,
-        backend=args.backend,
-        num_threads=args.threads,
-        precision=args.precision,
-        keep_ratio=args.keep_ratio,
-        allow_control_flow=args.allow_control_flow,
+    return {
+        "backend": args.backend,
+        "num_threads": args.threads,
+        "precision": args.precision,
+        "keep_ratio": args.keep_ratio,
+        "allow_control_flow": args.allow_control_flow,
         **{name: getattr(args, name) for name in SETTING_OPTIONS},
         **facts,
-    )
+    }
+
+
+def make_detector(args: argparse.Namespace, *, evaluation: bool = False) -> Any:
+    """Build a :class:`~nanodet_infer.Detector` from parsed command-line options; settings not given are the
+    family's detection defaults, or with ``evaluation`` its evaluation defaults (``Detector.evaluation_settings``)."""
+    from ..detector import Detector
+
+    detector = Detector(args.model, **detector_options(args))
     if evaluation:
         for name, value in detector.evaluation_settings.items():
             if getattr(args, name) is None:

@@ -160,16 +160,36 @@ def _check_detect_outputs(args: argparse.Namespace, sources: Sequence[Source], f
             )
 
 
+def _run_on_ray(sources: Sequence[Source], args: argparse.Namespace, progress: _Progress) -> None:
+    """``detect --ray``: the images on Ray Data (:mod:`nanodet_infer.scale_out`); the same rows as locally."""
+    from ..scale_out import detect_with_ray
+
+    if args.save_dir is not None:
+        raise InvalidArgumentError("--save-dir is not supported with --ray; write --json (or drop --ray)")
+    options = arguments.detector_options(args)
+    threads = options.pop("num_threads") or 1
+    run = detect_with_ray([s.path for s in sources], args.model, actors=args.actors, threads=threads,
+                          batch_size=args.batch_size, address=args.ray_address, progress=not args.no_progress,
+                          **options)
+    for _path, message in run.errors:
+        print(f"{PROG}: warning: {safe_text(message)}; skipped", file=sys.stderr)
+    progress.rows.extend(run.rows)
+    progress.images, progress.detections, progress.unreadable = run.images, len(run.rows), len(run.errors)
+
+
 def run_detect(args: argparse.Namespace) -> int:
     """``nanodet-infer detect``: returns the exit status (2 when an input could not be read)."""
     inputs = collect_sources(args.paths)
     planned = output_paths(inputs.sources, args.save_dir) if args.save_dir is not None else {}
     _check_detect_outputs(args, inputs.sources, inputs.folders, planned)
-    detector = arguments.make_detector(args)
+    detector = arguments.make_detector(args)  # a model that does not load stops the run here, also with --ray
     progress = _Progress(rows=[])
     started = time.perf_counter()
     try:
-        _run_sources(inputs.sources, detector, planned, args, progress)
+        if args.ray:
+            _run_on_ray(inputs.sources, args, progress)
+        else:
+            _run_sources(inputs.sources, detector, planned, args, progress)
     finally:
         if args.json is not None:
             write_json(args.json, progress.rows)

@@ -1,0 +1,286 @@
+"""Export adapter for torchvision's SSD300-VGG16, SSDLite320-MobileNetV3 and RetinaNet-ResNet50-FPN.
+
+The graph is the model's backbone + head only: input ``images`` ``[B, 3, H, W]`` (the transformed image:
+RGB, normalised, resized, and for RetinaNet zero-padded to multiples of 32), outputs ``cls_logits``
+``[B, A, C]`` (raw logits) and ``bbox_regression`` ``[B, A, 4]`` (raw box-coder deltas). SSD graphs have a
+static 300x300 / 320x320 canvas; RetinaNet graphs a symbolic height and width; the batch is always
+symbolic. Everything else torchvision does (transform, default boxes / anchors, box decoding,
+post-processing) is written into the metadata (keys: :func:`family_properties`, ``docs/export.md``) for
+the runtime families ``ssd`` and ``retinanet``. :data:`SSD_ADAPTER` and :data:`RETINANET_ADAPTER` are
+their entries in :data:`nanodet_export.families.FAMILIES`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from nanodet_models.sniff import pickle_names
+from nanodet_models.torchvision_checkpoint import TorchvisionModel, build_torchvision_model, read_torchvision_checkpoint
+from nanodet_models.torchvision_common import COCO_V91_NAMES
+from nanodet_models.torchvision_ssd.ssd import BBOX_XFORM_CLIP, boxes_per_location
+
+from nanodet_infer.errors import ExportError, InvalidArgumentError, MetadataError
+from nanodet_infer.metadata import ModelMetadata
+
+from . import onnx_export, parity
+from .adapter import FamilyAdapter
+from .writer import PRODUCER, ExportOptions, ExportReport, check_options, write_checked
+
+SCHEMA_VERSION = 2
+SCORES_NAME = "cls_logits"
+BOXES_NAME = "bbox_regression"
+OUTPUT_NAMES = (SCORES_NAME, BOXES_NAME)
+#: RetinaNet is traced and parity-checked on small canvases (its graph has a symbolic H and W).
+RETINANET_TRACE_WH = (320, 256)
+RETINANET_PARITY_SHAPES = ((1, 3, 256, 320), (2, 3, 192, 288))
+# State-dict key prefixes only torchvision detection models have: SSD's per-level head lists; the other
+# heads (RetinaNet, FCOS, the two-stage R-CNNs) go to the retinanet adapter, which names what they are.
+_SSD_KEYS = tuple(f"{p}head.classification_head.module_list." for p in ("", "module."))
+_OTHER_KEYS = tuple(f"{p}{k}" for p in ("", "module.") for k in ("head.classification_head.", "rpn.", "roi_heads."))
+
+
+def torchvision_family(path: Path) -> str | None:
+    """``'ssd'`` or ``'retinanet'`` when ``path``'s pickle holds torchvision detection keys (content
+    sniffing, nothing loaded), else None."""
+    strings = pickle_names(path).strings
+    if any(text.startswith(_SSD_KEYS) for text in strings):
+        return "ssd"
+    return "retinanet" if any(text.startswith(_OTHER_KEYS) for text in strings) else None
+
+
+def export_checkpoint(
+    ckpt: str | Path,
+    out: str | Path,
+    *,
+    options: ExportOptions,
+    input_size: tuple[int, int] | None = None,
+    class_names: Sequence[str] | None = None,
+    bn_eps: float | None = None,
+    trust_checkpoint: bool = False,
+) -> ExportReport:
+    """Export a torchvision detection checkpoint (formats: :mod:`nanodet_models.torchvision_checkpoint`).
+
+    ``class_names`` default to COCO's 91 torchvision names for a 91-class model, else ``class_<i>`` (with
+    ``__background__`` first for SSD); ``bn_eps`` states the backbone norm's eps. ``input_size`` is
+    refused (SSD's canvas is its builder's, RetinaNet's follows each image) and ``options.dynamic``
+    changes nothing: the batch is always symbolic, H and W for RetinaNet only.
+    """
+    start = time.perf_counter()
+    check_options(out, options)
+    if input_size is not None:
+        raise InvalidArgumentError(
+            "--input-size does not apply to torchvision checkpoints (SSD's canvas is its builder's, "
+            "RetinaNet's follows each image); drop it"
+        )
+    checkpoint = read_torchvision_checkpoint(ckpt, trust=trust_checkpoint)
+    built = build_torchvision_model(checkpoint.state_dict, bn_eps=bn_eps)
+    model = built.model
+    ssd = built.family == "ssd"
+    size = tuple(model.facts["size"]) if ssd else RETINANET_TRACE_WH
+    graph = onnx_export.trace_to_onnx(
+        model,
+        size,
+        (built.num_classes, 4),
+        dynamic=True,
+        dynamic_hw=not ssd,
+        opset=options.opset,
+        simplify=options.simplify,
+        output_names=OUTPUT_NAMES,
+    )
+    elementwise = model.backbone.scale_weight.numel() if built.architecture == "ssd300_vgg16" else 0
+    num_params = onnx_export.check_deploy_parameters(graph, model, elementwise=elementwise)
+    _check_rows(graph, size, built)
+    names = _class_names(built, class_names)
+    try:
+        metadata = ModelMetadata(**metadata_values(built, names, source_sha256=checkpoint.sha256))
+    except MetadataError as exc:
+        raise ExportError(f"the runtime would refuse this model's metadata: {exc}") from exc
+    properties = metadata.to_properties()
+    onnx_export.embed_metadata(graph, properties)
+    shapes = [(1, 3, size[1], size[0]), (2, 3, size[1], size[0])] if ssd else RETINANET_PARITY_SHAPES
+    rng = np.random.default_rng(0)
+    samples = [rng.standard_normal(shape, dtype=np.float32) for shape in shapes] if options.check else []
+    noise = parity.reference_noise(model, samples, OUTPUT_NAMES, fp16=options.fp16) if samples else None
+    written = write_checked(
+        graph,
+        properties,
+        Path(out),
+        options,
+        reference=parity.torch_runner(model, OUTPUT_NAMES),
+        samples=samples,
+        verify=lambda found: _check_round_trip(metadata, found),
+        tolerances=partial(parity.tolerances, noise=noise),
+        tolerance_rule=partial(parity.tolerance_rule, noise=True),
+    )
+    return ExportReport(
+        paths=written.paths,
+        format=options.fmt,
+        metadata=metadata,
+        input_shape=["batch", 3, size[1], size[0]] if ssd else ["batch", 3, "height", "width"],
+        output_shapes=onnx_export.output_shapes(graph),
+        max_abs_diff=written.max_abs_diff,
+        parity_cases=written.cases,
+        tolerance=written.tolerance,
+        tolerance_rule=written.tolerance_rule,
+        num_params=num_params,
+        aux_params_dropped=0,
+        used_ema=False,
+        source_format=f"torchvision {checkpoint.source_format} (stored as {checkpoint.stored_dtype})",
+        file_size=written.file_size,
+        seconds=time.perf_counter() - start,
+        family=built.family,
+    )
+
+
+def _class_names(built: TorchvisionModel, given: Sequence[str] | None) -> tuple[str, ...]:
+    if given is not None:
+        if len(given) != built.num_classes:
+            raise InvalidArgumentError(
+                f"{len(given)} class names given for a model with {built.num_classes} classes (torchvision counts "
+                "the background as class 0 for SSD); give exactly one name per class"
+            )
+        return tuple(given)
+    if built.num_classes == len(COCO_V91_NAMES):
+        return COCO_V91_NAMES
+    first = ("__background__",) if built.family == "ssd" else ()
+    return first + tuple(f"class_{i}" for i in range(len(first), built.num_classes))
+
+
+def expected_rows(built: TorchvisionModel, size_wh: tuple[int, int]) -> int:
+    """Rows of the outputs for a ``size_wh`` canvas: Σ over levels of H_l · W_l · anchors per location."""
+    facts = built.model.facts
+    if built.family == "ssd":
+        anchors = boxes_per_location(facts["aspect_ratios"])
+        return sum(h * w * a for (h, w), a in zip(facts["feature_map_sizes"], anchors, strict=True))
+    h, w = size_wh[1] // 8, size_wh[0] // 8
+    rows = 0
+    for _ in facts["strides"]:
+        rows += h * w * len(facts["anchor_sizes"][0]) * len(facts["aspect_ratios"][0])
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+    return rows
+
+
+def _check_rows(graph: Any, size_wh: tuple[int, int], built: TorchvisionModel) -> None:
+    expected = expected_rows(built, size_wh)
+    widths = (built.num_classes, 4)
+    for (name, dims), width in zip(onnx_export.output_dims(graph, size_wh).items(), widths, strict=True):
+        if dims[1:] != [expected, width]:
+            raise ExportError(
+                f"output {name!r} is {dims} at W,H = {size_wh[0]},{size_wh[1]}, the anchors give [1, {expected}, "
+                f"{width}]; the graph does not match torchvision {built.architecture}"
+            )
+
+
+def family_properties(built: TorchvisionModel) -> dict[str, Any]:
+    """The family's own metadata entries (unprefixed names → JSON-ready values), named after torchvision's
+    attributes; the transform's mean/std are the common keys (torchvision's values × 255). See
+    ``docs/export.md``."""
+    f = built.model.facts
+    common = {
+        "scores_output": SCORES_NAME,
+        "boxes_output": BOXES_NAME,
+        "box_coder_weights": list(f["box_coder_weights"]),
+        "bbox_xform_clip": BBOX_XFORM_CLIP,
+        "score_thresh": f["score_thresh"],
+        "nms_thresh": f["nms_thresh"],
+        "detections_per_img": f["detections_per_img"],
+        "topk_candidates": f["topk_candidates"],
+    }
+    if built.family == "ssd":
+        return {
+            **common,
+            "feature_map_sizes": [list(s) for s in f["feature_map_sizes"]],
+            "default_box_aspect_ratios": [list(r) for r in f["aspect_ratios"]],
+            "default_box_scales": default_box_scales(f),
+            "default_box_steps": list(f["steps"] or ()),
+            "default_box_clip": f["clip"],
+            "background_class": 0,
+        }
+    return {
+        **common,
+        "min_size": f["min_size"],
+        "max_size": f["max_size"],
+        "size_divisible": f["size_divisible"],
+        "strides": list(f["strides"]),
+        "anchor_sizes": [list(s) for s in f["anchor_sizes"]],
+        "anchor_aspect_ratios": [list(r) for r in f["aspect_ratios"]],
+    }
+
+
+def default_box_scales(facts: dict[str, Any]) -> list[float]:
+    """``DefaultBoxGenerator.scales``: the given ones, or ``min + (max - min) * k / (m - 1)`` for each of the
+    m levels, then 1.0 (Python float64, as torchvision computes them)."""
+    if facts["scales"] is not None:
+        return list(facts["scales"])
+    levels = len(facts["aspect_ratios"])
+    lo, hi = facts["min_ratio"], facts["max_ratio"]
+    return [lo + (hi - lo) * k / (levels - 1.0) for k in range(levels)] + [1.0]
+
+
+def metadata_values(built: TorchvisionModel, class_names: Sequence[str], *, source_sha256: str) -> dict[str, Any]:
+    """Every metadata entry of the exported model (schema version 2), as keyword arguments of the runtime's
+    :class:`~nanodet_infer.metadata.ModelMetadata`: the common keys, then the family's
+    (:func:`family_properties`, read by ``nanodet_infer/families/{ssd,retinanet}/section.py``)."""
+    f = built.model.facts
+    ssd = built.family == "ssd"
+    size = list(f["size"]) if ssd else [_ceil_to(f["max_size"], f["size_divisible"]), f["min_size"]]
+    architecture: dict[str, Any] = {
+        "summary": f"torchvision {built.architecture}",
+        "builder": built.architecture,
+        **built.details,
+        "norm": built.norm.describe() if built.norm else "none",
+        "assumed": list(built.assumed),
+        "deploy_parameters": sum(p.numel() for p in built.model.parameters()),
+    }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model_family": built.family,
+        "producer": PRODUCER,
+        "num_classes": built.num_classes,
+        "class_names": list(class_names),
+        "input_size": size,
+        "dynamic_batch": True,
+        "dynamic_hw": not ssd,
+        "mean": [m * 255.0 for m in f["image_mean"]],
+        "std": [s * 255.0 for s in f["image_std"]],
+        "channel_order": "RGB",
+        "input_name": onnx_export.INPUT_NAME,
+        "source_sha256": source_sha256,
+        "architecture": architecture,
+        **family_properties(built),
+    }
+
+
+def _ceil_to(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _check_round_trip(metadata: ModelMetadata, written: dict[str, str]) -> None:
+    try:
+        again = ModelMetadata.from_properties(written)
+    except MetadataError as exc:
+        raise ExportError(f"metadata did not survive writing the model file: {exc}") from exc
+    if again != metadata:
+        raise ExportError("metadata read back from the model file differs from what was written")
+
+
+def _adapter(family: str, description: str) -> FamilyAdapter:
+    return FamilyAdapter(
+        name=family,
+        description=description,
+        recognise=lambda path: torchvision_family(path) == family,
+        export_checkpoint=export_checkpoint,
+        options=frozenset({"trust_checkpoint", "bn_eps"}),
+    )
+
+
+SSD_ADAPTER = _adapter(
+    "ssd", "torchvision ssd300_vgg16 / ssdlite320_mobilenet_v3_large state_dict or train.py checkpoint"
+)
+RETINANET_ADAPTER = _adapter("retinanet", "torchvision retinanet_resnet50_fpn (v1) state_dict or train.py checkpoint")
