@@ -1,4 +1,4 @@
-"""nanodet-infer: torch-free NanoDet-Plus inference on ONNX Runtime and OpenVINO CPUs.
+"""nanodet-infer: torch-free object detection (NanoDet-Plus and the other families in ``families/``) on CPUs.
 
 ``Detector``, ``Detections`` and ``StageTimings`` are imported on first use, so ``import nanodet_infer``
 loads neither OpenCV nor an inference engine.

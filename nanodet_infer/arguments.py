@@ -103,15 +103,6 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     return value
 
 
-def _short(value: Any) -> str:
-    """``repr(value)`` cut to 80 characters, so a huge argument never floods the message."""
-    try:
-        text = repr(value)
-    except Exception:  # a hostile __repr__, or an int beyond Python's int-string limit
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 SETTING_CHECKS = {
     "score_threshold": check_unit_interval,
     "iou_threshold": check_unit_interval,
@@ -125,3 +116,12 @@ SETTING_CHECKS = {
 def check_setting(name: str, value: Any) -> Any:
     """One detector setting checked (see :data:`SETTING_CHECKS`); ``None`` passes as "the default"."""
     return None if value is None else SETTING_CHECKS[name](name, value)
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` cut to 80 characters, so a huge argument never floods the message."""
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__, or an int beyond Python's int-string limit
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."

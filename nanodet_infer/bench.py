@@ -134,9 +134,9 @@ def measure_side_by_side(
 
 # ---------------------------------------------------------------------------------------------- one engine
 def bare_tensor(detector: Any, image: np.ndarray, batch: int) -> np.ndarray:
-    """``detector``'s network input of ``image`` (its family's resize plan and preprocess:
-    :meth:`~nanodet_infer.Detector.network_input`) repeated ``batch`` times: ``[B, 3, H, W]``."""
-    return np.ascontiguousarray(np.repeat(detector.network_input(image)[None], batch, axis=0))
+    """The preprocessed ``[B, 3, H, W]`` tensor of ``image`` repeated ``batch`` times (any family)."""
+    one = detector.network_input(image)
+    return np.ascontiguousarray(np.repeat(one[None], batch, axis=0))
 
 
 def _stage_sums(results: list[Any]) -> dict[str, float]:

@@ -40,8 +40,9 @@ MAX_BATCH = 32
 """Default ``max_batch`` of :meth:`Detector.detect_batch`: at most this many images per inference (dynamic batch)."""
 
 MAX_BATCH_BYTES = 256 * 2**20
-"""Memory budget of one batch's network input (float32 ``[B, 3, H, W]``): a batch holds at most as many images as
-fit in 256 MiB (and at least one), so large canvases run in smaller batches."""
+"""Memory budget of the network inputs waiting in :meth:`Detector.detect_batch` (float32 ``[3, H, W]`` each), 256 MiB:
+a batch holds at most as many images as fit (at least one), so large canvases run in smaller batches, and waiting
+groups of different canvas sizes together stay within it."""
 
 MAX_INPUT_BYTES = 2**30
 """Largest single network input (float32 ``[3, H, W]``), 1 GiB: a canvas above it is refused."""
@@ -219,7 +220,8 @@ class Detector:
     def __repr__(self) -> str:
         meta = self.metadata
         return (
-            f"Detector({self.backend_name}, {meta.num_classes} classes, input {meta.input_size[0]}x{meta.input_size[1]}"
+            f"Detector({self.backend_name}, {meta.model_family}, {meta.num_classes} classes, "
+            f"input {meta.input_size[0]}x{meta.input_size[1]}"
             f"{' dynamic H/W' if meta.dynamic_hw else ''}, keep_ratio={self.keep_ratio})"
         )
 
@@ -237,8 +239,8 @@ class Detector:
         return self(image)
 
     def network_input(self, image: ImageInput) -> np.ndarray:
-        """The network input float32 ``[3, Hc, Wc]`` a call builds for ``image`` (the family's resize plan and
-        preprocess at the current settings), e.g. to time the engine alone on it."""
+        """The network input of one image, float32 ``[3, H, W]`` (the family's resize and normalisation, with the
+        current settings), as :meth:`detect` feeds it to the model; for benchmarks and debugging."""
         return self._prepare(0, image, self._settings).tensor
 
     def detect_batch(self, images: Iterable[ImageInput], max_batch: int = MAX_BATCH) -> list[Detections]:
@@ -248,10 +250,11 @@ class Detector:
         dynamic batch axis, images that share a canvas size run together, at most ``max_batch``
         (:data:`MAX_BATCH`) per inference and at most :data:`MAX_BATCH_BYTES` of network input per batch (with
         ``keep_ratio`` on a dynamic-H/W model canvases differ per aspect ratio: each canvas size collects its own
-        batches, so no image is padded to a larger canvas and results equal single-image calls). Memory is thus
-        bounded per distinct canvas size however many images are given. With a static batch the images run one
-        by one. A canvas above :data:`MAX_INPUT_BYTES` raises :class:`IncompatibleModelError`. Each result's
-        ``inference_ms`` is its share of its batch's time.
+        batches, so no image is padded to a larger canvas and results equal single-image calls). Waiting inputs
+        of all canvas sizes together stay within :data:`MAX_BATCH_BYTES` (plus the image just prepared): above it
+        the largest waiting group runs early. Memory is thus bounded however many images and aspect ratios are
+        given. With a static batch the images run one by one. A canvas above :data:`MAX_INPUT_BYTES` raises
+        :class:`IncompatibleModelError`. Each result's ``inference_ms`` is its share of its batch's time.
         """
         if isinstance(images, (str, bytes, os.PathLike, np.ndarray)) or not isinstance(images, Iterable):
             raise InvalidArgumentError(
@@ -263,13 +266,21 @@ class Detector:
         settings = self._settings
         results: dict[int, Detections] = {}
         waiting: dict[tuple[int, int], list[_Prepared]] = {}
+        waiting_bytes = 0
         for index, image in enumerate(images):
             item = self._prepare(index, image, settings)
-            canvas = item.plan.canvas_size
-            group = waiting.setdefault(canvas, [])
+            group = waiting.setdefault(item.plan.canvas_size, [])
             group.append(item)
+            waiting_bytes += item.tensor.nbytes
             if len(group) >= min(limit, max(1, MAX_BATCH_BYTES // item.tensor.nbytes)):
-                results.update(self._run_batch(waiting.pop(canvas), settings))
+                canvas = item.plan.canvas_size
+            elif waiting_bytes > MAX_BATCH_BYTES:  # many canvas sizes waiting: run the largest group
+                canvas = max(waiting, key=lambda size: sum(i.tensor.nbytes for i in waiting[size]))
+            else:
+                continue
+            batch = waiting.pop(canvas)
+            waiting_bytes -= sum(i.tensor.nbytes for i in batch)
+            results.update(self._run_batch(batch, settings))
         for group in waiting.values():
             results.update(self._run_batch(group, settings))
         return [results[i] for i in range(len(results))]

@@ -12,8 +12,8 @@ class                          also a                 raised when
 ``InvalidImageError``          ``ValueError``         an image is None/empty/wrong dtype/wrong shape
 ``ImageReadError``             ``OSError``            an image path is missing or not a decodable image
 ``ModelLoadError``             ``OSError``            a model file is missing, unreadable or corrupt
-``IncompatibleModelError``     ``ValueError``         a model is not a NanoDet-Plus detector, or its
-                                                      outputs do not match its metadata
+``IncompatibleModelError``     ``ValueError``         a model is not a detector of a supported family,
+                                                      or its outputs do not match its metadata
 ``MetadataError``              ``ValueError``         embedded metadata is missing, malformed or
                                                       inconsistent (subclass of IncompatibleModelError)
 ``UnsafeModelError``           ``ValueError``         a model holds control flow that can run without
@@ -49,7 +49,7 @@ class ModelLoadError(NanoDetError, OSError):
 
 
 class IncompatibleModelError(NanoDetError, ValueError):
-    """A readable model that is not a NanoDet-Plus detector this runtime can run."""
+    """A readable model that is not a detector this runtime can run (see :mod:`nanodet_infer.families`)."""
 
 
 class MetadataError(IncompatibleModelError):

@@ -163,18 +163,18 @@ class ModelMetadata:
             )
         if self.schema_version == 1 and self.model_family != DEFAULT_FAMILY:
             raise MetadataError(f"schema_version 1 only describes {DEFAULT_FAMILY!r} models; re-export the model")
-        if not _is_int(self.num_classes) or not 1 <= self.num_classes <= MAX_NUM_CLASSES:
-            raise MetadataError(f"num_classes must be an integer in 1..{MAX_NUM_CLASSES}, got {self.num_classes!r}")
-        if not all(isinstance(n, str) for n in self.class_names):
-            raise MetadataError("class_names must be strings")
+        check_int("num_classes", self.num_classes, 1, MAX_NUM_CLASSES)
+        if not isinstance(self.class_names, tuple) or not all(isinstance(n, str) for n in self.class_names):
+            raise MetadataError(f"class_names must be a list of strings, got {type(self.class_names).__name__}")
         if len(self.class_names) != self.num_classes:
             raise MetadataError(
                 f"{len(self.class_names)} class names for num_classes={self.num_classes}; "
                 "give exactly one name per class"
             )
         check_int_list("input_size", self.input_size, 1, MAX_INPUT_SIDE, length=2, what="[W, H] integers")
-        values = (*self.mean, *self.std)
-        if len(self.mean) != 3 or len(self.std) != 3 or not all(math.isfinite(v) for v in values):
+        triples = all(isinstance(v, tuple) and len(v) == 3 for v in (self.mean, self.std))
+        values = (*self.mean, *self.std) if triples else ()
+        if not triples or not all(_KIND_CHECKS["float"](v) and math.isfinite(v) for v in values):
             raise MetadataError(f"mean/std must be 3 finite numbers each, got {self.mean!r} / {self.std!r}")
         if any(abs(v) > MAX_ABS_NORMALISATION for v in values):
             raise MetadataError(f"mean/std entries must be at most {MAX_ABS_NORMALISATION:g} in magnitude")
@@ -202,7 +202,9 @@ class ModelMetadata:
         Raises :class:`MetadataError` when the map carries no metadata, a required key is missing, a value
         is malformed or out of range, or ``model_family`` is not a supported family.
         """
-        ours = {k[len(KEY_PREFIX) :]: v for k, v in props.items() if k.startswith(KEY_PREFIX)}
+        if not isinstance(props, Mapping):
+            raise MetadataError(f"metadata must be a string map, got {type(props).__name__}")
+        ours = {k[len(KEY_PREFIX) :]: v for k, v in props.items() if isinstance(k, str) and k.startswith(KEY_PREFIX)}
         if not ours:
             raise MetadataError(
                 "the model carries no nanodet metadata; export it with nanodet-export, or pass the model facts "
@@ -243,6 +245,12 @@ _COMMON_KINDS: dict[str, str] = {
     "source_sha256": "str",
     "architecture": "dict",
 }
+
+
+def check_int(name: str, value: Any, low: int, high: int) -> None:
+    """Raise :class:`MetadataError` unless ``value`` is an int (not a bool) in ``low..high``."""
+    if not _is_int(value) or not low <= value <= high:
+        raise MetadataError(f"{name} must be an integer in {low}..{high}, got {value!r}")
 
 
 def check_int_list(

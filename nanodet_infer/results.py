@@ -56,15 +56,22 @@ class Detections:
     timings: StageTimings | None = None
 
     def __post_init__(self) -> None:
-        xyxy = np.array(self.xyxy, dtype=np.float32).reshape(-1, 4)
-        scores = np.array(self.scores, dtype=np.float32).reshape(-1)
-        class_ids = np.array(self.class_ids, dtype=np.int64).reshape(-1)
+        try:
+            xyxy = np.array(self.xyxy, dtype=np.float32).reshape(-1, 4)
+            scores = np.array(self.scores, dtype=np.float32).reshape(-1)
+            class_ids = np.array(self.class_ids, dtype=np.int64).reshape(-1)
+            width, height = (int(v) for v in self.image_size)
+            names = tuple(str(n) for n in self.class_names)
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(
+                "Detections needs xyxy [N, 4], scores [N] and class_ids [N] numbers, class_names (a list) and "
+                "image_size (W, H)"
+            ) from None
         if not len(xyxy) == len(scores) == len(class_ids):
             raise InvalidArgumentError(
                 f"Detections needs one box, score and class id per detection; got {len(xyxy)}, {len(scores)} "
                 f"and {len(class_ids)}"
             )
-        names = tuple(str(n) for n in self.class_names)
         if len(class_ids) and (class_ids.min() < 0 or class_ids.max() >= len(names)):
             raise InvalidArgumentError(f"class ids must lie in [0, {len(names)}) (one per class name)")
         for array in (xyxy, scores, class_ids):
@@ -73,7 +80,7 @@ class Detections:
         object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "class_ids", class_ids)
         object.__setattr__(self, "class_names", names)
-        object.__setattr__(self, "image_size", (int(self.image_size[0]), int(self.image_size[1])))
+        object.__setattr__(self, "image_size", (width, height))
 
     @classmethod
     def empty(

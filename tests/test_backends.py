@@ -180,11 +180,14 @@ def test_ir_errors(tmp_path):
         ({"num_threads": 0}, "num_threads"),
         ({"num_threads": 1.5}, "num_threads"),
         ({"num_threads": True}, "num_threads"),
+        ({"num_threads": 2**31}, "num_threads"),
+        ({"path": None}, "model must be the path"),
+        ({"path": 123}, "model must be the path"),
     ],
 )
 def test_bad_options(kwargs, fragment):
     with pytest.raises(InvalidArgumentError, match=fragment):
-        create_backend(UPSTREAM, **kwargs)
+        create_backend(**({"path": UPSTREAM} | kwargs))
 
 
 def test_one_shape_formatter_for_error_messages(upstream):

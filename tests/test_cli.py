@@ -236,3 +236,25 @@ def test_one_class_names_file_format_for_both_command_lines(tmp_path) -> None:
         read_class_names_file(empty)
     with pytest.raises(InvalidArgumentError, match="JSON list of strings"):
         read_class_names_file(numbers)
+
+
+def test_unset_model_options_take_the_family_defaults() -> None:
+    from nanodet_infer.cli import arguments
+    from nanodet_infer.families import get_family
+
+    args = arguments.build_parser().parse_args(["detect", "x.jpg", *FOREIGN])
+    det = arguments.make_detector(args)
+    assert {name: getattr(det, name) for name in get_family("nanodet-plus").default_settings} == {
+        "score_threshold": 0.35, "iou_threshold": 0.6, "max_detections": 100, "multi_label": True,
+    }
+    argv = ["detect", "x.jpg", *FOREIGN, "--single-label", "--iou-threshold", "0.5", "--model-family", "nanodet-plus"]
+    det = arguments.make_detector(arguments.build_parser().parse_args(argv))
+    assert (det.multi_label, det.iou_threshold, det.metadata.model_family) == (False, 0.5, "nanodet-plus")
+    evaluate = arguments.build_parser().parse_args(["eval", *FOREIGN, "--ann", "a.json", "--images", "."])
+    assert evaluate.score_threshold == 0.05 and evaluate.iou_threshold is None
+
+
+def test_unknown_model_family_is_exit_2(capsys) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["detect", str(IMAGES), *FOREIGN, "--model-family", "yolo"])
+    assert caught.value.code == 2 and "invalid choice: 'yolo'" in capsys.readouterr().err

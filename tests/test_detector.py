@@ -135,6 +135,38 @@ def test_batch_bytes_are_capped_by_the_memory_budget(monkeypatch):
     assert sizes == [1, 1]
 
 
+def test_waiting_inputs_of_many_canvas_sizes_stay_within_the_budget(monkeypatch):
+    """keep_ratio on a dynamic-H/W model gives a canvas per aspect ratio; what waits never exceeds the budget."""
+    from nanodet_infer import detector as detector_module
+    from nanodet_infer.families.nanodet_plus.decode import num_priors
+
+    det = Detector(UPSTREAM, backend="onnxruntime", num_threads=1, keep_ratio=True, **SETTINGS)
+    meta = det.metadata.replace(dynamic_batch=True, dynamic_hw=True)
+    monkeypatch.setattr(det, "_spec", replace(det._spec, metadata=meta))
+    budget = 3 * 4 * 256 * 256 * 2
+    monkeypatch.setattr(detector_module, "MAX_BATCH_BYTES", budget)
+    sizes = [(256, 256 - 32 * k) for k in range(6)] * 2 + [(256 - 32 * k, 256) for k in range(1, 6)]
+    images = [np.zeros((h, w, 3), np.uint8) for w, h in sizes]
+    pulled, ran, peaks = [], [], []
+
+    def fake_run(tensor):  # all-zero outputs of the right shape; records the bytes waiting (this batch included)
+        peaks.append(sum(image.size * 4 for image in pulled) - sum(12 * w * h for w, h in ran))
+        ran.extend([tensor.shape[3:1:-1]] * tensor.shape[0])
+        rows = num_priors((tensor.shape[3], tensor.shape[2]), meta.strides)
+        return [np.zeros((tensor.shape[0], rows, 3 + 32), np.float32)]
+
+    def lazily():
+        for image in images:
+            pulled.append(image)
+            yield image
+
+    monkeypatch.setattr(det._backend, "run", fake_run)
+    results = det.detect_batch(lazily())
+    assert [r.image_size for r in results] == sizes and len(ran) == len(sizes)
+    assert len({canvas for canvas in ran}) == 11  # one canvas per aspect ratio, none padded to another
+    assert budget < max(peaks) <= budget + 3 * 4 * 256 * 256  # the budget plus the image just prepared
+
+
 def test_a_canvas_above_the_input_limit_is_refused(monkeypatch):
     from nanodet_infer import detector as detector_module
     from nanodet_infer.errors import IncompatibleModelError

@@ -54,6 +54,9 @@ def test_registry_names_each_family_once_and_loads_it() -> None:
         # (the torchvision families take score/iou/max-detections from their builders' metadata keys)
         assert set(family.default_settings) <= {"score_threshold", "iou_threshold", "max_detections", "multi_label"}
         assert "multi_label" in family.default_settings
+    nanodet = get_family("nanodet-plus")
+    assert nanodet.model_settings(ModelMetadata(3, ("a", "b", "c"))) == nanodet.default_settings
+    assert set(nanodet.default_settings) == {"score_threshold", "iou_threshold", "max_detections", "multi_label"}
 
 
 @pytest.mark.parametrize("name", ["yolo", "", None, 3])
@@ -139,3 +142,58 @@ def test_model_family_argument_must_agree_with_the_metadata(tmp_path, other_fami
     path = fake_detector(tmp_path / "ok.onnx", metadata=V1_PROPERTIES)
     with pytest.raises(InvalidArgumentError, match="metadata says model_family 'nanodet-plus', not 'other-family'"):
         Detector(path, backend="onnxruntime", model_family=other_family)
+
+
+@pytest.fixture
+def toy_family(monkeypatch):
+    """tests/_toy_family.py registered as family "toy" (one registry line, one module), removed after the test."""
+    import sys
+
+    import _toy_family
+
+    monkeypatch.setitem(FAMILIES, "toy", "toy")
+    monkeypatch.setitem(sys.modules, "nanodet_infer.families.toy.family", _toy_family)
+    monkeypatch.setitem(sys.modules, "nanodet_infer.families.toy.section", _toy_family)
+    yield _toy_family
+    get_family.cache_clear()
+    get_section.cache_clear()
+
+
+def _toy_score(image: np.ndarray) -> np.float32:
+    """The toy's score computed independently: stretch to 32x16, RGB / 255, the conv's first channel, mean, sigmoid."""
+    import cv2
+    from _tiny_models import conv_weight
+
+    rgb = cv2.resize(image, (32, 16), interpolation=cv2.INTER_LINEAR)[:, :, ::-1].astype(np.float64) / 255
+    y0 = rgb @ conv_weight()[0, :, 0, 0].astype(np.float64)
+    return np.float32(1 / (1 + np.exp(-y0.mean())))
+
+
+def test_detector_runs_a_family_it_does_not_know(tmp_path, toy_family) -> None:
+    import pickle
+
+    from _tiny_models import conv_model
+
+    props = ModelMetadata(num_classes=1, class_names=("thing",), model_family="toy").to_properties()
+    assert props["nanodet.output"] == "y" and props["nanodet.channel_order"] == "RGB"
+    path = conv_model(tmp_path / "toy.onnx", metadata=props)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size, dtype=np.uint8) for size in ((40, 50, 3), (17, 90, 3), (40, 50, 3))]
+    for engine in ("onnxruntime", "openvino"):
+        det = Detector(path, backend=engine, num_threads=1)
+        assert det.metadata.model_family == "toy" and det.metadata.output == "y" and det.max_detections == 10
+        assert det.metadata.dynamic_batch and det.metadata.dynamic_hw
+        results = det.detect_batch(images)
+        for image, result in zip(images, results, strict=True):
+            assert result.labels == ["thing"] and result.image_size == (image.shape[1], image.shape[0])
+            np.testing.assert_array_equal(result.xyxy, [[0, 0, image.shape[1], image.shape[0]]])
+            np.testing.assert_allclose(result.scores, [_toy_score(image)], rtol=0, atol=1e-6)
+        det.score_threshold = 1.0
+        assert len(det(images[0])) == 0
+        again = pickle.loads(pickle.dumps(det))
+        assert again.score_threshold == 1.0 and again.metadata == det.metadata
+
+
+def test_a_family_refuses_facts_it_does_not_take(tmp_path, toy_family) -> None:
+    with pytest.raises(InvalidArgumentError, match="the toy family takes no model facts"):
+        Detector(tmp_path / "missing.onnx", model_family="toy", num_classes=3)

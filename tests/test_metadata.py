@@ -119,3 +119,31 @@ def test_constructing_with_out_of_range_prior_offset_is_refused(value) -> None:
 
 def test_prior_offset_bounds_are_inclusive() -> None:
     assert _meta(prior_offset=0.5).prior_offset == 0.5 and _meta(prior_offset=1).prior_offset == 1
+
+
+@pytest.mark.parametrize("props", [None, [("nanodet.num_classes", "3")], "nanodet.num_classes=3"])
+def test_a_map_is_required(props) -> None:
+    with pytest.raises(MetadataError, match="metadata must be a string map"):
+        ModelMetadata.from_properties(props)
+
+
+def test_non_string_keys_and_values_are_refused_or_ignored() -> None:
+    props = _meta().to_properties()
+    assert ModelMetadata.from_properties({**props, 7: "x"}) == _meta()
+    with pytest.raises(MetadataError, match="not a string"):
+        ModelMetadata.from_properties({**props, "nanodet.num_classes": 3})
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"class_names": "abc"}, "class_names must be a list of strings, got str"),
+        ({"mean": None}, "mean/std must be 3 finite numbers"),
+        ({"std": ("1", "1", "1")}, "mean/std must be 3 finite numbers"),
+        ({"reg_max": "7"}, "reg_max must be an integer"),
+        ({"architecture": None}, "architecture must be a JSON object"),
+    ],
+)
+def test_constructor_types_are_checked(changes, fragment) -> None:
+    with pytest.raises(MetadataError, match=fragment):
+        _meta(**changes)

@@ -157,3 +157,18 @@ def test_integers_still_give_one_detection() -> None:
 def test_other_indices_are_invalid_arguments(index) -> None:
     with pytest.raises(InvalidArgumentError, match="integer, a slice, an integer index array or a boolean mask"):
         _three()[index]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"xyxy": None, "scores": None, "class_ids": None, "class_names": None, "image_size": None},
+        {"xyxy": [[0, 0, 1, 1]], "scores": [0.5], "class_ids": [0], "class_names": ("a",), "image_size": None},
+        {"xyxy": [[0, 0, 1]], "scores": [0.5], "class_ids": [0], "class_names": ("a",), "image_size": (2, 2)},
+        {"xyxy": [[0, 0, 1, 1]], "scores": ["x"], "class_ids": [0], "class_names": ("a",), "image_size": (2, 2)},
+        {"xyxy": [[0, 0, 1, 1]], "scores": [0.5], "class_ids": [0], "class_names": None, "image_size": (2, 2)},
+    ],
+)
+def test_malformed_construction_is_an_invalid_argument(kwargs) -> None:
+    with pytest.raises(InvalidArgumentError, match="Detections needs"):
+        Detections(**kwargs)

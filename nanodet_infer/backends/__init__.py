@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..arguments import PRECISIONS, check_choice, check_flag, check_num_threads
+from ..arguments import PRECISIONS, check_choice, check_flag, check_model_path, check_num_threads
 from ..errors import BackendUnavailableError
 from .base import Backend, Shape
 from .inspection import ModelReport, check_model, inspect_model
@@ -42,6 +42,7 @@ def create_backend(
     :class:`BackendUnavailableError` when the engine is not installed, :class:`ModelLoadError` when the
     file is missing or not a loadable model, and the two errors above.
     """
+    path = check_model_path(path)
     check_choice("backend", backend, BACKENDS)
     num_threads = check_num_threads(num_threads)
     check_choice("precision", precision, PRECISIONS)

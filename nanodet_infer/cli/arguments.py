@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError
+from ..families import family_names
 
 PROG = "nanodet-infer"
 
@@ -126,6 +127,8 @@ def _add_model_options(parser: argparse.ArgumentParser, *, defaults: str) -> Non
     group.add_argument("--allow-control-flow", action="store_true",
                        help="accept a model with Loop/Scan/TensorIterator (refused by default: can hang the engine)")
     foreign = parser.add_argument_group("foreign models (no nanodet metadata, e.g. upstream's export_onnx.py output)")
+    foreign.add_argument("--model-family", default=None, choices=family_names(),
+                         help="the family of a model without metadata (default: nanodet-plus)")
     foreign.add_argument("--num-classes", type=int, default=None)
     foreign.add_argument("--class-names", default=None,
                          help="comma-separated names, or a UTF-8 text file: one name per line, or a JSON list")
@@ -216,6 +219,7 @@ def detector_options(args: argparse.Namespace) -> dict[str, Any]:
         "num_threads": args.threads,
         "precision": args.precision,
         "keep_ratio": args.keep_ratio,
+        "model_family": args.model_family,
         "allow_control_flow": args.allow_control_flow,
         **{name: getattr(args, name) for name in SETTING_OPTIONS},
         **facts,

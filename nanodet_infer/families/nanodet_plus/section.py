@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import MetadataError
-from ...metadata import MAX_INPUT_SIDE, MetadataSection, check_int_list, check_number
+from ...metadata import MAX_INPUT_SIDE, MetadataSection, check_int, check_int_list, check_number
 
 UPSTREAM_MEAN_BGR = (103.53, 116.28, 123.675)
 UPSTREAM_STD_BGR = (57.375, 57.12, 58.395)
@@ -68,7 +68,7 @@ class NanoDetPlusSection(MetadataSection):
 
     def validate(self) -> None:
         """Raise :class:`MetadataError` naming the first field outside its range."""
-        check_int_list("reg_max", (self.reg_max,), 1, MAX_REG_MAX, what="an integer")
+        check_int("reg_max", self.reg_max, 1, MAX_REG_MAX)
         check_int_list("strides", self.strides, 1, MAX_INPUT_SIDE, what="positive integers")
         if len(self.strides) > MAX_LEVELS or list(self.strides) != sorted(set(self.strides)):
             raise MetadataError(
