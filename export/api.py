@@ -8,11 +8,14 @@ from pathlib import Path
 
 from nanodet_models import ModelConfig, NanoDetPlus
 
+from nanodet_infer.cli.outputs import same_file
 from nanodet_infer.errors import InvalidArgumentError
+from nanodet_infer.safetext import safe_text
 
 from . import families
 from .nanodet_plus import export_model_config
 from .resolve import with_overrides
+from .staging import output_files
 from .writer import FORMATS, PRODUCER, ExportOptions, ExportReport, check_options
 
 __all__ = ["FORMATS", "PRODUCER", "ExportReport", "export_checkpoint", "export_model"]
@@ -52,6 +55,7 @@ def export_checkpoint(
     subclass for bad input and :class:`~nanodet_infer.errors.ExportError` when the export or its
     parity check fails; nothing is written under ``out`` unless the export succeeded.
     """
+    _refuse_writing_over_inputs(out, fmt, [ckpt, config])
     adapter = families.resolve(Path(ckpt), family)
     specific = {"config": config, "preset": preset, "trust_checkpoint": trust_checkpoint or None}
     specific["activation"] = activation
@@ -66,6 +70,22 @@ def export_checkpoint(
     return adapter.export_checkpoint(
         ckpt, out, options=options, input_size=input_size, class_names=class_names, **given
     )
+
+
+def _refuse_writing_over_inputs(out: str | Path, fmt: str, inputs: list[str | Path | None]) -> None:
+    """Refuse, before any work, an ``out`` whose files (the IR's ``.bin`` too) are one of ``inputs``.
+
+    ``nanodet-export`` checks more (``--overwrite``, writable folder) first; this keeps Python callers from
+    e.g. ``export_checkpoint("model.bin", "model.xml", fmt="openvino")`` writing the IR over the checkpoint.
+    """
+    if fmt not in FORMATS:
+        return  # check_options names the bad format
+    read = [Path(p) for p in inputs if p is not None]
+    for path in output_files(out, FORMATS[fmt]):
+        if any(same_file(path, source) for source in read):
+            raise InvalidArgumentError(
+                f"out {safe_text(path)!r} is one of the export's inputs; choose another output name"
+            )
 
 
 def export_model(

@@ -28,7 +28,7 @@ from nanodet_export.onnx_export import check_output_layout
 from nanodet_models import build_model, load_config
 from nanodet_models.nanodet_plus.config import config_from_dict
 
-from nanodet_infer.errors import ExportError
+from nanodet_infer.errors import ExportError, InvalidArgumentError
 
 SHAPES_YAML = SHAPES / "config.yml"
 
@@ -258,6 +258,18 @@ def test_outputs_never_replace_inputs_or_unknown_files(build, needle, capsys, se
         assert (code, out) == (2, "")
         _assert_one_line_error(err, needle)
     assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_python_api_never_writes_over_its_checkpoint(seeded_pth, workdir, monkeypatch, fmt):
+    from nanodet_export import export_checkpoint
+
+    monkeypatch.setattr("nanodet_export.families.resolve", lambda *a: pytest.fail("the checkpoint was read"))
+    ckpt = _copy(seeded_pth, workdir / ("m.bin" if fmt == "openvino" else "m.onnx"))
+    before = ckpt.read_bytes()
+    with pytest.raises(InvalidArgumentError, match="is one of the export's inputs"):
+        export_checkpoint(ckpt, ckpt.with_suffix(".xml" if fmt == "openvino" else ".onnx"), fmt=fmt)
+    assert ckpt.read_bytes() == before
 
 
 def test_unwritable_out_folder_is_one_line_before_any_work(capsys, monkeypatch, seeded_pth, workdir):
