@@ -30,6 +30,7 @@ from nanodet_models.torchvision_ssd.ssd import boxes_per_location
 from nanodet_infer.errors import ExportError, InvalidArgumentError, MetadataError
 from nanodet_infer.families import get_section
 from nanodet_infer.families.ssd.section import BUILDERS as SSD_BUILDERS
+from nanodet_infer.families.torchvision_section import TorchvisionSection
 from nanodet_infer.metadata import ModelMetadata
 
 from . import onnx_export, parity
@@ -37,8 +38,8 @@ from .adapter import FamilyAdapter
 from .writer import PRODUCER, ExportOptions, ExportReport, check_options, write_checked
 
 SCHEMA_VERSION = 2
-SCORES_NAME = "cls_logits"
-BOXES_NAME = "bbox_regression"
+SCORES_NAME = TorchvisionSection.scores_output  # the runtime's default output names: the metadata's, too
+BOXES_NAME = TorchvisionSection.boxes_output
 OUTPUT_NAMES = (SCORES_NAME, BOXES_NAME)
 #: RetinaNet is traced and parity-checked on small canvases (its graph has a symbolic H and W).
 RETINANET_TRACE_WH = (320, 256)
