@@ -44,6 +44,7 @@ from nanodet_infer.bench import (  # noqa: E402
 from nanodet_infer.errors import BackendUnavailableError, NanoDetError  # noqa: E402
 
 WORST_CASE_THRESHOLD = 0.05
+POSTPROCESS_STUDY_FAMILY = "nanodet-plus"  # the post-process study times NanoDet-Plus's decoders
 BOX_TOLERANCE_PX = 1e-3
 
 
@@ -63,7 +64,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=1, help="images per call (batched when the model allows)")
     parser.add_argument("--iters", type=int, default=150, help="timed iterations per configuration")
     parser.add_argument("--warmup", type=int, default=15, help="untimed iterations per configuration")
-    parser.add_argument("--score-threshold", type=float, default=0.35)
+    parser.add_argument("--score-threshold", type=float, default=None,
+                        help="the Detector's score threshold (default: the model family's detection default)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON (docs/benchmark.md)")
     parser.add_argument("--plot", type=Path, default=None, help="write latency box plots per stage (needs matplotlib)")
@@ -195,7 +197,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
             from benchmarks.torch_reference import TorchPipeline
 
             torch.set_num_threads(threads)
-            pipeline = TorchPipeline(torch_model, first_detector.metadata, args.score_threshold)
+            pipeline = TorchPipeline(torch_model, first_detector.metadata, first_detector.score_threshold)
             reference = Measurement(f"PyTorch, {threads} thr", "pytorch", {"threads": threads})
             cycle = itertools.cycle(images)
             entries.append(Entry(reference, lambda p=pipeline, c=cycle: p([next(c) for _ in range(args.batch)]),
@@ -215,7 +217,13 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
                 "images_per_s": 1e3 * args.batch / e2e, "speedup_vs_pytorch": 1.0,
                 "detections": len(pipeline([images[0]])[0][0][0]),
             })
-    postprocess_cases = compare_postprocess(first_detector, images[0], args, torch is not None, bar.update)
+    if first_detector.metadata.model_family == POSTPROCESS_STUDY_FAMILY:
+        postprocess_cases = compare_postprocess(first_detector, images[0], args, torch is not None, bar.update)
+    else:
+        postprocess_cases = []
+        bar.total -= _pp_calls(args, torch is not None)
+        notes.append(f"The post-process study compares {POSTPROCESS_STUDY_FAMILY} decoders; it is skipped for a "
+                     f"{first_detector.metadata.model_family} model.")
     bar.close()
     doc = {
         "schema": report.SCHEMA,
@@ -225,7 +233,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
                   "num_classes": first_detector.metadata.num_classes},
         "settings": {"image": image_label, "image_size": [int(images[0].shape[1]), int(images[0].shape[0])],
                      "batch": args.batch, "iters": args.iters, "warmup": args.warmup, "threads": args.threads,
-                     "score_threshold": args.score_threshold, "iou_threshold": first_detector.iou_threshold,
+                     "score_threshold": first_detector.score_threshold, "iou_threshold": first_detector.iou_threshold,
                      "max_detections": first_detector.max_detections},
         "pipelines": rows,
         "postprocess": postprocess_cases,
@@ -262,7 +270,7 @@ def compare_postprocess(
     canvas = (tensor.shape[3], tensor.shape[2])
     priors = make_priors(canvas, meta.strides, meta.prior_offset)
     cases = []
-    for threshold, iters, warmup in ((args.score_threshold, args.iters, args.warmup),
+    for threshold, iters, warmup in ((detector.score_threshold, args.iters, args.warmup),
                                      (WORST_CASE_THRESHOLD, _worst_iters(args), 2)):
         options = {"reg_max": meta.reg_max, "score_threshold": threshold, "iou_threshold": detector.iou_threshold,
                    "max_detections": detector.max_detections, "canvas_size": canvas}

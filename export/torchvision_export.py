@@ -35,7 +35,7 @@ from nanodet_infer.metadata import ModelMetadata
 
 from . import onnx_export, parity
 from .adapter import FamilyAdapter
-from .writer import PRODUCER, ExportOptions, ExportReport, check_options, write_checked
+from .writer import PRODUCER, ExportOptions, ExportReport, check_options, check_round_trip, write_checked
 
 SCHEMA_VERSION = 2
 SCORES_NAME = TorchvisionSection.scores_output  # the runtime's default output names: the metadata's, too
@@ -119,7 +119,7 @@ def export_checkpoint(
         options,
         reference=parity.torch_runner(model, OUTPUT_NAMES),
         samples=samples,
-        verify=lambda found: _check_round_trip(metadata, found),
+        verify=lambda found: check_round_trip(metadata, found),
         tolerances=partial(parity.tolerances, noise=noise),
         tolerance_rule=partial(parity.tolerance_rule, noise=True),
     )
@@ -241,15 +241,6 @@ def metadata_values(built: TorchvisionModel, class_names: Sequence[str], *, sour
 
 def _ceil_to(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
-
-
-def _check_round_trip(metadata: ModelMetadata, written: dict[str, str]) -> None:
-    try:
-        again = ModelMetadata.from_properties(written)
-    except MetadataError as exc:
-        raise ExportError(f"metadata did not survive writing the model file: {exc}") from exc
-    if again != metadata:
-        raise ExportError("metadata read back from the model file differs from what was written")
 
 
 def _adapter(family: str, description: str) -> FamilyAdapter:

@@ -15,7 +15,8 @@ from typing import Any
 import onnx
 
 from nanodet_infer import __version__
-from nanodet_infer.errors import ExportError, InvalidArgumentError
+from nanodet_infer.errors import ExportError, InvalidArgumentError, MetadataError
+from nanodet_infer.metadata import ModelMetadata
 
 from . import onnx_export, openvino_export, parity
 from .staging import StagedOutput, output_files
@@ -46,9 +47,8 @@ class ExportReport:
     paths: tuple[Path, ...]
     """Files written: ``(model.onnx,)`` or ``(model.xml, model.bin)``."""
     format: str
-    metadata: Any
-    """The embedded facts: a ``ModelMetadata`` (NanoDet-Plus) or the family's own metadata object
-    (``to_properties()`` gives the string map in the file)."""
+    metadata: ModelMetadata
+    """The embedded facts (``to_properties()`` gives the string map in the file)."""
     input_shape: list[int | str]
     output_shapes: dict[str, list[int | str]]
     max_abs_diff: dict[str, float]
@@ -104,6 +104,16 @@ def check_input_multiple(size_wh: tuple[int, ...], multiple: int, reason: str) -
             f"input size W,H = {','.join(map(str, size_wh))} is not a multiple of {multiple} ({reason}); "
             f"use e.g. --input-size {fixed}"
         )
+
+
+def check_round_trip(metadata: ModelMetadata, written: Mapping[str, str]) -> None:
+    """Raise :class:`ExportError` unless ``written`` (the map read back from the file) parses to ``metadata``."""
+    try:
+        again = ModelMetadata.from_properties(written)
+    except MetadataError as exc:
+        raise ExportError(f"metadata did not survive writing the model file: {exc}") from exc
+    if again != metadata:
+        raise ExportError("metadata read back from the model file differs from what was written")
 
 
 @dataclass(frozen=True)

@@ -170,10 +170,11 @@ class EngineRun:
 
 def engine_entries(
     label: str, backend: str, precision: str, path: Path, threads: int, images: list[np.ndarray], batch: int,
-    score_threshold: float,
+    score_threshold: float | None,
 ) -> EngineRun:
     """A :class:`~nanodet_infer.Detector` on ``images`` (cycled, ``batch`` per call, per-stage times) and bare
-    ``backend.run`` on the first image's tensor, ready for :func:`measure_side_by_side`."""
+    ``backend.run`` on the first image's tensor, ready for :func:`measure_side_by_side`. ``score_threshold``
+    None: the model family's default."""
     from .backends import create_backend
     from .detector import Detector
 
@@ -215,7 +216,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=1, help="images per call (batched when the model allows)")
     parser.add_argument("--iters", type=int, default=100, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=10, help="untimed iterations first")
-    parser.add_argument("--score-threshold", type=float, default=0.35)
+    parser.add_argument("--score-threshold", type=float, default=None,
+                        help="the Detector's score threshold (default: the model family's detection default)")
     parser.add_argument("--json", type=Path, default=None, help="write the result row as JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--no-progress", action="store_true")

@@ -204,6 +204,13 @@ class Detector:
         return self._spec.metadata
 
     @property
+    def evaluation_settings(self) -> dict[str, Any]:
+        """The settings upstream evaluates this model's family with (``score_threshold``, ``iou_threshold``,
+        ``max_detections``, ``multi_label``), e.g. YOLOv7's test.py 0.001 / 0.65 / 300 multi-label; assign them
+        to reproduce upstream's mAP (``nanodet-infer eval`` does, for every setting not given)."""
+        return dict(self._spec.family.evaluation_settings(self._spec.metadata))
+
+    @property
     def backend_name(self) -> str:
         """``"onnxruntime"`` or ``"openvino"``."""
         return self._backend.name

@@ -23,8 +23,8 @@ CASE_KEYS = {"score_threshold", "candidates", "detections", "ours_ms", "all_prio
 TINY = ["--iters", "2", "--warmup", "1", "--threads", "1", "--no-progress"]
 
 
-def check_schema(doc: dict) -> None:
-    """The documented top-level layout (docs/benchmark.md)."""
+def check_schema(doc: dict, postprocess_cases: int = 2) -> None:
+    """The documented top-level layout (docs/benchmark.md); the post-process study runs for NanoDet-Plus only."""
     assert doc["schema"] == report.SCHEMA
     assert set(doc) == {"schema", "environment", "model", "settings", "pipelines", "postprocess", "notes"}
     assert {"cpu", "logical_cores", "onnxruntime", "openvino", "torch", "openvino_cpu_capabilities"} <= set(
@@ -36,7 +36,7 @@ def check_schema(doc: dict) -> None:
         for stage in ("preprocess", "inference", "postprocess", "end_to_end"):
             assert set(row["stages_ms"][stage]) == STATS_KEYS
             assert row["stages_ms"][stage]["n"] == 2
-    assert len(doc["postprocess"]) == 2
+    assert len(doc["postprocess"]) == postprocess_cases
     for case in doc["postprocess"]:
         assert set(case) == CASE_KEYS
         assert case["all_priors_identical"] is True
@@ -93,6 +93,43 @@ def test_cli_bench_measures_a_model_file_without_the_source_tree(tmp_path) -> No
     row = json.loads(out.read_text())
     assert set(row) == PIPELINE_KEYS - {"speedup_vs_pytorch"}
     assert row["stages_ms"]["end_to_end"]["n"] == 2 and row["detections"] >= 0
+
+
+@pytest.fixture(scope="module")
+def yolov7_onnx(tmp_path_factory) -> Path:
+    """A small YOLOv7 (yolov7-tiny at width 1/16, 3 classes) exported at 128x96, dynamic H/W."""
+    pytest.importorskip("torch")
+    from _yolov7 import seeded, small_yaml
+    from nanodet_export.yolov7 import export_model
+    from nanodet_models.yolov7 import YOLOv7
+
+    path = tmp_path_factory.mktemp("y7") / "y7.onnx"
+    return export_model(seeded(YOLOv7(small_yaml())), path, input_size=(128, 96)).path
+
+
+def test_any_family_benchmarks_through_its_own_preprocess(yolov7_onnx: Path, tmp_path: Path) -> None:
+    from nanodet_infer import Detector
+    from nanodet_infer.bench import bare_tensor, synthetic_image
+    from nanodet_infer.cli import main
+
+    detector = Detector(yolov7_onnx, backend="onnxruntime")
+    image = synthetic_image((320, 200))
+    tensor = bare_tensor(detector, image, 2)  # YOLOv7's letterbox: the minimal rectangle 128 x 96 (not 128 x 128)
+    assert tensor.shape == (2, 3, 96, 128) and (tensor[1] == detector.network_input(image)).all()
+
+    path = tmp_path / "b.json"
+    argv = [*TINY, "--model", str(yolov7_onnx), "--backend", "onnxruntime", "--no-torch", "--size", "320,200",
+            "--json", str(path)]
+    assert latency.main(argv) == 0
+    doc = json.loads(path.read_text())
+    check_schema(doc, postprocess_cases=0)
+    assert doc["settings"]["score_threshold"] == 0.25  # the family's default
+    assert any("skipped for a yolov7 model" in note for note in doc["notes"])
+    out = tmp_path / "row.json"
+    argv = ["bench", "--iters", "2", "--warmup", "1", "--size", "320,200", "--no-progress",
+            "--model", str(yolov7_onnx), "--json", str(out)]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["stages_ms"]["end_to_end"]["n"] == 2
 
 
 @pytest.mark.parametrize("argv", [["--iters", "0"], ["--size", "320"]])

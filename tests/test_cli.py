@@ -251,7 +251,11 @@ def test_unset_model_options_take_the_family_defaults() -> None:
     det = arguments.make_detector(arguments.build_parser().parse_args(argv))
     assert (det.multi_label, det.iou_threshold, det.metadata.model_family) == (False, 0.5, "nanodet-plus")
     evaluate = arguments.build_parser().parse_args(["eval", *FOREIGN, "--ann", "a.json", "--images", "."])
-    assert evaluate.score_threshold == 0.05 and evaluate.iou_threshold is None
+    assert evaluate.score_threshold is None and evaluate.iou_threshold is None
+    det = arguments.make_detector(evaluate, evaluation=True)  # upstream's evaluator settings
+    assert {name: getattr(det, name) for name in get_family("nanodet-plus").default_settings} == {
+        "score_threshold": 0.05, "iou_threshold": 0.6, "max_detections": 100, "multi_label": True,
+    }
 
 
 def test_unknown_model_family_is_exit_2(capsys) -> None:

@@ -117,6 +117,20 @@ def test_family_defaults_fill_unset_settings() -> None:
     assert det.score_threshold == defaults["score_threshold"]
 
 
+def test_evaluation_settings_are_upstream_evaluators() -> None:
+    """NanoDet-Plus evaluates at 0.05 / 0.6 / 100 (its demo runs at 0.35); torchvision's builders evaluate with
+    their detection defaults."""
+    det = Detector(UPSTREAM, backend="onnxruntime", num_threads=1)
+    assert det.evaluation_settings == {
+        "score_threshold": 0.05,
+        "iou_threshold": 0.6,
+        "max_detections": 100,
+        "multi_label": True,
+    }
+    for name in ("ssd", "retinanet"):
+        assert type(get_family(name)).evaluation_settings is Family.evaluation_settings  # = model_settings
+
+
 def test_model_family_argument() -> None:
     det = Detector(UPSTREAM, backend="onnxruntime", num_threads=1, model_family="nanodet-plus")
     assert det.metadata.model_family == "nanodet-plus" and not det._spec.embedded

@@ -16,6 +16,7 @@ import pytest
 from _tiny_models import tiny_yolov7
 
 from nanodet_infer import Detector
+from nanodet_infer.cli.arguments import build_parser, make_detector
 from nanodet_infer.errors import IncompatibleModelError, InvalidArgumentError, MetadataError
 from nanodet_infer.families import family_names, get_family
 from nanodet_infer.families.yolov7.postprocess import non_max_suppression, scale_coords
@@ -75,6 +76,37 @@ def test_registered_with_detect_defaults() -> None:
     assert family.default_settings == {
         "score_threshold": 0.25,
         "iou_threshold": 0.45,
+        "max_detections": 300,
+        "multi_label": False,
+    }
+    assert family.evaluation_settings(_metadata()) == {
+        "score_threshold": 0.001,
+        "iou_threshold": 0.65,
+        "max_detections": 300,
+        "multi_label": True,
+    }
+
+
+def test_command_line_settings_default_to_the_family(model: Path) -> None:
+    """``detect`` keeps detect.py's defaults, ``eval`` takes test.py's; options given win in both."""
+    family = get_family("yolov7")
+
+    def settings(*argv: str, evaluation: bool = False) -> dict:
+        args = build_parser().parse_args([*argv, "--model", str(model), "--backend", "onnxruntime"])
+        detector = make_detector(args, evaluation=evaluation)
+        return {name: getattr(detector, name) for name in family.default_settings}
+
+    evaluate = ("eval", "--ann", "a.json", "--images", "images")
+    assert settings("detect", "a.jpg") == family.default_settings
+    assert settings(*evaluate, evaluation=True) == family.evaluation_settings(_metadata())
+    assert settings("detect", "a.jpg", "--multi-label", "--max-detections", "7") == {
+        **family.default_settings,
+        "multi_label": True,
+        "max_detections": 7,
+    }
+    assert settings(*evaluate, "--score-threshold", "0.3", "--single-label", evaluation=True) == {
+        "score_threshold": 0.3,
+        "iou_threshold": 0.65,
         "max_detections": 300,
         "multi_label": False,
     }

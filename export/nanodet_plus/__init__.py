@@ -13,13 +13,12 @@ from nanodet_models import ModelConfig, NanoDetPlus, build_model, load_weights, 
 from nanodet_models.sniff import pickle_names
 from torch import nn
 
-from nanodet_infer.errors import ExportError, MetadataError
 from nanodet_infer.metadata import ModelMetadata
 
 from .. import onnx_export, parity
 from ..adapter import FamilyAdapter
 from ..resolve import architecture_summary, check_input_size, resolve_config
-from ..writer import PRODUCER, ExportOptions, ExportReport, check_options, write_checked
+from ..writer import PRODUCER, ExportOptions, ExportReport, check_options, check_round_trip, write_checked
 
 NAME = "nanodet-plus"
 # Every NanoDet-Plus checkpoint holds its head's per-level output convs (state-dict key prefixes below).
@@ -103,7 +102,7 @@ def export_model_config(
         options,
         reference=parity.torch_runner(deploy),
         samples=parity.inputs(size, dynamic=dynamic),
-        verify=lambda found: _check_round_trip(metadata, found),
+        verify=lambda found: check_round_trip(metadata, found),
     )
     return ExportReport(
         paths=written.paths,
@@ -149,15 +148,6 @@ def _metadata(cfg: ModelConfig, deploy: nn.Module, *, dynamic: bool, source_sha2
         source_sha256=source_sha256,
         architecture=architecture_summary(cfg, deploy),
     )
-
-
-def _check_round_trip(metadata: ModelMetadata, written: dict[str, str]) -> None:
-    try:
-        again = ModelMetadata.from_properties(written)
-    except MetadataError as exc:
-        raise ExportError(f"metadata did not survive writing the model file: {exc}") from exc
-    if again != metadata:
-        raise ExportError("metadata read back from the model file differs from what was written")
 
 
 ADAPTER = FamilyAdapter(

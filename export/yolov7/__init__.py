@@ -5,7 +5,8 @@ only, ImplicitA/M folded, RepConv and Conv+BN fused; :func:`nanodet_models.yolov
 file has one input ``images`` ``[B, 3, H, W]`` (RGB / 255) and one output ``output`` ``[B, N, 5 + C]``
 exactly as upstream's deploy ``Detect`` returns in eval mode; batch and H/W are dynamic by default
 (``detect.py``'s letterbox gives each image its own canvas, a multiple of the largest stride).
-Metadata: :class:`.metadata.YOLOv7Metadata`.
+Metadata: the runtime's :class:`~nanodet_infer.metadata.ModelMetadata` with ``model_family="yolov7"`` (its keys:
+``nanodet_infer/families/yolov7/section.py``).
 """
 
 from __future__ import annotations
@@ -26,12 +27,21 @@ from nanodet_models.yolov7 import (
 )
 from torch import nn
 
-from nanodet_infer.errors import ExportError, InvalidArgumentError, MetadataError
+from nanodet_infer.errors import ExportError, InvalidArgumentError
+from nanodet_infer.families.yolov7.section import LETTERBOX_COLOR
+from nanodet_infer.metadata import ModelMetadata
 
 from .. import onnx_export, parity
 from ..adapter import FamilyAdapter
-from ..writer import PRODUCER, ExportOptions, ExportReport, check_input_multiple, check_options, write_checked
-from .metadata import LETTERBOX_COLOR, YOLOv7Metadata
+from ..writer import (
+    PRODUCER,
+    ExportOptions,
+    ExportReport,
+    check_input_multiple,
+    check_options,
+    check_round_trip,
+    write_checked,
+)
 
 NAME = "yolov7"
 OUTPUT_NAME = "output"
@@ -161,7 +171,8 @@ def _export(
             f"anchors give {expected}; the network's levels do not match its head"
         )
     anchors = head.anchor_grid.view(head.nl, -1).tolist()
-    metadata = YOLOv7Metadata(
+    metadata = ModelMetadata(
+        model_family=NAME,
         num_classes=head.nc,
         class_names=tuple(class_names),
         strides=strides,
@@ -184,7 +195,7 @@ def _export(
         options,
         reference=by_column_group(parity.torch_runner(wrapper, (OUTPUT_NAME,))),
         samples=image_like_inputs(parity.input_shapes(size, dynamic=dynamic, multiple=max(strides))),
-        verify=lambda found: _check_round_trip(metadata, found),
+        verify=lambda found: check_round_trip(metadata, found),
         view=by_column_group,
         tolerances=tolerances,
         tolerance_rule=tolerance_rule,
@@ -269,15 +280,6 @@ def _architecture(model: YOLOv7, wrapper: Predictions) -> dict:
         "depth_multiple": d["depth_multiple"],
         "deploy_parameters": sum(p.numel() for p in wrapper.parameters()),
     }
-
-
-def _check_round_trip(metadata: YOLOv7Metadata, written: dict[str, str]) -> None:
-    try:
-        again = YOLOv7Metadata.from_properties(written)
-    except MetadataError as exc:
-        raise ExportError(f"metadata did not survive writing the model file: {exc}") from exc
-    if again != metadata:
-        raise ExportError("metadata read back from the model file differs from what was written")
 
 
 ADAPTER = FamilyAdapter(

@@ -98,24 +98,32 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------------------------- parser
-def _add_model_options(parser: argparse.ArgumentParser, *, score_threshold: float | None) -> None:
-    """Model options; a setting left unset takes the model family's default (NanoDet-Plus: 0.35, 0.6, 100)."""
+SETTING_OPTIONS = ("score_threshold", "iou_threshold", "max_detections", "multi_label")
+"""The detection settings the commands take; an option left out (None) is the model family's default."""
+
+
+def _add_model_options(parser: argparse.ArgumentParser, *, defaults: str) -> None:
+    """The model and settings options; ``defaults`` says whose defaults apply (for the help text)."""
+    default = f"default: the model family's {defaults}; see README, Families"
     group = parser.add_argument_group("model")
     group.add_argument("--model", "-m", required=True, help="exported model (.onnx or OpenVINO .xml)")
     group.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino"))
-    family_default = "default: the model family's"
-    group.add_argument("--score-threshold", type=float, default=score_threshold,
-                       help=f"default: {score_threshold}" if score_threshold is not None else family_default)
-    group.add_argument("--iou-threshold", type=float, default=None, help=family_default)
-    group.add_argument("--max-detections", type=int, default=None, help=family_default)
+    group.add_argument("--score-threshold", type=float, default=None,
+                       help=f"keep (box, class) pairs scoring above this, in [0, 1] ({default})")
+    group.add_argument("--iou-threshold", type=float, default=None,
+                       help=f"NMS suppresses boxes overlapping a kept box of their class more than this ({default})")
+    group.add_argument("--max-detections", type=int, default=None, help=f"at most this many per image ({default})")
     group.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
     group.add_argument("--precision", default="f32", choices=("f32", "bf16", "f16"))
     ratio = group.add_mutually_exclusive_group()
     ratio.add_argument("--keep-ratio", dest="keep_ratio", action="store_true", default=None,
                        help="letterbox (keep aspect ratio); default: what the model was trained with")
     ratio.add_argument("--stretch", dest="keep_ratio", action="store_false", help="stretch to the input size")
-    group.add_argument("--single-label", dest="multi_label", action="store_false", default=None,
-                       help="one class per box (argmax) instead of multi-label (default: the model family's)")
+    labels = group.add_mutually_exclusive_group()
+    labels.add_argument("--multi-label", dest="multi_label", action="store_true", default=None,
+                        help=f"every class above the threshold per box ({default})")
+    labels.add_argument("--single-label", dest="multi_label", action="store_false",
+                        help="one class per box (the best one)")
     group.add_argument("--allow-control-flow", action="store_true",
                        help="accept a model with Loop/Scan/TensorIterator (refused by default: can hang the engine)")
     foreign = parser.add_argument_group("foreign models (no nanodet metadata, e.g. upstream's export_onnx.py output)")
@@ -159,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is loaded: an input is never overwritten, an existing file only with --overwrite.",
     )
     detect.add_argument("paths", nargs="+", metavar="PATH", help="image file, folder of images, or video file")
-    _add_model_options(detect, score_threshold=None)
+    _add_model_options(detect, defaults="detection default")
     out = detect.add_argument_group("output")
     out.add_argument("--save-dir", type=Path, default=None,
                      help="write annotated images here under their own names (a name with no suffix, or one "
@@ -178,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--batch-size", type=int, default=16, help="image paths per actor call")
 
     evaluate = sub.add_parser("eval", parents=[common], help="COCO box mAP on an annotated image folder")
-    _add_model_options(evaluate, score_threshold=0.05)
+    _add_model_options(evaluate, defaults="evaluation default")
     evaluate.add_argument("--ann", type=Path, required=True, help="COCO instances JSON")
     evaluate.add_argument("--images", type=Path, required=True, help="folder the annotation file names refer to")
     evaluate.add_argument("--json", type=Path, default=None,
@@ -196,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------------------- detector
 def detector_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`~nanodet_infer.Detector` keyword arguments (model file aside) that the options give."""
+    """The :class:`~nanodet_infer.Detector` keyword arguments (model file aside) that the options give; a
+    setting not given is None (the model family's default)."""
     facts: dict[str, Any] = {}
     names = class_names_option(args.class_names)
     if names is not None:
@@ -207,21 +216,24 @@ def detector_options(args: argparse.Namespace) -> dict[str, Any]:
             facts[key] = value
     return {
         "backend": args.backend,
-        "score_threshold": args.score_threshold,
-        "iou_threshold": args.iou_threshold,
-        "max_detections": args.max_detections,
         "num_threads": args.threads,
         "precision": args.precision,
         "keep_ratio": args.keep_ratio,
-        "multi_label": args.multi_label,
         "model_family": args.model_family,
         "allow_control_flow": args.allow_control_flow,
+        **{name: getattr(args, name) for name in SETTING_OPTIONS},
         **facts,
     }
 
 
-def make_detector(args: argparse.Namespace) -> Any:
-    """Build a :class:`~nanodet_infer.Detector` from parsed command-line options."""
+def make_detector(args: argparse.Namespace, *, evaluation: bool = False) -> Any:
+    """Build a :class:`~nanodet_infer.Detector` from parsed command-line options; settings not given are the
+    family's detection defaults, or with ``evaluation`` its evaluation defaults (``Detector.evaluation_settings``)."""
     from ..detector import Detector
 
-    return Detector(args.model, **detector_options(args))
+    detector = Detector(args.model, **detector_options(args))
+    if evaluation:
+        for name, value in detector.evaluation_settings.items():
+            if getattr(args, name) is None:
+                setattr(detector, name, value)
+    return detector

@@ -214,7 +214,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json is not None:
         images = [args.images / name for _, name in image_files(gt, args.ann)]
         check_output_file(args.json, "--json", [args.ann, *model_inputs(args), *images], overwrite=args.overwrite)
-    detector = arguments.make_detector(args)
+    detector = arguments.make_detector(args, evaluation=True)
     stats = evaluate_coco(detector, gt, args.images, progress=not args.no_progress)
     for note in stats["notes"]:
         print(f"note: {safe_text(note)}")

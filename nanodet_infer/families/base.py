@@ -58,8 +58,9 @@ class Family(ABC):
     """One detector family (a module-level singleton ``FAMILY`` in ``families/<family>/family.py``).
 
     Class attributes: :attr:`name` (the ``model_family`` string), :attr:`default_settings` (``score_threshold``,
-    ``iou_threshold``, ``max_detections``, ``multi_label`` used when the caller gives none) and
-    :attr:`foreign_facts` (keyword arguments accepted for a model without metadata).
+    ``iou_threshold``, ``max_detections``, ``multi_label`` used when the caller gives none: the family's detection
+    defaults, e.g. upstream's demo / ``detect.py``) and :attr:`foreign_facts` (keyword arguments accepted for a
+    model without metadata).
     """
 
     name: ClassVar[str]
@@ -98,6 +99,11 @@ class Family(ABC):
         """The default settings for this model: :attr:`default_settings`, unless the family reads them from
         the metadata (torchvision's builders of one family differ in their defaults)."""
         return self.default_settings
+
+    def evaluation_settings(self, metadata: ModelMetadata) -> Mapping[str, Any]:
+        """The settings upstream's mAP evaluation runs this model with (the same four keys as
+        :attr:`default_settings`): :meth:`model_settings` unless the family's evaluator differs from its demo."""
+        return self.model_settings(metadata)
 
     @abstractmethod
     def plan(self, image_size: Sequence[int], spec: ModelSpec, settings: Settings) -> Plan:

@@ -1,7 +1,8 @@
 """The NanoDet-Plus family: upstream's warp-matrix resize, DFL decode at priors, class-aware multiclass NMS.
 
 Defaults are upstream's demo settings: ``score_threshold=0.35``, ``iou_threshold=0.6``, ``max_detections=100``,
-``multi_label=True``; ``keep_ratio`` follows the metadata (``keep_ratio`` key, default stretch).
+``multi_label=True``; its evaluator (``model.inference`` during validation) uses :data:`EVALUATION_SETTINGS`
+(0.05 / 0.6 / 100, multi-label). ``keep_ratio`` follows the metadata (``keep_ratio`` key, default stretch).
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ from .decode import make_priors
 from .postprocess import postprocess
 from .resize import InputPlan, boxes_to_original, plan_input, preprocess
 
+EVALUATION_SETTINGS: Mapping[str, Any] = {
+    "score_threshold": 0.05,
+    "iou_threshold": 0.6,
+    "max_detections": 100,
+    "multi_label": True,
+}
+"""Upstream's evaluation settings (the head's ``test_cfg``: ``score_thr`` 0.05, NMS IoU 0.6, ``max_per_img`` 100)."""
+
 
 class NanoDetPlus(Family):
     """NanoDet-Plus (see the module docstring and :mod:`.section` for its metadata keys)."""
@@ -27,6 +36,9 @@ class NanoDetPlus(Family):
     name = "nanodet-plus"
     default_settings = {"score_threshold": 0.35, "iou_threshold": 0.6, "max_detections": 100, "multi_label": True}
     foreign_facts = layout.FOREIGN_FACTS
+
+    def evaluation_settings(self, metadata: ModelMetadata) -> Mapping[str, Any]:
+        return EVALUATION_SETTINGS
 
     def check_facts(self, facts: Mapping[str, Any]) -> dict[str, Any]:
         return layout.check_facts(facts)

@@ -43,6 +43,9 @@ class YoloV7(Family):
     default_settings = {"score_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 300, "multi_label": False}
     foreign_facts = layout.FOREIGN_FACTS
 
+    def evaluation_settings(self, metadata: ModelMetadata) -> Mapping[str, Any]:
+        return EVALUATION_SETTINGS
+
     def check_facts(self, facts: Mapping[str, Any]) -> dict[str, Any]:
         return layout.check_facts(facts)
 

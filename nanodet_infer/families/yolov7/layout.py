@@ -22,7 +22,7 @@ from ...backends.base import Backend, format_shape
 from ...errors import IncompatibleModelError, InvalidArgumentError, MetadataError
 from ...metadata import ModelMetadata
 from ...model_spec import output_index
-from .section import UPSTREAM_ANCHORS
+from .section import LETTERBOX_COLOR, UPSTREAM_ANCHORS
 
 FOREIGN_FACTS = ("num_classes", "class_names", "strides", "anchors", "input_size", "letterbox_color")
 """Keyword arguments that describe a YOLOv7 model without embedded metadata."""
@@ -158,7 +158,7 @@ def foreign_metadata(backend: Backend, facts: Mapping[str, Any]) -> ModelMetadat
             strides=strides,
             anchors=facts.get("anchors", UPSTREAM_ANCHORS.get(len(strides))),
             input_size=facts.get("input_size") or static or DETECT_INPUT_SIZE,
-            letterbox_color=facts.get("letterbox_color", 114),
+            letterbox_color=facts.get("letterbox_color", LETTERBOX_COLOR),
             input_name=backend.input_name,
             predictions_output=backend.output_names[0],
             producer="foreign (facts from keyword arguments)",

@@ -30,6 +30,8 @@ from ...metadata import MAX_INPUT_SIDE, MetadataSection, check_int_list
 
 MAX_LEVELS = 16
 MAX_ANCHOR = 1e6  # pixels; finite, positive and below this
+LETTERBOX_COLOR = 114
+"""Upstream ``letterbox``'s padding value (each channel)."""
 
 UPSTREAM_ANCHORS: dict[int, tuple[tuple[float, ...], ...]] = {
     3: ((12, 16, 19, 36, 40, 28), (36, 75, 76, 55, 72, 146), (142, 110, 192, 243, 459, 401)),
@@ -67,7 +69,7 @@ class YoloV7Section(MetadataSection):
     predictions_output: str = "output"
     strides: tuple[int, ...] = (8, 16, 32)
     anchors: tuple[tuple[float, ...], ...] = UPSTREAM_ANCHORS[3]
-    letterbox_color: int = 114
+    letterbox_color: int = LETTERBOX_COLOR
 
     def validate(self) -> None:
         """Raise :class:`MetadataError` naming the first field outside its range."""
