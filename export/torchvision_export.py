@@ -12,9 +12,11 @@ their entries in :data:`nanodet_export.families.FAMILIES`.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,12 @@ import numpy as np
 from nanodet_models.sniff import pickle_names
 from nanodet_models.torchvision_checkpoint import TorchvisionModel, build_torchvision_model, read_torchvision_checkpoint
 from nanodet_models.torchvision_common import COCO_V91_NAMES
-from nanodet_models.torchvision_ssd.ssd import BBOX_XFORM_CLIP, boxes_per_location
+from nanodet_models.torchvision_ssd.ssd import boxes_per_location
 
 from nanodet_infer.errors import ExportError, InvalidArgumentError, MetadataError
+from nanodet_infer.families import get_section
+from nanodet_infer.families.ssd.section import BUILDERS as SSD_BUILDERS
+from nanodet_infer.families.torchvision_section import TorchvisionSection
 from nanodet_infer.metadata import ModelMetadata
 
 from . import onnx_export, parity
@@ -33,8 +38,8 @@ from .adapter import FamilyAdapter
 from .writer import PRODUCER, ExportOptions, ExportReport, check_options, check_round_trip, write_checked
 
 SCHEMA_VERSION = 2
-SCORES_NAME = "cls_logits"
-BOXES_NAME = "bbox_regression"
+SCORES_NAME = TorchvisionSection.scores_output  # the runtime's default output names: the metadata's, too
+BOXES_NAME = TorchvisionSection.boxes_output
 OUTPUT_NAMES = (SCORES_NAME, BOXES_NAME)
 #: RetinaNet is traced and parity-checked on small canvases (its graph has a symbolic H and W).
 RETINANET_TRACE_WH = (320, 256)
@@ -82,7 +87,7 @@ def export_checkpoint(
     built = build_torchvision_model(checkpoint.state_dict, bn_eps=bn_eps)
     model = built.model
     ssd = built.family == "ssd"
-    size = tuple(model.facts["size"]) if ssd else RETINANET_TRACE_WH
+    size = tuple(builder_keys(built)["input_size"]) if ssd else RETINANET_TRACE_WH
     graph = onnx_export.trace_to_onnx(
         model,
         size,
@@ -153,15 +158,16 @@ def _class_names(built: TorchvisionModel, given: Sequence[str] | None) -> tuple[
 
 
 def expected_rows(built: TorchvisionModel, size_wh: tuple[int, int]) -> int:
-    """Rows of the outputs for a ``size_wh`` canvas: Σ over levels of H_l · W_l · anchors per location."""
-    facts = built.model.facts
+    """Rows of the outputs for a ``size_wh`` canvas by the runtime's anchor configuration of the builder:
+    Σ over levels of H_l · W_l · anchors per location."""
+    keys = builder_keys(built)
     if built.family == "ssd":
-        anchors = boxes_per_location(facts["aspect_ratios"])
-        return sum(h * w * a for (h, w), a in zip(facts["feature_map_sizes"], anchors, strict=True))
+        anchors = boxes_per_location(keys["default_box_aspect_ratios"])
+        return sum(h * w * a for (h, w), a in zip(keys["feature_map_sizes"], anchors, strict=True))
     h, w = size_wh[1] // 8, size_wh[0] // 8
     rows = 0
-    for _ in facts["strides"]:
-        rows += h * w * len(facts["anchor_sizes"][0]) * len(facts["aspect_ratios"][0])
+    for sizes, ratios in zip(keys["anchor_sizes"], keys["anchor_aspect_ratios"], strict=True):
+        rows += h * w * len(sizes) * len(ratios)
         h, w = math.ceil(h / 2), math.ceil(w / 2)
     return rows
 
@@ -177,59 +183,35 @@ def _check_rows(graph: Any, size_wh: tuple[int, int], built: TorchvisionModel) -
             )
 
 
+_BUILDER_KEYS: dict[str, dict[str, Any]] = {**SSD_BUILDERS, "retinanet_resnet50_fpn": {}}
+"""The builders' own metadata keys (beyond their family section's defaults): SSD's two builders differ;
+RetinaNet's section defaults are ``retinanet_resnet50_fpn``'s."""
+
+
+def builder_keys(built: TorchvisionModel) -> dict[str, Any]:
+    """Every metadata key of the checkpoint's torchvision builder, JSON-ready, read from the runtime's tables
+    (the one copy): the family section's defaults (common keys included), then the builder's own keys."""
+    section = get_section(built.family)
+    defaults = {f.name: f.default for f in fields(section)}
+    keys = {**section.COMMON_DEFAULTS, **defaults, **_BUILDER_KEYS[built.architecture]}
+    return json.loads(json.dumps(keys))
+
+
 def family_properties(built: TorchvisionModel) -> dict[str, Any]:
     """The family's own metadata entries (unprefixed names → JSON-ready values), named after torchvision's
-    attributes; the transform's mean/std are the common keys (torchvision's values × 255). See
-    ``docs/export.md``."""
-    f = built.model.facts
-    common = {
-        "scores_output": SCORES_NAME,
-        "boxes_output": BOXES_NAME,
-        "box_coder_weights": list(f["box_coder_weights"]),
-        "bbox_xform_clip": BBOX_XFORM_CLIP,
-        "score_thresh": f["score_thresh"],
-        "nms_thresh": f["nms_thresh"],
-        "detections_per_img": f["detections_per_img"],
-        "topk_candidates": f["topk_candidates"],
-    }
-    if built.family == "ssd":
-        return {
-            **common,
-            "feature_map_sizes": [list(s) for s in f["feature_map_sizes"]],
-            "default_box_aspect_ratios": [list(r) for r in f["aspect_ratios"]],
-            "default_box_scales": default_box_scales(f),
-            "default_box_steps": list(f["steps"] or ()),
-            "default_box_clip": f["clip"],
-            "background_class": 0,
-        }
-    return {
-        **common,
-        "min_size": f["min_size"],
-        "max_size": f["max_size"],
-        "size_divisible": f["size_divisible"],
-        "strides": list(f["strides"]),
-        "anchor_sizes": [list(s) for s in f["anchor_sizes"]],
-        "anchor_aspect_ratios": [list(r) for r in f["aspect_ratios"]],
-    }
-
-
-def default_box_scales(facts: dict[str, Any]) -> list[float]:
-    """``DefaultBoxGenerator.scales``: the given ones, or ``min + (max - min) * k / (m - 1)`` for each of the
-    m levels, then 1.0 (Python float64, as torchvision computes them)."""
-    if facts["scales"] is not None:
-        return list(facts["scales"])
-    levels = len(facts["aspect_ratios"])
-    lo, hi = facts["min_ratio"], facts["max_ratio"]
-    return [lo + (hi - lo) * k / (levels - 1.0) for k in range(levels)] + [1.0]
+    attributes (:func:`builder_keys`; the transform's mean/std are the common keys, torchvision's values ×
+    255). See ``docs/export.md``."""
+    keys = builder_keys(built)
+    return {name: keys[name] for name in get_section(built.family).KINDS}
 
 
 def metadata_values(built: TorchvisionModel, class_names: Sequence[str], *, source_sha256: str) -> dict[str, Any]:
     """Every metadata entry of the exported model (schema version 2), as keyword arguments of the runtime's
     :class:`~nanodet_infer.metadata.ModelMetadata`: the common keys, then the family's
     (:func:`family_properties`, read by ``nanodet_infer/families/{ssd,retinanet}/section.py``)."""
-    f = built.model.facts
+    keys = builder_keys(built)
     ssd = built.family == "ssd"
-    size = list(f["size"]) if ssd else [_ceil_to(f["max_size"], f["size_divisible"]), f["min_size"]]
+    size = keys["input_size"] if ssd else [_ceil_to(keys["max_size"], keys["size_divisible"]), keys["min_size"]]
     architecture: dict[str, Any] = {
         "summary": f"torchvision {built.architecture}",
         "builder": built.architecture,
@@ -247,9 +229,9 @@ def metadata_values(built: TorchvisionModel, class_names: Sequence[str], *, sour
         "input_size": size,
         "dynamic_batch": True,
         "dynamic_hw": not ssd,
-        "mean": [m * 255.0 for m in f["image_mean"]],
-        "std": [s * 255.0 for s in f["image_std"]],
-        "channel_order": "RGB",
+        "mean": keys["mean"],
+        "std": keys["std"],
+        "channel_order": keys["channel_order"],
         "input_name": onnx_export.INPUT_NAME,
         "source_sha256": source_sha256,
         "architecture": architecture,

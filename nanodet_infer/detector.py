@@ -179,14 +179,17 @@ class Detector:
         family = self._spec.family
         meta = self._spec.metadata
         defaults = {**family.model_settings(meta), "keep_ratio": family.model_keep_ratio(meta)}
-        return Settings(**{name: defaults[name] if value is None else value for name, value in requested.items()})
+        settings = Settings(**{name: defaults[name] if value is None else value for name, value in requested.items()})
+        family.check_settings(settings, meta)
+        return settings
 
     def _change_setting(self, name: str, value: Any) -> None:
         """Validate and apply one setting (the other settings of the snapshot stay as they are)."""
         checked = check_setting(name, value)
         with self._settings_lock:
-            self._requested = {**self._requested, name: checked}
-            self._settings = self._resolve(self._requested)
+            requested = {**self._requested, name: checked}
+            self._settings = self._resolve(requested)
+            self._requested = requested
 
     def __getstate__(self) -> dict[str, Any]:
         """The model path, loading options and requested settings; never the engine."""

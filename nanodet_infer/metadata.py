@@ -80,7 +80,8 @@ class MetadataSection:
     """Base of a family's metadata section: a frozen dataclass whose fields are the family's own keys.
 
     Subclasses set :attr:`FAMILY` (the ``model_family`` string), :attr:`KINDS` (field → one of ``int``,
-    ``float``, ``bool``, ``str``, ``dict``, ``int_list``, ``float_list``, ``str_list``, ``float_lists``),
+    ``float``, ``bool``, ``str``, ``dict``, ``int_list``, ``float_list``, ``str_list``, ``int_lists``,
+    ``float_lists``),
     :attr:`REQUIRED` (fields a file must carry) and :attr:`COMMON_DEFAULTS` (this family's defaults of the
     optional common keys), and implement :meth:`validate`, raising :class:`MetadataError` naming the first
     bad field and its range.
@@ -317,6 +318,7 @@ _KIND_CHECKS = {
     "str_list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     "int_list": lambda v: isinstance(v, list) and all(_is_int(x) for x in v),
     "float_list": lambda v: isinstance(v, list) and all(_KIND_CHECKS["float"](x) for x in v),
+    "int_lists": lambda v: isinstance(v, list) and all(_KIND_CHECKS["int_list"](x) for x in v),
     "float_lists": lambda v: isinstance(v, list) and all(_KIND_CHECKS["float_list"](x) for x in v),
 }
 

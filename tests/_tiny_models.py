@@ -176,3 +176,52 @@ def stored_head(
         initializer=initializers,
     )
     return _save(graph, path, metadata)
+
+
+def pooled_head(
+    path: Path,
+    *,
+    strides: tuple[int, ...],
+    num_classes: int,
+    logit: float,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """A RetinaNet-shaped graph for any input size: input ``images [B, 3, H, W]`` (B, H, W symbolic), one anchor
+    per location on levels of ``ceil(H / s) x ceil(W / s)`` for each stride ``s`` (torchvision's feature sizes on
+    a canvas that is a multiple of 32), outputs ``cls_logits [B, A, num_classes]`` (every entry ``logit``: a
+    zero-weight 1x1 conv of the max-pooled input plus that bias) and ``bbox_regression [B, A, 4]`` (0: the anchors
+    themselves)."""
+    nodes, initializers, levels = [], [], {"cls_logits": [], "bbox_regression": []}
+    for name, width, bias in (("cls_logits", num_classes, logit), ("bbox_regression", 4, 0.0)):
+        initializers += [
+            numpy_helper.from_array(np.zeros((width, 3, 1, 1), np.float32), f"{name}_w"),
+            numpy_helper.from_array(np.full(width, bias, np.float32), f"{name}_b"),
+            numpy_helper.from_array(np.array([0, -1, width], np.int64), f"{name}_shape"),
+        ]
+    for stride in strides:
+        nodes.append(
+            helper.make_node(
+                "MaxPool", ["images"], [f"p{stride}"], kernel_shape=[stride] * 2, strides=[stride] * 2, ceil_mode=1
+            )
+        )
+        for name in levels:
+            level = f"{name}_{stride}"
+            nodes += [
+                helper.make_node("Conv", [f"p{stride}", f"{name}_w", f"{name}_b"], [f"{level}_map"]),
+                helper.make_node("Transpose", [f"{level}_map"], [f"{level}_t"], perm=[0, 2, 3, 1]),
+                helper.make_node("Reshape", [f"{level}_t", f"{name}_shape"], [level]),
+            ]
+            levels[name].append(level)
+    outputs = []
+    for name, parts in levels.items():
+        nodes.append(helper.make_node("Concat", parts, [name], axis=1))
+        width = num_classes if name == "cls_logits" else 4
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", "anchors", width]))
+    graph = helper.make_graph(
+        nodes,
+        "pooled_head",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        outputs,
+        initializer=initializers,
+    )
+    return _save(graph, path, metadata)

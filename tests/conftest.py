@@ -39,3 +39,30 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _export_fixture(shared_fixtures: Path, tmp_path_factory, checkpoint: str) -> Path:
+    """``nanodet-export --ckpt <shared checkpoint> --out m.onnx``, no other flag, on one torch thread."""
+    torch = pytest.importorskip("torch")
+    from nanodet_export.cli import main
+
+    out = tmp_path_factory.mktemp(Path(checkpoint).parent.name) / "m.onnx"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["--ckpt", str(shared_fixtures / checkpoint), "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ssdlite_onnx(shared_fixtures: Path, tmp_path_factory) -> Path:
+    """The shared torchvision SSDLite320 checkpoint exported as the issue requires (one export per session)."""
+    return _export_fixture(shared_fixtures, tmp_path_factory, "tv-ssdlite320/model.pth")
+
+
+@pytest.fixture(scope="session")
+def retinanet_onnx(shared_fixtures: Path, tmp_path_factory) -> Path:
+    """The shared torchvision RetinaNet-ResNet50-FPN checkpoint (fp16-stored) exported with no flag."""
+    return _export_fixture(shared_fixtures, tmp_path_factory, "tv-retinanet-r50/model_fp16.pth")

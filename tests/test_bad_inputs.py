@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from _tiny_models import OPSET, fake_detector
+from _tiny_models import OPSET, fake_detector, pooled_head, stored_head
 from conftest import SHAPES
 from onnx import TensorProto, helper, numpy_helper
 
@@ -33,11 +33,13 @@ from nanodet_infer.cli import main as infer_main
 from nanodet_infer.errors import (
     CheckpointError,
     IncompatibleModelError,
+    InvalidArgumentError,
     MetadataError,
     ModelLoadError,
     NanoDetError,
     UnsafeModelError,
 )
+from nanodet_infer.families.ssd.section import BUILDERS as SSD_BUILDERS
 from nanodet_infer.metadata import ModelMetadata
 from nanodet_infer.results import Detections
 
@@ -158,6 +160,105 @@ def test_extreme_image_sizes_give_valid_results(case, keep_ratio, detector):
         else detector
     )
     assert_valid(det(image), (image.shape[1], image.shape[0]))
+
+
+TORCHVISION_IMAGES: dict[str, Callable[[], np.ndarray]] = {
+    "1x1": lambda: _random(1, 1),
+    "3x5000 (RetinaNet: 1333x0 by torchvision's rule, which fails; made 1333x1)": lambda: _random(3, 5000),
+    "5000x3": lambda: _random(5000, 3),
+    "8000x8000 huge (stride-0 view)": lambda: np.broadcast_to(np.array([[[30, 120, 200]]], np.uint8), (8000, 8000, 3)),
+}
+RETINANET_STRIDES = (8, 16, 32, 64, 128)
+
+
+def _ssd_properties(**changes) -> dict[str, str]:
+    keys = {**SSD_BUILDERS["ssdlite320_mobilenet_v3_large"], **changes}
+    names = ("__background__", "a", "b")
+    return ModelMetadata(num_classes=3, class_names=names, model_family="ssd", **keys).to_properties()
+
+
+def _retinanet_properties(**changes) -> dict[str, str]:
+    keys = {"input_size": (1344, 800), "dynamic_hw": True, "anchor_sizes": ((32.0,),) * 5}
+    keys |= {"anchor_aspect_ratios": ((1.0,),) * 5, **changes}
+    return ModelMetadata(num_classes=2, class_names=("a", "b"), model_family="retinanet", **keys).to_properties()
+
+
+@pytest.fixture(scope="module")
+def torchvision_models(tmp_path_factory) -> dict[str, str]:
+    """Paths of a static SSDLite320 (3234 rows of zero logits: every class scores 1/3) and a dynamic-H/W RetinaNet whose
+    rows follow the canvas (logits 0: every anchor scores 0.5), both with torchvision's transform rules."""
+    folder = tmp_path_factory.mktemp("tv")
+    rows = 3234
+    outputs = {
+        "cls_logits": ((1, rows, 3), 0.0, np.zeros(1, np.int64), np.zeros(1, np.float32)),
+        "bbox_regression": ((1, rows, 4), 0.0, np.zeros(1, np.int64), np.zeros(1, np.float32)),
+    }
+    ssd = stored_head(folder / "ssd.onnx", size=(320, 320), outputs=outputs, metadata=_ssd_properties())
+    retina = pooled_head(
+        folder / "retina.onnx", strides=RETINANET_STRIDES, num_classes=2, logit=0.0, metadata=_retinanet_properties()
+    )
+    return {"ssd": str(ssd), "retinanet": str(retina)}
+
+
+@pytest.mark.parametrize("case", list(TORCHVISION_IMAGES))
+@pytest.mark.parametrize("family", ["ssd", "retinanet"])
+def test_torchvision_families_take_extreme_image_sizes(case, family, torchvision_models):
+    """SSD stretches any image to 320x320; RetinaNet follows torchvision's min/max-size rule (8000x8000 → an
+    800x800 canvas, 3x5000 → 1333x1 in a 1344x32 canvas), every side at least 1 pixel."""
+    image = TORCHVISION_IMAGES[case]()
+    result = Detector(torchvision_models[family], backend="onnxruntime", num_threads=1, max_detections=50)(image)
+    assert len(result) > 0
+    assert_valid(result, (image.shape[1], image.shape[0]))
+
+
+@pytest.mark.parametrize(
+    ("family", "changes", "message"),
+    [
+        ("ssd", {"default_box_aspect_ratios": (), "feature_map_sizes": ()}, "default_box_aspect_ratios"),
+        ("ssd", {"default_box_scales": (0.2, -0.35, 0.5, 0.65, 0.8, 0.95, 1.0)}, "default_box_scales"),
+        ("ssd", {"default_box_aspect_ratios": ((2, 3),) * 5}, "feature_map_sizes"),
+        ("ssd", {"feature_map_sizes": ((20, 0),) * 6}, "feature_map_sizes"),
+        ("retinanet", {"anchor_aspect_ratios": ((),) * 5}, "anchor_aspect_ratios"),
+        ("retinanet", {"anchor_sizes": ((-32.0,),) * 5}, "anchor_sizes"),
+        ("retinanet", {"strides": (8, 16, 32)}, "anchor_sizes"),
+        ("retinanet", {"strides": (8, 16, 32, 64, -128)}, "strides"),
+    ],
+)
+def test_impossible_torchvision_anchor_metadata_is_a_metadata_error(family, changes, message):
+    properties = _ssd_properties if family == "ssd" else _retinanet_properties
+    with pytest.raises(MetadataError, match=message):
+        properties(**changes)
+
+
+def test_torchvision_head_rows_disagreeing_with_the_anchors_are_refused(tmp_path):
+    """The anchors of the metadata's configuration must number the head's rows: checked when the model loads
+    (static canvas) or at each call (dynamic H/W, the canvas is known then)."""
+    outputs = {
+        "cls_logits": ((1, 3234, 3), 0.0, np.zeros(1, np.int64), np.zeros(1, np.float32)),
+        "bbox_regression": ((1, 3234, 4), 0.0, np.zeros(1, np.int64), np.zeros(1, np.float32)),
+    }
+    smaller = _ssd_properties(feature_map_sizes=((19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)))
+    ssd = stored_head(tmp_path / "ssd.onnx", size=(320, 320), outputs=outputs, metadata=smaller)
+    with pytest.raises(IncompatibleModelError, match="3234 anchor rows"):
+        Detector(str(ssd), backend="onnxruntime")
+    two_ratios = _retinanet_properties(anchor_aspect_ratios=((0.5, 1.0),) * 5)
+    retina = pooled_head(tmp_path / "r.onnx", strides=RETINANET_STRIDES, num_classes=2, logit=0.0, metadata=two_ratios)
+    with pytest.raises(IncompatibleModelError, match="anchor configuration gives"):
+        Detector(str(retina), backend="onnxruntime")(_random(64, 64))
+
+
+@pytest.mark.parametrize(("family", "keep_ratio"), [("ssd", True), ("retinanet", False)])
+def test_torchvision_keep_ratio_they_cannot_honour_is_refused_up_front(family, keep_ratio, torchvision_models):
+    """SSD always stretches, RetinaNet always keeps the ratio: another keep_ratio is refused when the detector is
+    built or the setting assigned (the old value kept), not at detection time."""
+    detector = Detector(torchvision_models[family], backend="onnxruntime")
+    with pytest.raises(InvalidArgumentError, match=f"keep_ratio={keep_ratio} is not available for {family}"):
+        detector.keep_ratio = keep_ratio
+    assert detector.keep_ratio is (not keep_ratio)
+    detector.keep_ratio = not keep_ratio  # the one it honours may be stated
+    detector.keep_ratio = None
+    with pytest.raises(InvalidArgumentError, match="leave keep_ratio unset"):
+        Detector(torchvision_models[family], backend="onnxruntime", keep_ratio=keep_ratio)
 
 
 VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {

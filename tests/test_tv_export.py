@@ -47,20 +47,6 @@ def _decode(text: str):
         return text
 
 
-@pytest.fixture(scope="module")
-def ssdlite_onnx(shared_fixtures, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ssdlite") / "m.onnx"
-    assert main(["--ckpt", str(shared_fixtures / "tv-ssdlite320" / "model.pth"), "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def retinanet_onnx(shared_fixtures, tmp_path_factory):
-    out = tmp_path_factory.mktemp("retinanet") / "m.onnx"
-    assert main(["--ckpt", str(shared_fixtures / "tv-retinanet-r50" / "model_fp16.pth"), "--out", str(out)]) == 0
-    return out
-
-
 @pytest.mark.shared
 def test_ssdlite_onnx_reproduces_torchvision_head_outputs(ssdlite_onnx, shared_fixtures):
     session = _session(ssdlite_onnx)
@@ -221,67 +207,44 @@ def test_bn_eps_is_refused_for_nanodet(tmp_path, capsys):
     assert "--bn-eps does not apply to nanodet-plus checkpoints" in capsys.readouterr().err
 
 
-def _matches_torchvision(result, expected: dict, *, box_tol: float, score_tol: float) -> None:
-    """Same labels in the same order; boxes and scores within the end-to-end tolerances (issue 11)."""
-    assert result.class_ids.tolist() == expected["labels"]
-    np.testing.assert_allclose(result.xyxy, expected["boxes"], rtol=0, atol=box_tol)
-    np.testing.assert_allclose(result.scores, expected["scores"], rtol=0, atol=score_tol)
-
-
-@pytest.mark.shared
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_exported_ssdlite_detects_like_torchvision(ssdlite_onnx, shared_fixtures, backend):
-    """Image → detections through the runtime's ``ssd`` family on the exported file (measured: boxes
-    ≤ 5.5e-3 px, scores ≤ 1.1e-6; torchvision itself moves by 2e-3 px between thread counts)."""
-    from nanodet_infer import Detector
-
-    detector = Detector(str(ssdlite_onnx), backend=backend)
-    for image in ("val_00000", "val_00002", "val_00004"):
-        record = json.loads((shared_fixtures / "tv-ssdlite320" / image / "detections.json").read_text())
-        result = detector(shared_fixtures / "shapes-m-256" / "images" / f"{image}.jpg")
-        _matches_torchvision(result, record["detections"], box_tol=0.01, score_tol=1e-5)
-
-
-@pytest.mark.shared
-@pytest.mark.slow
-def test_exported_retinanet_detects_like_torchvision(retinanet_onnx, shared_fixtures):
-    """val_00000 (704x1344 canvas) on onnxruntime (measured: boxes ≤ 1.6e-4 px, scores ≤ 2.6e-7). On
-    val_00004 two label-0 detections 1e-7 apart in score swap places: such ties are matched, not ordered."""
-    from nanodet_infer import Detector
-
-    record = json.loads((shared_fixtures / "tv-retinanet-r50" / "val_00000" / "detections.json").read_text())
-    result = Detector(str(retinanet_onnx), backend="onnxruntime")(
-        shared_fixtures / "shapes-m-256" / "images" / "val_00000.jpg"
-    )
-    _matches_torchvision(result, record["detections"], box_tol=0.01, score_tol=1e-5)
-
-
-@pytest.mark.parametrize("builder", ["ssd300_vgg16", "ssdlite320_mobilenet_v3_large"])
-def test_exporter_facts_equal_the_runtime_builders(builder):
-    """The models' builder facts (exporter side) and the runtime's ``ssd`` BUILDERS table agree key by key."""
-    from nanodet_export.torchvision_export import metadata_values
-    from nanodet_models.torchvision_checkpoint import TorchvisionModel
-    from nanodet_models.torchvision_ssd import ssd300_vgg16, ssdlite320_mobilenet_v3_large
-
-    from nanodet_infer.families.ssd.section import BUILDERS
-
-    model = {"ssd300_vgg16": ssd300_vgg16, "ssdlite320_mobilenet_v3_large": ssdlite320_mobilenet_v3_large}[builder]()
-    built = TorchvisionModel(model, builder, "ssd", 91, None)
-    values = metadata_values(built, ["x"] * 91, source_sha256="")
-    for key, want in BUILDERS[builder].items():
-        got = values[key]
-        as_lists = json.loads(json.dumps(want))
-        assert got == as_lists or np.allclose(got, as_lists, rtol=0, atol=1e-15), key
-
-
-def test_retinanet_facts_equal_the_runtime_defaults():
-    from nanodet_export.torchvision_export import family_properties
+@pytest.mark.parametrize("builder", ["ssd300_vgg16", "ssdlite320_mobilenet_v3_large", "retinanet_resnet50_fpn"])
+def test_model_definitions_agree_with_the_runtime_table(builder):
+    """The exporter reads the builders' facts from the runtime's tables only (``ssd.section.BUILDERS``, the
+    ``retinanet`` section's defaults); the torch models must give the runtime's anchors' rows, level by level
+    (feature map size x the head's anchors per location) and in total."""
+    from nanodet_export.torchvision_export import builder_keys
     from nanodet_models.torchvision_checkpoint import TorchvisionModel
     from nanodet_models.torchvision_retinanet import RetinaNet
+    from nanodet_models.torchvision_ssd import ssd300_vgg16, ssdlite320_mobilenet_v3_large
 
-    from nanodet_infer.families.retinanet.section import RetinaNetSection
+    from nanodet_infer.families.retinanet.anchors import anchors
+    from nanodet_infer.families.ssd.default_boxes import default_boxes
 
-    built = TorchvisionModel(RetinaNet(num_classes=2), "retinanet_resnet50_fpn", "retinanet", 2, None)
-    values = family_properties(built)
-    defaults = json.loads(json.dumps(RetinaNetSection().__dict__))
-    assert {key: values[key] for key in defaults} == defaults
+    torch.manual_seed(0)
+    builders = {"ssd300_vgg16": ssd300_vgg16, "ssdlite320_mobilenet_v3_large": ssdlite320_mobilenet_v3_large}
+    family = "retinanet" if builder.startswith("retinanet") else "ssd"
+    model = (RetinaNet if family == "retinanet" else builders[builder])(num_classes=2).eval()
+    keys = builder_keys(TorchvisionModel(model, builder, family, 2, None))
+    if family == "ssd":
+        width, height = keys["input_size"]
+        ratios = keys["default_box_aspect_ratios"]
+        sizes = [(w, h) for h, w in keys["feature_map_sizes"]]
+        want = [w * h * (2 + 2 * len(r)) for (w, h), r in zip(sizes, ratios, strict=True)]
+        total = len(default_boxes(sizes, (width, height), ratios, keys["default_box_scales"], None, True))
+        per_location = [m[-1].out_channels // 2 for m in _last_convs(model.head.classification_head.module_list)]
+    else:
+        width, height = 128, 96
+        boxes, want = anchors((width, height), keys["strides"], keys["anchor_sizes"], keys["anchor_aspect_ratios"])
+        total = len(boxes)
+        per_location = [model.head.classification_head.cls_logits.out_channels // 2] * len(want)
+    with torch.no_grad():
+        x = torch.zeros(1, 3, height, width)
+        features = model.backbone(x)
+        rows = model(x)[0].shape[1]
+    got = [f.shape[2] * f.shape[3] * a for f, a in zip(features, per_location, strict=True)]
+    assert (got, rows) == (list(want), total)
+
+
+def _last_convs(module_list: torch.nn.ModuleList) -> list[torch.nn.Sequential]:
+    """Each SSD level's prediction block as a sequence ending in its final conv (plain SSD: the conv alone)."""
+    return [m if isinstance(m, torch.nn.Sequential) else torch.nn.Sequential(m) for m in module_list]

@@ -425,6 +425,11 @@ def test_ssd_metadata_round_trips(builder):
     assert ModelMetadata.from_properties(meta.to_properties()) == meta
     assert meta.to_properties()["nanodet.model_family"] == "ssd"
     assert meta.num_default_boxes == {"ssd300_vgg16": 8732, "ssdlite320_mobilenet_v3_large": 3234}[builder]
+    sizes = [v for size in meta.feature_map_sizes for v in size]  # read back as ints (an int-lists key)
+    assert sizes and all(type(v) is int for v in sizes)
+    written = props["nanodet.feature_map_sizes"]
+    with pytest.raises(MetadataError, match="feature_map_sizes.*int lists"):
+        ModelMetadata.from_properties({**props, "nanodet.feature_map_sizes": written.replace(",", ".0,", 1)})
 
 
 def test_retinanet_metadata_defaults_are_torchvisions():

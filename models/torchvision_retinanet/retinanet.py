@@ -10,32 +10,17 @@ then y, then x, then the 9 anchors of a location. ``state_dict`` keys are torchv
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
+
+from nanodet_infer.families.retinanet.section import RetinaNetSection
 
 from ..torchvision_common import NormChoice, conv_norm_act, flatten_level
 from .resnet_fpn import BackboneWithFPN
 
-#: torchvision ``retinanet_resnet50_fpn`` defaults (builder, ``RetinaNet.__init__``, ``AnchorGenerator``).
-RETINANET_FACTS: dict[str, Any] = {
-    "builder": "retinanet_resnet50_fpn",
-    "min_size": 800,
-    "max_size": 1333,
-    "size_divisible": 32,
-    "image_mean": (0.485, 0.456, 0.406),
-    "image_std": (0.229, 0.224, 0.225),
-    "anchor_sizes": tuple((x, int(x * 2 ** (1.0 / 3)), int(x * 2 ** (2.0 / 3))) for x in (32, 64, 128, 256, 512)),
-    "aspect_ratios": ((0.5, 1.0, 2.0),) * 5,
-    "strides": (8, 16, 32, 64, 128),
-    "box_coder_weights": (1.0, 1.0, 1.0, 1.0),
-    "score_thresh": 0.05,
-    "nms_thresh": 0.5,
-    "detections_per_img": 300,
-    "topk_candidates": 1000,
-}
-NUM_ANCHORS = 9
+_ANCHORS = RetinaNetSection()  # the runtime's defaults are torchvision's builder (the one copy)
+NUM_ANCHORS = len(_ANCHORS.anchor_sizes[0]) * len(_ANCHORS.anchor_aspect_ratios[0])
+"""Anchors per location: 3 sizes x 3 aspect ratios."""
 
 
 def _tower() -> nn.Sequential:
@@ -85,7 +70,6 @@ class RetinaNet(nn.Module):
         self.norm = norm or NormChoice("batchnorm", 1e-5)
         self.backbone = BackboneWithFPN(self.norm.layer())
         self.head = RetinaNetHead(num_classes)
-        self.facts = RETINANET_FACTS
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.backbone(x))

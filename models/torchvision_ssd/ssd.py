@@ -3,66 +3,25 @@
 ``SSD(x)`` returns torchvision's raw head outputs for an already transformed input ``x [N, 3, H, W]``:
 ``cls_logits [N, A, C]`` (logits; softmax over C, class 0 = background) and ``bbox_regression [N, A, 4]``
 (box-coder deltas, weights (10, 10, 5, 5)). Rows: level by level, then y, then x, then the default boxes
-of a location. The transform, default boxes and post-processing are runtime facts (:data:`SSD300_FACTS`,
-:data:`SSDLITE320_FACTS`), not graph nodes. ``state_dict`` keys are torchvision's (``backbone.*``,
-``head.classification_head.module_list.*``, ``head.regression_head.module_list.*``).
+of a location. The transform, default boxes and post-processing are runtime facts, not graph nodes: the
+runtime's table of torchvision's builders (``nanodet_infer.families.ssd.section.BUILDERS``, the one copy)
+holds them, and its aspect ratios set the head's boxes per location here. ``state_dict`` keys are
+torchvision's (``backbone.*``, ``head.classification_head.module_list.*``, ``head.regression_head.module_list.*``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
+
+from nanodet_infer.families.ssd.section import BUILDERS
 
 from ..torchvision_common import NormChoice, conv_norm_act, flatten_level
 from .mobilenet_v3 import SSDLiteFeatureExtractorMobileNet
 from .vgg import OUT_CHANNELS as VGG_OUT_CHANNELS
 from .vgg import SSDFeatureExtractorVGG
-
-BBOX_XFORM_CLIP = math.log(1000.0 / 16)
-
-#: torchvision ``ssd300_vgg16`` defaults (builder, ``SSD.__init__``, ``DefaultBoxGenerator``).
-SSD300_FACTS: dict[str, Any] = {
-    "builder": "ssd300_vgg16",
-    "size": (300, 300),
-    "image_mean": (0.48235, 0.45882, 0.40784),
-    "image_std": (1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0),
-    "aspect_ratios": ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
-    "scales": (0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05),
-    "min_ratio": 0.15,
-    "max_ratio": 0.9,
-    "steps": (8, 16, 32, 64, 100, 300),
-    "clip": True,
-    "feature_map_sizes": ((38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)),
-    "box_coder_weights": (10.0, 10.0, 5.0, 5.0),
-    "score_thresh": 0.01,
-    "nms_thresh": 0.45,
-    "detections_per_img": 200,
-    "topk_candidates": 400,
-}
-
-#: torchvision ``ssdlite320_mobilenet_v3_large`` defaults.
-SSDLITE320_FACTS: dict[str, Any] = {
-    "builder": "ssdlite320_mobilenet_v3_large",
-    "size": (320, 320),
-    "image_mean": (0.5, 0.5, 0.5),
-    "image_std": (0.5, 0.5, 0.5),
-    "aspect_ratios": ((2, 3),) * 6,
-    "scales": None,
-    "min_ratio": 0.2,
-    "max_ratio": 0.95,
-    "steps": None,
-    "clip": True,
-    "feature_map_sizes": ((20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)),
-    "box_coder_weights": (10.0, 10.0, 5.0, 5.0),
-    "score_thresh": 0.001,
-    "nms_thresh": 0.55,
-    "detections_per_img": 300,
-    "topk_candidates": 300,
-}
 
 
 def boxes_per_location(aspect_ratios: Sequence[Sequence[float]]) -> list[int]:
@@ -115,16 +74,12 @@ class SSDHead(nn.Module):
 
 
 class SSD(nn.Module):
-    """``x [N, 3, H, W]`` (transformed) → ``(cls_logits [N, A, C], bbox_regression [N, A, 4])``.
+    """``x [N, 3, H, W]`` (transformed) → ``(cls_logits [N, A, C], bbox_regression [N, A, 4])``."""
 
-    ``facts`` are the builder's transform, default-box and post-process defaults (for the exporter).
-    """
-
-    def __init__(self, backbone: nn.Module, head: SSDHead, facts: dict[str, Any]) -> None:
+    def __init__(self, backbone: nn.Module, head: SSDHead) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
-        self.facts = facts
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.backbone(x))
@@ -132,9 +87,9 @@ class SSD(nn.Module):
 
 def ssd300_vgg16(num_classes: int = 91) -> SSD:
     """torchvision ``ssd300_vgg16`` (VGG16 without BatchNorm; nothing to assume about norms)."""
-    anchors = boxes_per_location(SSD300_FACTS["aspect_ratios"])
+    anchors = boxes_per_location(BUILDERS["ssd300_vgg16"]["default_box_aspect_ratios"])
     head = SSDHead(VGG_OUT_CHANNELS, anchors, num_classes, lite=False)
-    return SSD(SSDFeatureExtractorVGG(), head, SSD300_FACTS)
+    return SSD(SSDFeatureExtractorVGG(), head)
 
 
 def ssdlite320_mobilenet_v3_large(
@@ -143,6 +98,6 @@ def ssdlite320_mobilenet_v3_large(
     """torchvision ``ssdlite320_mobilenet_v3_large``; ``norm`` defaults to its ``BatchNorm2d(eps=0.001)``."""
     norm = norm or NormChoice("batchnorm", 0.001)
     backbone = SSDLiteFeatureExtractorMobileNet(norm.layer(), reduced_tail=reduced_tail)
-    anchors = boxes_per_location(SSDLITE320_FACTS["aspect_ratios"])
+    anchors = boxes_per_location(BUILDERS["ssdlite320_mobilenet_v3_large"]["default_box_aspect_ratios"])
     head = SSDHead(backbone.out_channels, anchors, num_classes, lite=True, norm=norm)
-    return SSD(backbone, head, SSDLITE320_FACTS)
+    return SSD(backbone, head)

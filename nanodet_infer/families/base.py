@@ -90,6 +90,11 @@ class Family(ABC):
     def model_keep_ratio(self, metadata: ModelMetadata) -> bool:
         """The resize the model was trained with: True to keep the aspect ratio (``keep_ratio=None``)."""
 
+    def check_settings(self, settings: Settings, metadata: ModelMetadata) -> None:
+        """Raise :class:`~nanodet_infer.errors.InvalidArgumentError` for settings this family cannot honour with
+        this model; called when a Detector is built and when a setting is assigned. The default accepts all."""
+        return
+
     def model_settings(self, metadata: ModelMetadata) -> Mapping[str, Any]:
         """The default settings for this model: :attr:`default_settings`, unless the family reads them from
         the metadata (torchvision's builders of one family differ in their defaults)."""

@@ -51,6 +51,8 @@ class TorchvisionFamily(Family):
 
     default_settings = {"multi_label": True}
     foreign_facts = ()
+    resize_rule: str
+    """How torchvision resizes for this family (the only ``keep_ratio`` it honours), for error messages."""
 
     @abstractmethod
     def anchors(self, meta: ModelMetadata, canvas_size: Sequence[int]) -> np.ndarray:
@@ -79,6 +81,13 @@ class TorchvisionFamily(Family):
         raise MetadataError(
             f"the model carries no nanodet metadata; {self.name} models must be exported with nanodet-export"
         )
+
+    def check_settings(self, settings: Settings, metadata: ModelMetadata) -> None:
+        if settings.keep_ratio != self.model_keep_ratio(metadata):
+            raise InvalidArgumentError(
+                f"keep_ratio={settings.keep_ratio} is not available for {self.name} models: {self.resize_rule}; "
+                "leave keep_ratio unset"
+            )
 
     def model_settings(self, metadata: ModelMetadata) -> Mapping[str, Any]:
         return {

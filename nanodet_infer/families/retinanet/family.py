@@ -1,10 +1,11 @@
 """The ``retinanet`` family: torchvision's RetinaNet-ResNet50-FPN (:mod:`.section` for its keys).
 
 The image keeps its aspect ratio (``GeneralizedRCNNTransform``'s min/max-size rule; ``keep_ratio=False`` is
-not torchvision's RetinaNet and is refused) and is padded to ``size_divisible`` when the model has dynamic
-H/W, as torchvision does. A model exported with a static input uses it as a fixed canvas: the rule's scale is
-further limited so the image fits, and the result equals torchvision's whenever torchvision would pad to that
-same canvas. Anchors come from :mod:`.anchors` (cached per canvas), detections from :mod:`.postprocess`.
+not torchvision's RetinaNet and is refused when the detector is built or the setting assigned) and is padded
+to ``size_divisible`` when the model has dynamic H/W, as torchvision does. A model exported with a static input
+uses it as a fixed canvas: the rule's scale is further limited so the image fits, and the result equals
+torchvision's whenever torchvision would pad to that same canvas. Anchors come from :mod:`.anchors` (cached per
+canvas), detections from :mod:`.postprocess`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ...errors import InvalidArgumentError
 from ...metadata import ModelMetadata
 from ...model_spec import ModelSpec
 from ..base import Settings
@@ -27,16 +27,12 @@ class RetinaNet(TorchvisionFamily):
     """torchvision RetinaNet (see the module docstring)."""
 
     name = "retinanet"
+    resize_rule = "torchvision's RetinaNet keeps the aspect ratio"
 
     def model_keep_ratio(self, metadata: ModelMetadata) -> bool:
         return True
 
     def plan(self, image_size: Sequence[int], spec: ModelSpec, settings: Settings) -> ResizePlan:
-        if not settings.keep_ratio:
-            raise InvalidArgumentError(
-                "keep_ratio=False is not available for retinanet models: torchvision's RetinaNet keeps the aspect "
-                "ratio; leave keep_ratio unset"
-            )
         meta = spec.metadata
         canvas = None if meta.dynamic_hw else meta.input_size
         return min_max_size_plan(image_size, meta.min_size, meta.max_size, meta.size_divisible, canvas=canvas)

@@ -1,8 +1,9 @@
 """The ``ssd`` family: torchvision's SSD300-VGG16 and SSDLite320-MobileNetV3 (:mod:`.section` for its keys).
 
 The image is stretched to the fixed ``input_size`` (torchvision's ``fixed_size``; ``keep_ratio=True`` is not
-torchvision's SSD and is refused), default boxes come from :mod:`.default_boxes`, detections from
-:mod:`.postprocess`; the default settings are the model's builder's (metadata).
+torchvision's SSD and is refused when the detector is built or the setting assigned), default boxes come from
+:mod:`.default_boxes`, detections from :mod:`.postprocess`; the default settings are the model's builder's
+(metadata).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ...errors import InvalidArgumentError
 from ...metadata import ModelMetadata
 from ...model_spec import ModelSpec
 from ..base import Settings
@@ -25,16 +25,12 @@ class SSD(TorchvisionFamily):
     """torchvision SSD / SSDLite (see the module docstring)."""
 
     name = "ssd"
+    resize_rule = "torchvision's SSD stretches every image to its fixed size"
 
     def model_keep_ratio(self, metadata: ModelMetadata) -> bool:
         return False
 
     def plan(self, image_size: Sequence[int], spec: ModelSpec, settings: Settings) -> ResizePlan:
-        if settings.keep_ratio:
-            raise InvalidArgumentError(
-                "keep_ratio=True is not available for ssd models: torchvision's SSD stretches every image to its "
-                "fixed size; leave keep_ratio unset"
-            )
         return fixed_size_plan(image_size, spec.metadata.input_size)
 
     def anchors(self, meta: ModelMetadata, canvas_size: Sequence[int]) -> np.ndarray:

@@ -49,7 +49,7 @@ class SSDSection(TorchvisionSection):
     FAMILY: ClassVar[str] = "ssd"
     KINDS: ClassVar[dict[str, str]] = {
         **TorchvisionSection.KINDS,
-        "feature_map_sizes": "float_lists",
+        "feature_map_sizes": "int_lists",
         "default_box_aspect_ratios": "float_lists",
         "default_box_scales": "float_list",
         "default_box_steps": "float_list",
@@ -63,7 +63,7 @@ class SSDSection(TorchvisionSection):
     nms_thresh: float = 0.45
     detections_per_img: int = 200
     topk_candidates: int = 400
-    feature_map_sizes: tuple[tuple[float, ...], ...] = ()
+    feature_map_sizes: tuple[tuple[int, ...], ...] = ()
     default_box_aspect_ratios: tuple[tuple[float, ...], ...] = ()
     default_box_scales: tuple[float, ...] = ()
     default_box_steps: tuple[float, ...] = ()
@@ -81,7 +81,7 @@ class SSDSection(TorchvisionSection):
                 f"feature_map_sizes must give one [H, W] per level ({levels}), got {self.feature_map_sizes!r}"
             )
         for size in self.feature_map_sizes:
-            check_int_list("feature_map_sizes entry", tuple(_integral(v) for v in size), 1, MAX_INPUT_SIDE, length=2)
+            check_int_list("feature_map_sizes entry", size, 1, MAX_INPUT_SIDE, length=2)
         if len(self.default_box_scales) != levels + 1:
             raise MetadataError(
                 f"default_box_scales must hold {levels + 1} numbers (one per level, plus one), "
@@ -106,7 +106,7 @@ class SSDSection(TorchvisionSection):
     @property
     def feature_sizes(self) -> tuple[tuple[int, int], ...]:
         """``feature_map_sizes`` as ``(W, H)`` integer pairs (this package's order)."""
-        return tuple((int(w), int(h)) for h, w in self.feature_map_sizes)
+        return tuple((w, h) for h, w in self.feature_map_sizes)
 
     @property
     def num_default_boxes(self) -> int:
@@ -115,11 +115,6 @@ class SSDSection(TorchvisionSection):
             math.prod(size) * (2 + 2 * len(ratios))
             for size, ratios in zip(self.feature_map_sizes, self.default_box_aspect_ratios, strict=False)
         )
-
-
-def _integral(value: float) -> Any:
-    """``value`` as an int when it is integral (JSON float lists hold ``20.0``), else unchanged (rejected)."""
-    return int(value) if float(value).is_integer() else value
 
 
 SECTION = SSDSection
