@@ -13,6 +13,8 @@ import numpy as np
 
 from ...errors import InvalidArgumentError
 
+_SIDE_SIGNS = np.array([-1, -1, 1, 1], dtype=np.float32)  # distance signs of x1, y1, x2, y2
+
 
 def make_priors(canvas_size: Sequence[int], strides: Sequence[int], offset: float = 0.0) -> np.ndarray:
     """Prior points of a ``canvas_size`` ``(W, H)`` input: float32 ``[N, 3]`` rows ``(x, y, stride)``.
@@ -61,19 +63,30 @@ def integral(box_dist: np.ndarray, reg_max: int) -> np.ndarray:
     finite. No warnings are emitted.
     """
     logits = np.asarray(box_dist, dtype=np.float32).reshape(-1, 4, reg_max + 1)
-    peak = logits.max(axis=2, keepdims=True)
+    # Bin-major [reg_max+1, K, 4]: every step below is an element-wise op on contiguous [K, 4] planes.
+    bins = logits.transpose(2, 0, 1).copy()
+    peak = bins.max(axis=0)  # a max is exact: the same value in any order
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf (fixed below), huge finite differences
-        weights = np.exp(logits - peak)
+        weights = np.exp(bins - peak)
     if np.isinf(peak).any():  # inf - inf gave NaN: the maximal bins get exp(0) = 1, as with a finite peak
-        weights[logits == peak] = 1.0
+        weights[bins == peak] = 1.0
+    scaled = weights * _bin_values(reg_max)
     # Sums are spelled out bin by bin (not .sum(axis)) so their order never depends on K.
-    total = weights[:, :, 0].copy()
+    total = weights[0].copy()
     expected = np.zeros_like(total)
     for b in range(1, reg_max + 1):
-        total += weights[:, :, b]
-        expected += weights[:, :, b] * np.float32(b)
+        total += weights[b]
+        expected += scaled[b]
     expected /= total
     return expected
+
+
+@lru_cache(maxsize=8)
+def _bin_values(reg_max: int) -> np.ndarray:
+    """float32 ``[reg_max+1, 1, 1]`` bin values ``0..reg_max`` (read-only), broadcast over ``[reg_max+1, K, 4]``."""
+    values = np.arange(reg_max + 1, dtype=np.float32).reshape(-1, 1, 1)
+    values.flags.writeable = False
+    return values
 
 
 def distance2bbox(points: np.ndarray, distances: np.ndarray, max_size: Sequence[int]) -> np.ndarray:
@@ -84,11 +97,11 @@ def distance2bbox(points: np.ndarray, distances: np.ndarray, max_size: Sequence[
     """
     points = np.asarray(points, dtype=np.float32)
     distances = np.asarray(distances, dtype=np.float32)
-    boxes = np.empty((len(points), 4), dtype=np.float32)
-    np.subtract(points, distances[:, :2], out=boxes[:, :2])
-    np.add(points, distances[:, 2:], out=boxes[:, 2:])
-    np.clip(boxes[:, 0::2], 0, max_size[0], out=boxes[:, 0::2])
-    np.clip(boxes[:, 1::2], 0, max_size[1], out=boxes[:, 1::2])
+    # p - d is p + (-d) in IEEE arithmetic: one signed product and one sum give (x - l, y - t, x + r, y + b).
+    boxes = np.multiply(distances, _SIDE_SIGNS)
+    boxes += points[:, [0, 1, 0, 1]]
+    np.maximum(boxes, np.float32(0), out=boxes)  # np.clip's arithmetic (NaN stays NaN), without its overhead
+    np.minimum(boxes, np.array([max_size[0], max_size[1]] * 2, dtype=np.float32), out=boxes)
     return boxes
 
 
