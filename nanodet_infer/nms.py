@@ -19,10 +19,12 @@ turn NaN and shift every box to NaN instead, which suppresses nothing.
 
 Speed: a candidate can only be suppressed by a kept candidate of higher score, so the first ``max_keep``
 kept boxes are final and the search stops there. Candidates are ordered in chunks (top-k by partition, so
-tens of thousands of candidates are never fully sorted), fetched in groups of ``_GROUP`` and pre-filtered
-against the boxes kept so far, then visited in blocks of ``_BLOCK``: a block is checked against the boxes
-kept since, then resolved internally with a vectorised fixed point of the greedy rule. Boxes are fetched
-(and shifted) per group, so a caller can produce them lazily (:func:`greedy_nms`).
+tens of thousands of candidates are never fully sorted) and fetched in groups of ``_GROUP``. A group is
+checked against the boxes kept so far (one dense IoU), then resolved internally on a sparse conflict graph:
+a sweep over the sorted ``x1`` forms only the pairs whose IoU can exceed the threshold
+(:func:`_pairs_above`), their exact IoU keeps the conflicts, and a vectorised fixed point of the greedy rule
+decides (:func:`_greedy_keep`). Boxes are fetched (and shifted) per group, so a caller can produce them
+lazily (:func:`greedy_nms`).
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ import numpy as np
 
 from .errors import InvalidArgumentError
 
-_BLOCK = 192  # candidates resolved at a time: keeps the [block, block] IoU matrix in cache
-_GROUP = 2048  # candidates fetched and pre-filtered against the kept boxes at a time
+_GROUP = 512  # candidates fetched and resolved at a time: bounds the pair lists of _pairs_above
+_WINDOW_SLACK = 1e-4  # relative margin of the sweep window over float32 rounding (a few ulps)
+_TINY_AREA = np.float32(2.0**-100)  # below: no window shrinking (subnormal products lose relative accuracy)
+_TINY_THRESHOLD = 2.0**-30  # below: no window shrinking
 
 
 def _threshold_f32(threshold: float) -> np.float32:
@@ -69,6 +73,30 @@ def shift_by_class(boxes: np.ndarray, class_ids: np.ndarray, max_coord: np.float
         return boxes + offsets[:, None]
 
 
+def _iou_terms(boxes: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Contiguous ``(x1, y1, x2, y2, area)`` columns of float32 xyxy ``boxes [M, 4]``, area ``(x2-x1) * (y2-y1)``."""
+    x1, y1, x2, y2 = np.ascontiguousarray(boxes.T)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return x1, y1, x2, y2, (x2 - x1) * (y2 - y1)
+
+
+def _iou(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> np.ndarray:
+    """torchvision's float32 IoU of :func:`_iou_terms` ``a`` and ``b`` (broadcast against each other)."""
+    ax1, ay1, ax2, ay2, area_a = a
+    bx1, by1, bx2, by2, area_b = b
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        w = np.minimum(ax2, bx2)
+        w -= np.maximum(ax1, bx1)
+        np.maximum(w, 0, out=w)
+        h = np.minimum(ay2, by2)
+        h -= np.maximum(ay1, by1)
+        np.maximum(h, 0, out=h)
+        inter = np.multiply(w, h, out=w)
+        union = area_a + area_b
+        union -= inter
+        return np.divide(inter, union, out=union)
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU of float32 xyxy boxes ``a`` ``[M, 4]`` and ``b`` ``[K, 4]`` → float32 ``[M, K]``.
 
@@ -78,49 +106,72 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     last bits. 0/0 (two empty boxes) and inf - inf (coordinates beyond float32's range) give NaN, which
     never exceeds a threshold; no warning is emitted.
     """
-    ax1, ay1, ax2, ay2 = np.ascontiguousarray(a.T)
-    bx1, by1, bx2, by2 = np.ascontiguousarray(b.T)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        w = np.minimum(ax2[:, None], bx2[None, :])
-        w -= np.maximum(ax1[:, None], bx1[None, :])
-        np.maximum(w, 0, out=w)
-        h = np.minimum(ay2[:, None], by2[None, :])
-        h -= np.maximum(ay1[:, None], by1[None, :])
-        np.maximum(h, 0, out=h)
-        inter = np.multiply(w, h, out=w)
-        union = ((ax2 - ax1) * (ay2 - ay1))[:, None] + ((bx2 - bx1) * (by2 - by1))[None, :]
-        union -= inter
-        return np.divide(inter, union, out=union)
+    return _iou(tuple(t[:, None] for t in _iou_terms(a)), tuple(t[None, :] for t in _iou_terms(b)))
 
 
-def _conflicts(
-    boxes_a: np.ndarray, cls_a: np.ndarray, boxes_b: np.ndarray, cls_b: np.ndarray, threshold: np.float32
-) -> np.ndarray:
-    """bool ``[M, K]``: same class and IoU above ``threshold`` (a float32 from :func:`_threshold_f32`)."""
-    over = box_iou(boxes_a, boxes_b) > threshold
-    over &= cls_a[:, None] == cls_b[None, :]
-    return over
+def _pairs_above(
+    terms: tuple[np.ndarray, ...], class_ids: np.ndarray, threshold: np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)``, ``i < j``, of :func:`_iou_terms` boxes of the same class with IoU ``> threshold``.
 
-
-def _greedy_keep(over: np.ndarray) -> np.ndarray:
-    """Greedy NMS on a strictly upper-triangular conflict matrix ``[M, M]`` (row ``i`` suppresses ``j > i``).
-
-    Fixed point: a candidate is kept once no kept-or-undecided predecessor conflicts with it, and dropped
-    once a kept one does; the first undecided candidate is always decided, so this terminates, and each
-    round costs two matrix-vector products. Returns the bool keep mask.
+    Only pairs that can exceed the threshold get their IoU computed. For boxes ``q``, ``k`` with
+    ``x1[q] <= x1[k]``, IoU ``<= w_overlap / w[q] <= (x2[q] - x1[k]) / w[q]``, so ``x1[k]`` must lie in
+    ``[x1[q], x2[q] - threshold * w[q])``: a contiguous run of the sorted ``x1`` (a sweep); the same bound
+    in y, from the box with the smaller ``y1``, filters the runs. The float32 IoU exceeds the real one by a
+    few ulps at most while areas are normal numbers, which the margin ``_WINDOW_SLACK`` covers; boxes with
+    a tiny or non-finite area get the plain overlap window ``[x1[q], x2[q])`` (a positive float32 overlap
+    needs ``max(x1) < min(x2)``). The IoU of the formed pairs is the dense one (:func:`_iou`), bit for bit.
     """
-    m = len(over)
-    if not over.any():
-        return np.ones(m, dtype=bool)
-    weights = over.astype(np.float32)
-    kept = np.zeros(m, dtype=bool)
-    undecided = np.ones(m, dtype=bool)
-    while undecided.any():
-        newly = undecided & ((kept | undecided).astype(np.float32) @ weights == 0)
-        kept |= newly
-        undecided &= ~newly
-        undecided &= kept.astype(np.float32) @ weights == 0
-    return kept
+    order = np.argsort(terms[0], kind="stable")
+    x1, y1, x2, y2, area = (t[order] for t in terms)
+    shrink = float(threshold) * (1 - _WINDOW_SLACK) if threshold >= _TINY_THRESHOLD else 0.0
+    normal = area >= _TINY_AREA
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf gives NaN, which np.fmin replaces by hi
+        x_reach, y_reach = (
+            np.fmin(np.where(normal, hi - (hi - lo.astype(np.float64)) * shrink, hi), hi)
+            for lo, hi in ((x1, x2), (y1, y2))
+        )
+    starts = np.arange(1, len(order) + 1)
+    counts = np.maximum(np.searchsorted(x1, x_reach, side="left") - starts, 0)
+    run_ends = np.cumsum(counts)
+    q = np.repeat(np.arange(len(order)), counts)
+    k = np.arange(run_ends[-1] if len(run_ends) else 0) + np.repeat(starts - run_ends + counts, counts)
+    # The same bound in y, from the box whose y1 is smaller: max(y1) < y_reach of that box.
+    qy, ky = y1[q], y1[k]
+    low_reach = np.where(qy <= ky, y_reach[q], y_reach[k])
+    near = np.maximum(qy, ky) < low_reach
+    q, k = q[near], k[near]
+    over = _iou(tuple(t[q] for t in (x1, y1, x2, y2, area)), tuple(t[k] for t in (x1, y1, x2, y2, area))) > threshold
+    q, k = q[over], k[over]
+    i, j = order[q], order[k]
+    same = class_ids[i] == class_ids[j]
+    i, j = i[same], j[same]
+    return np.minimum(i, j), np.maximum(i, j)
+
+
+def _greedy_keep(alive: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Greedy NMS on a conflict graph: candidate ``src[e]`` (earlier in score order) suppresses ``dst[e]``.
+
+    ``alive`` bool ``[M]`` marks the candidates not already dropped. Fixed point: a candidate is kept
+    once no kept-or-undecided candidate has an edge to it, and dropped once a kept one does; the first
+    undecided candidate is always decided, so this terminates. Edges that can no longer matter (target
+    decided, source dropped) are pruned each round; when none are left the undecided are kept.
+    Returns the bool keep mask.
+    """
+    kept = np.zeros_like(alive)
+    undecided = alive.copy()
+    while len(src):
+        blocked = np.zeros_like(alive)
+        blocked[dst[(kept | undecided)[src]]] = True
+        kept |= undecided & ~blocked
+        undecided &= blocked
+        hit = np.zeros_like(alive)
+        hit[dst[kept[src]]] = True
+        undecided &= ~hit
+        live = undecided[dst]
+        live &= (kept | undecided)[src]
+        src, dst = src[live], dst[live]
+    return kept | undecided
 
 
 def _score_chunks(scores: np.ndarray, first: int) -> Iterator[np.ndarray]:
@@ -168,45 +219,32 @@ def greedy_nms(
     kept_cls = np.empty(limit, dtype=class_ids.dtype)
     threshold = _threshold_f32(iou_threshold)
     count = 0
-    for chunk in _score_chunks(scores, max(_BLOCK, 2 * limit)):
-        for group_start in range(0, len(chunk), _GROUP):
-            # Pre-filter a group against everything kept so far (one [group, kept] IoU), then resolve the
-            # survivors block by block against the boxes kept since, and among themselves.
-            group = chunk[group_start : group_start + _GROUP]
+    for chunk in _score_chunks(scores, max(_GROUP, 2 * limit)):
+        for start in range(0, len(chunk), _GROUP):
+            group = chunk[start : start + _GROUP]
             group_boxes = boxes_of(group)
             group_cls = class_ids[group]
             finite = np.isfinite(group_boxes).all(axis=1)
             if not finite.all():
                 group, group_boxes, group_cls = group[finite], group_boxes[finite], group_cls[finite]
             group_shifted = shift_by_class(group_boxes, group_cls, max_coord)
-            checked = count
-            if count:
-                alive = ~_conflicts(group_shifted, group_cls, kept_shifted[:count], kept_cls[:count], threshold).any(1)
-                group, group_boxes, group_shifted, group_cls = (
-                    a[alive] for a in (group, group_boxes, group_shifted, group_cls)
-                )
-            for start in range(0, len(group), _BLOCK):
-                block = group[start : start + _BLOCK]
-                block_boxes = group_boxes[start : start + _BLOCK]
-                block_shifted = group_shifted[start : start + _BLOCK]
-                block_cls = group_cls[start : start + _BLOCK]
-                if count > checked:
-                    recent = slice(checked, count)
-                    hit = _conflicts(block_shifted, block_cls, kept_shifted[recent], kept_cls[recent], threshold)
-                    alive = ~hit.any(1)
-                    block, block_boxes, block_shifted, block_cls = (
-                        a[alive] for a in (block, block_boxes, block_shifted, block_cls)
-                    )
-                over = np.triu(_conflicts(block_shifted, block_cls, block_shifted, block_cls, threshold), 1)
-                survivors = np.flatnonzero(_greedy_keep(over))[: limit - count]
-                new = count + len(survivors)
-                kept[count:new] = block[survivors]
-                kept_boxes[count:new] = block_boxes[survivors]
-                kept_shifted[count:new] = block_shifted[survivors]
-                kept_cls[count:new] = block_cls[survivors]
-                count = new
-                if count == limit:
-                    return kept, kept_boxes
+            terms = _iou_terms(group_shifted)
+            alive = np.ones(len(group), dtype=bool)
+            if count:  # drop the candidates that a box kept before this group suppresses
+                old = tuple(t[None, :] for t in _iou_terms(kept_shifted[:count]))
+                hit = _iou(tuple(t[:, None] for t in terms), old) > threshold
+                hit &= group_cls[:, None] == kept_cls[None, :count]
+                alive = ~hit.any(axis=1)
+            src, dst = _pairs_above(terms, group_cls, threshold)
+            survivors = np.flatnonzero(_greedy_keep(alive, src, dst))[: limit - count]
+            new = count + len(survivors)
+            kept[count:new] = group[survivors]
+            kept_boxes[count:new] = group_boxes[survivors]
+            kept_shifted[count:new] = group_shifted[survivors]
+            kept_cls[count:new] = group_cls[survivors]
+            count = new
+            if count == limit:
+                return kept, kept_boxes
     return kept[:count], kept_boxes[:count]
 
 
