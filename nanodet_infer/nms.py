@@ -122,31 +122,36 @@ def _pairs_above(
     a tiny or non-finite area get the plain overlap window ``[x1[q], x2[q])`` (a positive float32 overlap
     needs ``max(x1) < min(x2)``). The IoU of the formed pairs is the dense one (:func:`_iou`), bit for bit.
     """
-    order = np.argsort(terms[0], kind="stable")
+    order = np.argsort(terms[0])  # any order of equal x1 works: the bound holds from either box
     x1, y1, x2, y2, area = (t[order] for t in terms)
-    shrink = float(threshold) * (1 - _WINDOW_SLACK) if threshold >= _TINY_THRESHOLD else 0.0
-    normal = area >= _TINY_AREA
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf gives NaN, which np.fmin replaces by hi
-        x_reach, y_reach = (
-            np.fmin(np.where(normal, hi - (hi - lo.astype(np.float64)) * shrink, hi), hi)
-            for lo, hi in ((x1, x2), (y1, y2))
-        )
+    classes = class_ids[order]
+    x_reach, y_reach = _reach(x1, x2, area, threshold), _reach(y1, y2, area, threshold)
     starts = np.arange(1, len(order) + 1)
     counts = np.maximum(np.searchsorted(x1, x_reach, side="left") - starts, 0)
     run_ends = np.cumsum(counts)
     q = np.repeat(np.arange(len(order)), counts)
     k = np.arange(run_ends[-1] if len(run_ends) else 0) + np.repeat(starts - run_ends + counts, counts)
     # The same bound in y, from the box whose y1 is smaller: max(y1) < y_reach of that box.
-    qy, ky = y1[q], y1[k]
-    low_reach = np.where(qy <= ky, y_reach[q], y_reach[k])
-    near = np.maximum(qy, ky) < low_reach
+    qy, ky = np.repeat(y1, counts), y1[k]
+    near = np.maximum(qy, ky) < np.where(qy <= ky, np.repeat(y_reach, counts), y_reach[k])
     q, k = q[near], k[near]
-    over = _iou(tuple(t[q] for t in (x1, y1, x2, y2, area)), tuple(t[k] for t in (x1, y1, x2, y2, area))) > threshold
-    q, k = q[over], k[over]
-    i, j = order[q], order[k]
-    same = class_ids[i] == class_ids[j]
-    i, j = i[same], j[same]
+    sides = (x1, y1, x2, y2, area)
+    over = _iou(tuple(t[q] for t in sides), tuple(t[k] for t in sides)) > threshold
+    over &= classes[q] == classes[k]
+    i, j = order[q[over]], order[k[over]]
     return np.minimum(i, j), np.maximum(i, j)
+
+
+def _reach(lo: np.ndarray, hi: np.ndarray, area: np.ndarray, threshold: np.float32) -> np.ndarray:
+    """float32 ``hi - threshold * (hi - lo)`` less the ``_WINDOW_SLACK`` margin, rounded up (see :func:`_pairs_above`).
+
+    ``hi`` where the area is tiny or not finite, where the threshold is tiny, and where the bound is NaN.
+    """
+    hi64 = hi.astype(np.float64)
+    shrink = float(threshold) * (1 - _WINDOW_SLACK) if threshold >= _TINY_THRESHOLD else 0.0
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf gives NaN, which np.fmin replaces by hi
+        bound = np.fmin(np.where(area >= _TINY_AREA, hi64 - (hi64 - lo) * shrink, hi64), hi64)
+        return np.nextafter(bound.astype(np.float32), np.float32(np.inf))  # >= the float64 bound
 
 
 def _greedy_keep(alive: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
