@@ -49,13 +49,22 @@ def _threshold_f32(threshold: float) -> np.float32:
     return t
 
 
+def _finite_rows(boxes: np.ndarray) -> np.ndarray:
+    """bool ``[M]``: the rows of float32 ``boxes [M, 4]`` whose four coordinates are finite.
+
+    The four bools of a row read as one uint32 (``0x01010101`` when all are true): one pass, where
+    ``.all(axis=1)`` over a length-4 axis is several times slower.
+    """
+    return np.isfinite(boxes).view(np.uint32)[:, 0] == 0x01010101
+
+
 def max_coordinate(boxes: np.ndarray) -> np.float32:
     """Upstream's ``boxes.max()`` over the finite rows of float32 xyxy ``boxes`` ``[M, 4]`` (0 when none).
 
     Rows with a NaN or infinite coordinate are left out: NMS drops those candidates.
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    finite = np.isfinite(boxes).all(axis=1)
+    finite = _finite_rows(boxes)
     if not finite.all():
         boxes = boxes[finite]
     return boxes.max() if len(boxes) else np.float32(0)
@@ -120,11 +129,11 @@ def _pairs_above(
     in y, from the box with the smaller ``y1``, filters the runs. The float32 IoU exceeds the real one by a
     few ulps at most while areas are normal numbers, which the margin ``_WINDOW_SLACK`` covers; boxes with
     a tiny or non-finite area get the plain overlap window ``[x1[q], x2[q])`` (a positive float32 overlap
-    needs ``max(x1) < min(x2)``). The IoU of the formed pairs is the dense one (:func:`_iou`), bit for bit.
+    needs ``max(x1) < min(x2)``). The IoU of the formed pairs is the dense one (:func:`_iou`), bit for bit
+    (``max`` returns one of its arguments, so reusing a known maximum changes nothing).
     """
     order = np.argsort(terms[0])  # any order of equal x1 works: the bound holds from either box
     x1, y1, x2, y2, area = (t[order] for t in terms)
-    classes = class_ids[order]
     x_reach, y_reach = _reach(x1, x2, area, threshold), _reach(y1, y2, area, threshold)
     starts = np.arange(1, len(order) + 1)
     counts = np.maximum(np.searchsorted(x1, x_reach, side="left") - starts, 0)
@@ -133,12 +142,24 @@ def _pairs_above(
     k = np.arange(run_ends[-1] if len(run_ends) else 0) + np.repeat(starts - run_ends + counts, counts)
     # The same bound in y, from the box whose y1 is smaller: max(y1) < y_reach of that box.
     qy, ky = np.repeat(y1, counts), y1[k]
-    near = np.maximum(qy, ky) < np.where(qy <= ky, np.repeat(y_reach, counts), y_reach[k])
-    q, k = q[near], k[near]
-    sides = (x1, y1, x2, y2, area)
-    over = _iou(tuple(t[q] for t in sides), tuple(t[k] for t in sides)) > threshold
-    over &= classes[q] == classes[k]
+    top = np.maximum(qy, ky)
+    near = np.flatnonzero(top < np.where(qy <= ky, np.repeat(y_reach, counts), y_reach[k]))
+    q, k, top = q[near], k[near], top[near]
+    # torchvision's IoU (as in _iou), reusing max(y1) and max(x1) = x1[k] (x1 is sorted and k > q).
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        w = np.minimum(x2[q], x2[k])
+        w -= x1[k]
+        np.maximum(w, 0, out=w)
+        h = np.minimum(y2[q], y2[k])
+        h -= top
+        np.maximum(h, 0, out=h)
+        inter = np.multiply(w, h, out=w)
+        union = area[q] + area[k]
+        union -= inter
+        over = np.divide(inter, union, out=union) > threshold
     i, j = order[q[over]], order[k[over]]
+    same = class_ids[i] == class_ids[j]
+    i, j = i[same], j[same]
     return np.minimum(i, j), np.maximum(i, j)
 
 
@@ -229,7 +250,7 @@ def greedy_nms(
             group = chunk[start : start + _GROUP]
             group_boxes = boxes_of(group)
             group_cls = class_ids[group]
-            finite = np.isfinite(group_boxes).all(axis=1)
+            finite = _finite_rows(group_boxes)
             if not finite.all():
                 group, group_boxes, group_cls = group[finite], group_boxes[finite], group_cls[finite]
             group_shifted = shift_by_class(group_boxes, group_cls, max_coord)

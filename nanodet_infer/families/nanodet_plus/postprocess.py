@@ -24,7 +24,7 @@ from ...errors import InvalidArgumentError
 from ...nms import greedy_nms, max_coordinate
 from .decode import decode_boxes
 
-_EAGER_ROWS = 256  # up to this many priors with a candidate are decoded up front
+_EAGER_ROWS = 1024  # up to this many priors with a candidate are decoded up front
 _BOUND_CHUNK = 64  # rows decoded at a time by _bounded_max_coordinate
 
 
