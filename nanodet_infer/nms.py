@@ -55,7 +55,7 @@ def _finite_rows(boxes: np.ndarray) -> np.ndarray:
     The four bools of a row read as one uint32 (``0x01010101`` when all are true): one pass, where
     ``.all(axis=1)`` over a length-4 axis is several times slower.
     """
-    return np.isfinite(boxes).view(np.uint32)[:, 0] == 0x01010101
+    return np.ascontiguousarray(np.isfinite(boxes)).view(np.uint32)[:, 0] == 0x01010101
 
 
 def max_coordinate(boxes: np.ndarray) -> np.float32:

@@ -10,7 +10,9 @@ is not a candidate, a NaN box logit drops its candidate, infinite box logits dec
 
 from __future__ import annotations
 
+import importlib
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -21,6 +23,8 @@ from hypothesis import strategies as st
 from nanodet_infer.families.nanodet_plus.decode import decode_boxes, integral, make_priors
 from nanodet_infer.families.nanodet_plus.postprocess import postprocess
 from nanodet_infer.nms import batched_nms
+
+POSTPROCESS_MODULE = importlib.import_module("nanodet_infer.families.nanodet_plus.postprocess")
 
 PROPERTY_SETTINGS = settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -167,6 +171,54 @@ def test_batched_nms_drops_non_finite_candidates(seed, n, classes, iou, max_keep
     expected = valid[batched_nms(boxes[valid], scores[valid], class_ids[valid], iou, max_keep)]
     np.testing.assert_array_equal(keep, expected)
     assert np.isfinite(scores[keep]).all() and np.isfinite(boxes[keep]).all()
+
+
+@PROPERTY_SETTINGS
+@given(problems())
+def test_many_candidates_path_equals_reference(problem) -> None:
+    """The path for many candidate priors (bounded max_coordinate, boxes decoded as NMS visits them), forced."""
+    scores, box_dist, priors, settings_ = problem
+    with mock.patch.object(POSTPROCESS_MODULE, "_EAGER_ROWS", 0):
+        result = run_both(scores, box_dist, priors, settings_)
+    check_invariants(result, settings_)
+    assert_matches_reference(result, scores, box_dist, priors, settings_)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 700),
+    clusters=st.integers(1, 40),
+    classes=st.sampled_from([1, 3, 80]),
+    scale=st.sampled_from([1e-30, 1e-3, 1.0, 300.0, 1e30]),
+    iou=st.one_of(st.sampled_from([0.0, 1e-30, 0.5, 0.6, 1.0]), st.floats(0.0, 1.0)),
+    max_keep=st.one_of(st.none(), st.integers(1, 150)),
+    integer=st.booleans(),
+)
+def test_batched_nms_on_crowded_clusters_equals_upstream(
+    seed, n, clusters, classes, scale, iou, max_keep, integer
+) -> None:
+    """Detector-like crowds (jittered boxes around a few objects, ties in x1 and scores, tiny and huge scales).
+
+    The sparse NMS forms only the pairs whose IoU can exceed the threshold; here most pairs overlap, and
+    the decisions must still be upstream's one box at a time.
+    """
+    rng = np.random.default_rng(seed)
+    centers = rng.uniform(0, 100, (clusters, 2))[rng.integers(0, clusters, n)]
+    sizes = rng.uniform(1, 40, (clusters, 2))[rng.integers(0, clusters, n)] * rng.uniform(0.6, 1.4, (n, 2))
+    xy = centers + rng.normal(0, 2, (n, 2)) - sizes / 2
+    boxes = np.concatenate([xy, xy + sizes], axis=1)
+    boxes = (np.round(boxes) if integer else boxes) * scale
+    boxes = boxes.astype(np.float32)
+    scores = rng.choice(np.linspace(0.05, 1, 30), n).astype(np.float32)
+    class_ids = rng.integers(0, classes, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the reference overflows at 1e30, as torch would silently
+        expected = upstream_nms(boxes, scores, class_ids, iou, max_keep)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = batched_nms(boxes, scores, class_ids, iou, max_keep)
+    np.testing.assert_array_equal(got, expected)
 
 
 # ---------------------------------------------------------------- the documented limits, spelled out
