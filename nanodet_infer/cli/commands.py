@@ -97,16 +97,17 @@ def _detect_video(video: Any, source: Source, detector: Any, out_path: Path | No
 
 
 def _record_image(image: Any, result: Any, source: Source, out_path: Path | None, progress: _Progress) -> str:
-    """Record the detections of one loaded image; write its annotated copy to ``out_path``; the summary line."""
+    """Write the annotated copy of one loaded image to ``out_path``, then record its detections (a run stopped
+    while the copy is written has no rows for it); the summary line."""
     import cv2
 
-    for row in result.to_coco(progress.images):
-        progress.rows.append({**row, "file_name": source.path.name, "path": str(source.path)})
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out_path, out_path.suffix) as temporary:
             if not cv2.imwrite(str(temporary), draw_detections(image, result)):
                 raise ImageReadError(f"could not write {safe_text(out_path)}; check that --save-dir is writable")
+    for row in result.to_coco(progress.images):
+        progress.rows.append({**row, "file_name": source.path.name, "path": str(source.path)})
     progress.images += 1
     progress.detections += len(result)
     return f"{safe_text(source.path)}: {len(result)} detections ({_summary(Counter(result.labels))})"
