@@ -142,3 +142,15 @@ def test_sigterm_while_workers_infer_keeps_the_rows_so_far(tmp_path) -> None:
     assert 0 < len(done) < len(IMAGES) and done == list(range(len(done)))
     copies = {p.name for p in out.iterdir()}  # complete annotated copies only: no temporary file is left
     assert copies <= {p.name for p in IMAGES} and {row["file_name"] for row in rows} <= copies
+
+
+@pytest.mark.parametrize("extra", [["--workers", "0"], ["--workers", "two"], ["--workers", "2", "--ray"]])
+def test_bad_workers_option_is_refused(extra, tmp_path, capsys) -> None:
+    out_json = tmp_path / "rows.json"
+    argv = ["detect", str(IMAGES[0]), *_argv("onnxruntime"), "--json", str(out_json), *extra]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's usage error
+        code = exit_.code
+    assert code == 2 and "--workers" in capsys.readouterr().err
+    assert not out_json.exists() or json.loads(out_json.read_text()) == []  # no rows: nothing was detected

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..arguments import check_positive_int
 from ..errors import InvalidArgumentError
 from ..families import family_names
 
@@ -97,6 +98,13 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise InvalidArgumentError(f"expected comma-separated integers such as 8,16,32,64, got {text!r}") from None
 
 
+def _workers(text: str) -> int:
+    try:
+        return check_positive_int("--workers", int(text))
+    except ValueError:
+        raise InvalidArgumentError(f"--workers must be an integer >= 1, got {text!r}") from None
+
+
 # ---------------------------------------------------------------------------------------------- parser
 SETTING_OPTIONS = ("score_threshold", "iou_threshold", "max_detections", "multi_label")
 """The detection settings the commands take; an option left out (None) is the model family's default."""
@@ -115,7 +123,7 @@ def _add_model_options(parser: argparse.ArgumentParser, *, defaults: str) -> Non
     group.add_argument("--max-detections", type=int, default=None, help=f"at most this many per image ({default})")
     group.add_argument("--threads", type=int, default=None,
                        help="engine threads of each inference (default 1: the --workers share the cores)")
-    group.add_argument("--workers", type=int, default=None,
+    group.add_argument("--workers", type=_argparse_type(_workers), default=None,
                        help="images in flight at once, each on a worker thread (Detector.stream; default: the CPU "
                        "count); not with --ray")
     group.add_argument("--precision", default="f32", choices=("f32", "bf16", "f16"))
