@@ -200,13 +200,22 @@ def _check_detect_outputs(args: argparse.Namespace, sources: Sequence[Source], f
             )
 
 
+def _check_ray_options(args: argparse.Namespace, sources: Sequence[Source]) -> None:
+    """What ``--ray`` cannot do, refused before any work (no model loaded, no ``--json`` written)."""
+    for option, value in (("--save-dir", args.save_dir), ("--workers", args.workers)):
+        if value is not None:
+            raise InvalidArgumentError(f"{option} is not supported with --ray; drop it (or drop --ray)")
+    videos = [s.path for s in sources if s.is_video]
+    if videos:
+        raise InvalidArgumentError(
+            f"videos are not supported with --ray ({safe_text(videos[0])}); run them without --ray"
+        )
+
+
 def _run_on_ray(sources: Sequence[Source], args: argparse.Namespace, progress: _Progress) -> None:
     """``detect --ray``: the images on Ray Data (:mod:`nanodet_infer.scale_out`); the same rows as locally."""
     from ..scale_out import detect_with_ray
 
-    for option, value in (("--save-dir", args.save_dir), ("--workers", args.workers)):
-        if value is not None:
-            raise InvalidArgumentError(f"{option} is not supported with --ray; drop it (or drop --ray)")
     options = arguments.detector_options(args)
     threads = options.pop("num_threads")
     run = detect_with_ray([s.path for s in sources], args.model, actors=args.actors, threads=threads,
@@ -223,6 +232,8 @@ def run_detect(args: argparse.Namespace) -> int:
     inputs = collect_sources(args.paths)
     planned = output_paths(inputs.sources, args.save_dir) if args.save_dir is not None else {}
     _check_detect_outputs(args, inputs.sources, inputs.folders, planned)
+    if args.ray:
+        _check_ray_options(args, inputs.sources)
     detector = arguments.make_detector(args)  # a model that does not load stops the run here, also with --ray
     progress = _Progress(rows=[])
     started = time.perf_counter()
