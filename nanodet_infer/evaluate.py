@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -196,22 +196,28 @@ def coco_stats(
 
 
 def evaluate_coco(
-    detector: Callable[[Any], Any],
+    detector: Any,
     ground_truth: str | Path | Any,
     image_dir: str | Path,
     *,
     progress: bool = False,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Run ``detector`` on every image of ``ground_truth`` (read from ``image_dir``) and score it.
 
+    The images go through ``detector.stream`` (reading, pre- and post-processing overlap inference; the
+    results equal one call per image). An image that cannot be read stops the evaluation with its
+    :class:`~nanodet_infer.errors.ImageReadError`.
+
     Args:
-        detector: a :class:`~nanodet_infer.Detector` (anything callable on an image path that returns
-            an object with ``to_coco(image_id, category_ids)``; its ``metadata.class_names``, if any, are
-            matched to the categories by :func:`category_mapping`).
+        detector: a :class:`~nanodet_infer.Detector` (anything with ``stream(paths, workers=...)`` yielding,
+            in order, objects with ``to_coco(image_id, category_ids)``; its ``metadata.class_names``, if any,
+            are matched to the categories by :func:`category_mapping`).
         ground_truth: COCO annotation JSON path (``images`` give ``id`` and ``file_name``), or a
             ``COCO`` object from :func:`load_ground_truth`.
         image_dir: folder the ``file_name`` entries are relative to.
         progress: show a tqdm progress bar on stderr.
+        workers: images in flight at once (``Detector.stream``; ``None``: its default, the CPU count).
 
     Returns:
         The :func:`coco_stats` numbers plus ``num_images`` and ``num_detections``; the result rows
@@ -226,12 +232,12 @@ def evaluate_coco(
         raise ImageReadError(f"image folder not found: {root}")
     files = image_files(gt, ground_truth if isinstance(ground_truth, str | Path) else "annotation file")
     rows: list[dict[str, Any]] = []
+    found = detector.stream((str(root / file_name) for _, file_name in files), workers=workers)
     if progress:
         from tqdm import tqdm
 
-        files = tqdm(files, desc="eval", unit="img")
-    for image_id, file_name in files:
-        detections = detector(str(root / file_name))
+        found = tqdm(found, total=len(files), desc="eval", unit="img")
+    for (image_id, _), detections in zip(files, found, strict=True):
         rows.extend(row for row in detections.to_coco(image_id, category_ids) if row["category_id"] >= 0)
     stats: dict[str, Any] = coco_stats(rows, gt)
     stats["num_images"] = len(gt.getImgIds())

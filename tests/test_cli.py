@@ -145,18 +145,19 @@ def test_help_documents_skipping_and_exit_status(capsys) -> None:
 
 
 class _FailingDetector:
-    """Wraps a detector; its call number ``fail_at`` raises like a model failing at run time."""
+    """Wraps a detector; the ``fail_at``-th image of its streams raises like a model failing at run time."""
 
     def __init__(self, detector, fail_at: int) -> None:
         self.detector, self.fail_at, self.calls = detector, fail_at, 0
 
-    def __call__(self, image):
-        self.calls += 1
-        if self.calls == self.fail_at:
-            from nanodet_infer.errors import IncompatibleModelError
+    def stream(self, images, workers=None):
+        for result in self.detector.stream(images, workers=workers):
+            self.calls += 1
+            if self.calls == self.fail_at:
+                from nanodet_infer.errors import IncompatibleModelError
 
-            raise IncompatibleModelError("simulated failure at run time")
-        return self.detector(image)
+                raise IncompatibleModelError("simulated failure at run time")
+            yield result
 
 
 def _fail_at(monkeypatch, call: int) -> None:

@@ -163,10 +163,27 @@ def test_cli_ray_json_equals_local_json(local_ray: Path, folder: Path, tmp_path:
     assert json.loads((tmp_path / "ray.json").read_text()) == local
 
 
-def test_cli_ray_refuses_save_dir(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [(["--save-dir", "out"], "--save-dir is not supported with --ray"),
+     (["--workers", "2"], "--workers is not supported with --ray"),
+     (["VIDEO"], "videos are not supported with --ray")],
+)
+def test_cli_ray_refuses_what_it_cannot_do_before_any_work(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    extra: list[str], needle: str,
+) -> None:
     from nanodet_infer.cli import main
 
-    status = main(["detect", str(folder), "--model", str(MODEL), "--class-names", ",".join(NAMES), "--ray",
-                   "--save-dir", str(tmp_path / "out"), "--no-progress"])
+    monkeypatch.setattr("nanodet_infer.cli.arguments.make_detector", lambda *a, **k: pytest.fail("model loaded"))
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (32, 32))
+    writer.write(np.zeros((32, 32, 3), np.uint8))
+    writer.release()
+    paths = [str(folder), *([str(video)] if extra == ["VIDEO"] else [])]
+    options = [] if extra == ["VIDEO"] else [str(tmp_path / e) if e == "out" else e for e in extra]
+    status = main(["detect", *paths, "--model", str(MODEL), "--class-names", ",".join(NAMES), "--ray",
+                   "--json", str(tmp_path / "rows.json"), "--no-progress", *options])
     assert status == 2
-    assert "--save-dir is not supported with --ray" in capsys.readouterr().err
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "rows.json").exists()

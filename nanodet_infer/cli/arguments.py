@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..arguments import check_positive_int
 from ..errors import InvalidArgumentError
 from ..families import family_names
 
@@ -97,6 +98,13 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise InvalidArgumentError(f"expected comma-separated integers such as 8,16,32,64, got {text!r}") from None
 
 
+def _workers(text: str) -> int:
+    try:
+        return check_positive_int("--workers", int(text))
+    except ValueError:
+        raise InvalidArgumentError(f"--workers must be an integer >= 1, got {text!r}") from None
+
+
 # ---------------------------------------------------------------------------------------------- parser
 SETTING_OPTIONS = ("score_threshold", "iou_threshold", "max_detections", "multi_label")
 """The detection settings the commands take; an option left out (None) is the model family's default."""
@@ -113,7 +121,11 @@ def _add_model_options(parser: argparse.ArgumentParser, *, defaults: str) -> Non
     group.add_argument("--iou-threshold", type=float, default=None,
                        help=f"NMS suppresses boxes overlapping a kept box of their class more than this ({default})")
     group.add_argument("--max-detections", type=int, default=None, help=f"at most this many per image ({default})")
-    group.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
+    group.add_argument("--threads", type=int, default=None,
+                       help="engine threads of each inference (default 1: the --workers share the cores)")
+    group.add_argument("--workers", type=_argparse_type(_workers), default=None,
+                       help="images in flight at once, each on a worker thread (Detector.stream; default: the CPU "
+                       "count); not with --ray")
     group.add_argument("--precision", default="f32", choices=("f32", "bf16", "f16"))
     ratio = group.add_mutually_exclusive_group()
     ratio.add_argument("--keep-ratio", dest="keep_ratio", action="store_true", default=None,
@@ -205,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------- detector
 def detector_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~nanodet_infer.Detector` keyword arguments (model file aside) that the options give; a
-    setting not given is None (the model family's default)."""
+    setting not given is None (the model family's default); ``num_threads`` defaults to 1, since the commands
+    run several images at once (``--workers``) rather than one image on every core."""
     facts: dict[str, Any] = {}
     names = class_names_option(args.class_names)
     if names is not None:
@@ -216,7 +229,7 @@ def detector_options(args: argparse.Namespace) -> dict[str, Any]:
             facts[key] = value
     return {
         "backend": args.backend,
-        "num_threads": args.threads,
+        "num_threads": 1 if args.threads is None else args.threads,
         "precision": args.precision,
         "keep_ratio": args.keep_ratio,
         "model_family": args.model_family,

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,7 @@ def _detect_video(video: Any, source: Source, detector: Any, out_path: Path | No
             stack.callback(writer.release)  # runs first: the file is complete before it is renamed
         bar = tqdm(frames, total=count or None, desc=safe_text(source.path.name), unit="frame",
                    disable=args.no_progress)
-        for index, frame in enumerate(bar):
-            result = detector(frame)
+        for index, frame, result in _detect_in_order(detector, enumerate(bar), args.workers):
             per_class.update(result.labels)
             for row in result.to_coco(progress.images):
                 progress.rows.append({**row, "file_name": source.path.name, "path": str(source.path), "frame": index})
@@ -96,53 +96,93 @@ def _detect_video(video: Any, source: Source, detector: Any, out_path: Path | No
     tqdm.write(f"{safe_text(source.path)}: {done} frames; {_summary(per_class)}")
 
 
-def _detect_image(image: Any, source: Source, detector: Any, out_path: Path | None, progress: _Progress) -> str:
-    """Detect on one loaded image; write its annotated copy to ``out_path``; the summary line."""
+def _record_image(image: Any, result: Any, source: Source, out_path: Path | None, progress: _Progress) -> str:
+    """Write the annotated copy of one loaded image to ``out_path``, then record its detections (a run stopped
+    while the copy is written has no rows for it); the summary line."""
     import cv2
 
-    result = detector(image)
-    for row in result.to_coco(progress.images):
-        progress.rows.append({**row, "file_name": source.path.name, "path": str(source.path)})
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out_path, out_path.suffix) as temporary:
             if not cv2.imwrite(str(temporary), draw_detections(image, result)):
                 raise ImageReadError(f"could not write {safe_text(out_path)}; check that --save-dir is writable")
+    for row in result.to_coco(progress.images):
+        progress.rows.append({**row, "file_name": source.path.name, "path": str(source.path)})
     progress.images += 1
     progress.detections += len(result)
     return f"{safe_text(source.path)}: {len(result)} detections ({_summary(Counter(result.labels))})"
 
 
-def _read_source(source: Source) -> Any:
-    """The decoded image, or the opened video, of ``source``; :class:`ImageReadError` if it cannot be read."""
+def _detect_in_order(detector: Any, entries: Iterable[tuple[Any, Any]], workers: int | None
+                     ) -> Iterator[tuple[Any, Any, Any]]:
+    """``(tag, image)`` entries -> ``(tag, image, Detections)`` in input order, detected by ``detector.stream``.
+
+    The decoded image comes back with its result (for the annotated copy); the stream reads at most
+    ``2 * workers`` entries ahead. An entry whose image is an exception (an input that could not be read) is
+    never sent to the detector: it comes back in its own place with ``None`` for the detections.
+    """
+    waiting: deque[tuple[Any, Any]] = deque()
+
+    def images() -> Iterator[Any]:
+        for tag, image in entries:
+            waiting.append((tag, image))
+            if not isinstance(image, Exception):
+                yield image
+
+    def skipped() -> Iterator[tuple[Any, Any, None]]:
+        while waiting and isinstance(waiting[0][1], Exception):
+            yield (*waiting.popleft(), None)
+
+    for result in detector.stream(images(), workers=workers):
+        yield from skipped()
+        yield (*waiting.popleft(), result)
+    yield from skipped()
+
+
+def _read_images(sources: Iterable[Source]) -> Iterator[tuple[Source, Any]]:
+    """``(source, decoded image)``, or ``(source, ImageReadError)`` for a file that cannot be read."""
     from ..images import load_image
 
-    return video_frames(source.path) if source.is_video else load_image(source.path)
+    for source in sources:
+        try:
+            yield source, load_image(source.path)
+        except ImageReadError as exc:
+            yield source, exc
+
+
+def _warn_unreadable(exc: ImageReadError, progress: _Progress) -> None:
+    from tqdm import tqdm
+
+    progress.unreadable += 1
+    tqdm.write(f"{PROG}: warning: {safe_text(exc)}; skipped", file=sys.stderr)
 
 
 def _run_sources(sources: Sequence[Source], detector: Any, planned: dict[Source, Path], args: argparse.Namespace,
                  progress: _Progress) -> None:
-    """Detect on every source; an unreadable one is a warning on stderr (counted), not the end of the run."""
+    """Detect on every source, in order: each run of consecutive images, and each video's frames, through
+    ``detector.stream``; an unreadable input is a warning on stderr (counted), not the end of the run."""
     from tqdm import tqdm
 
     images = [s for s in sources if not s.is_video]
     with tqdm(total=len(images), desc="images", unit="img", disable=args.no_progress or not images) as bar:
-        for source in sources:
-            try:
-                data = _read_source(source)
-            except ImageReadError as exc:
-                progress.unreadable += 1
-                tqdm.write(f"{PROG}: warning: {safe_text(exc)}; skipped", file=sys.stderr)
-                if not source.is_video:
-                    bar.update()
+        for is_video, group in itertools.groupby(sources, key=lambda s: s.is_video):
+            if is_video:
+                for source in group:
+                    try:
+                        video = video_frames(source.path)
+                    except ImageReadError as exc:
+                        _warn_unreadable(exc, progress)
+                        continue
+                    _detect_video(video, source, detector, planned.get(source), args, progress)
                 continue
-            if source.is_video:
-                _detect_video(data, source, detector, planned.get(source), args, progress)
-                continue
-            line = _detect_image(data, source, detector, planned.get(source), progress)
-            if len(images) <= 20:
-                tqdm.write(line)
-            bar.update()
+            for source, image, result in _detect_in_order(detector, _read_images(group), args.workers):
+                if result is None:
+                    _warn_unreadable(image, progress)
+                else:
+                    line = _record_image(image, result, source, planned.get(source), progress)
+                    if len(images) <= 20:
+                        tqdm.write(line)
+                bar.update()
 
 
 def _check_detect_outputs(args: argparse.Namespace, sources: Sequence[Source], folders: Sequence[Path],
@@ -160,14 +200,24 @@ def _check_detect_outputs(args: argparse.Namespace, sources: Sequence[Source], f
             )
 
 
+def _check_ray_options(args: argparse.Namespace, sources: Sequence[Source]) -> None:
+    """What ``--ray`` cannot do, refused before any work (no model loaded, no ``--json`` written)."""
+    for option, value in (("--save-dir", args.save_dir), ("--workers", args.workers)):
+        if value is not None:
+            raise InvalidArgumentError(f"{option} is not supported with --ray; drop it (or drop --ray)")
+    videos = [s.path for s in sources if s.is_video]
+    if videos:
+        raise InvalidArgumentError(
+            f"videos are not supported with --ray ({safe_text(videos[0])}); run them without --ray"
+        )
+
+
 def _run_on_ray(sources: Sequence[Source], args: argparse.Namespace, progress: _Progress) -> None:
     """``detect --ray``: the images on Ray Data (:mod:`nanodet_infer.scale_out`); the same rows as locally."""
     from ..scale_out import detect_with_ray
 
-    if args.save_dir is not None:
-        raise InvalidArgumentError("--save-dir is not supported with --ray; write --json (or drop --ray)")
     options = arguments.detector_options(args)
-    threads = options.pop("num_threads") or 1
+    threads = options.pop("num_threads")
     run = detect_with_ray([s.path for s in sources], args.model, actors=args.actors, threads=threads,
                           batch_size=args.batch_size, address=args.ray_address, progress=not args.no_progress,
                           **options)
@@ -182,6 +232,8 @@ def run_detect(args: argparse.Namespace) -> int:
     inputs = collect_sources(args.paths)
     planned = output_paths(inputs.sources, args.save_dir) if args.save_dir is not None else {}
     _check_detect_outputs(args, inputs.sources, inputs.folders, planned)
+    if args.ray:
+        _check_ray_options(args, inputs.sources)
     detector = arguments.make_detector(args)  # a model that does not load stops the run here, also with --ray
     progress = _Progress(rows=[])
     started = time.perf_counter()
@@ -215,7 +267,7 @@ def run_eval(args: argparse.Namespace) -> int:
         images = [args.images / name for _, name in image_files(gt, args.ann)]
         check_output_file(args.json, "--json", [args.ann, *model_inputs(args), *images], overwrite=args.overwrite)
     detector = arguments.make_detector(args, evaluation=True)
-    stats = evaluate_coco(detector, gt, args.images, progress=not args.no_progress)
+    stats = evaluate_coco(detector, gt, args.images, progress=not args.no_progress, workers=args.workers)
     for note in stats["notes"]:
         print(f"note: {safe_text(note)}")
     for name in STAT_NAMES:
