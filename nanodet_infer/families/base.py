@@ -18,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
@@ -118,3 +119,24 @@ class Family(ABC):
         self, outputs: Sequence[np.ndarray], plan: Any, spec: ModelSpec, settings: Settings
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One image's outputs (batch axis removed) → ``(xyxy [K, 4], scores [K], class_ids [K])`` original pixels."""
+
+
+class LayoutModuleFamily(Family):
+    """A :class:`Family` whose model-facing checks live in one ``layout`` module of its folder
+    (``check_facts``, ``foreign_metadata``, ``resolve_layout``) and whose evaluator runs with fixed settings
+    (:attr:`evaluation`, the four keys of :attr:`default_settings`)."""
+
+    layout: ClassVar[ModuleType]
+    evaluation: ClassVar[Mapping[str, Any]]
+
+    def check_facts(self, facts: Mapping[str, Any]) -> dict[str, Any]:
+        return self.layout.check_facts(facts)
+
+    def foreign_metadata(self, backend: Backend, facts: Mapping[str, Any]) -> ModelMetadata:
+        return self.layout.foreign_metadata(backend, facts)
+
+    def check_model(self, backend: Backend, metadata: ModelMetadata) -> Any:
+        return self.layout.resolve_layout(backend, metadata)
+
+    def evaluation_settings(self, metadata: ModelMetadata) -> Mapping[str, Any]:
+        return self.evaluation

@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ...backends.base import Backend
 from ...metadata import ModelMetadata
 from ...model_spec import ModelSpec
-from ..base import Family, Settings
+from ..base import LayoutModuleFamily, Settings
 from . import layout
 from .decode import make_priors
 from .postprocess import postprocess
@@ -30,24 +29,14 @@ EVALUATION_SETTINGS: Mapping[str, Any] = {
 """Upstream's evaluation settings (the head's ``test_cfg``: ``score_thr`` 0.05, NMS IoU 0.6, ``max_per_img`` 100)."""
 
 
-class NanoDetPlus(Family):
+class NanoDetPlus(LayoutModuleFamily):
     """NanoDet-Plus (see the module docstring and :mod:`.section` for its metadata keys)."""
 
     name = "nanodet-plus"
     default_settings = {"score_threshold": 0.35, "iou_threshold": 0.6, "max_detections": 100, "multi_label": True}
     foreign_facts = layout.FOREIGN_FACTS
-
-    def evaluation_settings(self, metadata: ModelMetadata) -> Mapping[str, Any]:
-        return EVALUATION_SETTINGS
-
-    def check_facts(self, facts: Mapping[str, Any]) -> dict[str, Any]:
-        return layout.check_facts(facts)
-
-    def foreign_metadata(self, backend: Backend, facts: Mapping[str, Any]) -> ModelMetadata:
-        return layout.foreign_metadata(backend, facts)
-
-    def check_model(self, backend: Backend, metadata: ModelMetadata) -> layout.OutputLayout:
-        return layout.resolve_layout(backend, metadata)
+    layout = layout
+    evaluation = EVALUATION_SETTINGS
 
     def model_keep_ratio(self, metadata: ModelMetadata) -> bool:
         return metadata.keep_ratio

@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ...backends.base import Backend
 from ...metadata import ModelMetadata
 from ...model_spec import ModelSpec
-from ..base import Family, Settings
+from ..base import LayoutModuleFamily, Settings
 from . import layout
 from .postprocess import boxes_to_original, non_max_suppression
 from .preprocess import LetterboxPlan, letterbox_input, plan_letterbox
@@ -36,24 +35,14 @@ EVALUATION_SETTINGS: Mapping[str, Any] = {
 """test.py's settings (mAP evaluation)."""
 
 
-class YoloV7(Family):
+class YoloV7(LayoutModuleFamily):
     """YOLOv7 (see the module docstring and :mod:`.section` for its metadata keys)."""
 
     name = "yolov7"
     default_settings = {"score_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 300, "multi_label": False}
     foreign_facts = layout.FOREIGN_FACTS
-
-    def evaluation_settings(self, metadata: ModelMetadata) -> Mapping[str, Any]:
-        return EVALUATION_SETTINGS
-
-    def check_facts(self, facts: Mapping[str, Any]) -> dict[str, Any]:
-        return layout.check_facts(facts)
-
-    def foreign_metadata(self, backend: Backend, facts: Mapping[str, Any]) -> ModelMetadata:
-        return layout.foreign_metadata(backend, facts)
-
-    def check_model(self, backend: Backend, metadata: ModelMetadata) -> layout.OutputLayout:
-        return layout.resolve_layout(backend, metadata)
+    layout = layout
+    evaluation = EVALUATION_SETTINGS
 
     def model_keep_ratio(self, metadata: ModelMetadata) -> bool:
         return True
