@@ -289,6 +289,18 @@ def check_int_list(
         raise MetadataError(f"{name} must be {what} in {low}..{high}, got {_thaw(values)!r}")
 
 
+MAX_LEVELS = 16
+"""At most this many pyramid levels in any family's metadata."""
+
+
+def check_strides(strides: Any) -> None:
+    """Raise :class:`MetadataError` unless ``strides`` are 1..16 strictly ascending integers in
+    ``1..MAX_INPUT_SIDE`` (one per pyramid level)."""
+    check_int_list("strides", strides, 1, MAX_INPUT_SIDE, what="positive integers")
+    if len(strides) > MAX_LEVELS or list(strides) != sorted(set(strides)):
+        raise MetadataError(f"strides must be strictly ascending, at most {MAX_LEVELS} levels, got {list(strides)!r}")
+
+
 def check_number(name: str, value: Any, low: float, high: float) -> None:
     """Raise :class:`MetadataError` unless ``value`` is a finite real number in ``[low, high]``."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import MetadataError
-from ...metadata import MAX_INPUT_SIDE, MetadataSection, check_int, check_int_list, check_number
+from ...metadata import MetadataSection, check_int, check_number, check_strides
 
 UPSTREAM_MEAN_BGR = (103.53, 116.28, 123.675)
 UPSTREAM_STD_BGR = (57.375, 57.12, 58.395)
 MAX_REG_MAX = 255
-MAX_LEVELS = 16
 
 
 @dataclass(frozen=True)
@@ -69,11 +68,7 @@ class NanoDetPlusSection(MetadataSection):
     def validate(self) -> None:
         """Raise :class:`MetadataError` naming the first field outside its range."""
         check_int("reg_max", self.reg_max, 1, MAX_REG_MAX)
-        check_int_list("strides", self.strides, 1, MAX_INPUT_SIDE, what="positive integers")
-        if len(self.strides) > MAX_LEVELS or list(self.strides) != sorted(set(self.strides)):
-            raise MetadataError(
-                f"strides must be strictly ascending, at most {MAX_LEVELS} levels, got {list(self.strides)!r}"
-            )
+        check_strides(self.strides)
         if not isinstance(self.keep_ratio, bool):
             raise MetadataError(f"keep_ratio must be true or false, got {self.keep_ratio!r}")
         check_number("prior_offset", self.prior_offset, 0.0, 1.0)

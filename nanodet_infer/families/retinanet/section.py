@@ -33,10 +33,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ...errors import MetadataError
-from ...metadata import MAX_INPUT_SIDE, check_int_list
+from ...metadata import MAX_INPUT_SIDE, check_int_list, check_strides
 from ..torchvision_section import TorchvisionSection, check_float_lists
-
-MAX_LEVELS = 16
 
 TORCHVISION_ANCHOR_SIZES = tuple((x, int(x * 2 ** (1.0 / 3)), int(x * 2 ** (2.0 / 3))) for x in (32, 64, 128, 256, 512))
 """``retinanet_resnet50_fpn``'s anchor sizes: three octave scales per level, truncated to integers."""
@@ -71,11 +69,7 @@ class RetinaNetSection(TorchvisionSection):
         for name in ("min_size", "max_size", "size_divisible"):
             check_int_list(name, (getattr(self, name),), 1, MAX_INPUT_SIDE, what="an integer")
         levels = len(self.strides)
-        check_int_list("strides", self.strides, 1, MAX_INPUT_SIDE, what="positive integers")
-        if levels > MAX_LEVELS or list(self.strides) != sorted(set(self.strides)):
-            raise MetadataError(
-                f"strides must be strictly ascending, at most {MAX_LEVELS} levels, got {list(self.strides)!r}"
-            )
+        check_strides(self.strides)
         for name in ("anchor_sizes", "anchor_aspect_ratios"):
             if len(getattr(self, name)) != levels:
                 raise MetadataError(f"{name} must hold one list per level ({levels}), got {len(getattr(self, name))}")

@@ -35,10 +35,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import MetadataError
-from ...metadata import MAX_INPUT_SIDE, check_int_list, check_number
+from ...metadata import MAX_INPUT_SIDE, MAX_LEVELS, check_int_list, check_number
 from ..torchvision_section import TorchvisionSection, check_float_lists
 
-MAX_LEVELS = 16
 MAX_DEFAULT_BOXES = 10_000_000
 
 

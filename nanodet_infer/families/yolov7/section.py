@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import MetadataError
-from ...metadata import MAX_INPUT_SIDE, MetadataSection, check_int_list
+from ...metadata import MetadataSection, check_int_list, check_strides
 
-MAX_LEVELS = 16
 MAX_ANCHOR = 1e6  # pixels; finite, positive and below this
 LETTERBOX_COLOR = 114
 """Upstream ``letterbox``'s padding value (each channel)."""
@@ -73,11 +72,7 @@ class YoloV7Section(MetadataSection):
 
     def validate(self) -> None:
         """Raise :class:`MetadataError` naming the first field outside its range."""
-        check_int_list("strides", self.strides, 1, MAX_INPUT_SIDE, what="positive integers")
-        if len(self.strides) > MAX_LEVELS or list(self.strides) != sorted(set(self.strides)):
-            raise MetadataError(
-                f"strides must be strictly ascending, at most {MAX_LEVELS} levels, got {list(self.strides)!r}"
-            )
+        check_strides(self.strides)
         levels = self.anchors if isinstance(self.anchors, tuple) else ()
         sizes = {len(level) if isinstance(level, tuple) else -1 for level in levels}
         if len(levels) != len(self.strides) or len(sizes) != 1 or min(sizes) < 2 or min(sizes) % 2:
