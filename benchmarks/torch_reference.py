@@ -160,7 +160,8 @@ class TorchPipeline:
         start = time.perf_counter()
         plans = [plan_input((im.shape[1], im.shape[0]), meta.input_size, keep_ratio=meta.keep_ratio,
                             dynamic_hw=False) for im in images]
-        batch = np.stack([preprocess(im, plan, meta.mean, meta.std, channel_order=meta.channel_order)
+        batch = np.stack([preprocess(im, plan, meta.mean, meta.std, channel_order=meta.channel_order,
+                                     arithmetic=meta.resize_arithmetic)
                           for im, plan in zip(images, plans, strict=True)])
         inferred = time.perf_counter()
         with torch.inference_mode():

@@ -188,7 +188,14 @@ def calibration_inputs(calibration: Calibration, metadata: ModelMetadata) -> Ite
             keep_ratio=metadata.keep_ratio,
             dynamic_hw=metadata.dynamic_hw,
         )
-        yield preprocess(image, plan, metadata.mean, metadata.std, channel_order=metadata.channel_order)[None]
+        yield preprocess(
+            image,
+            plan,
+            metadata.mean,
+            metadata.std,
+            channel_order=metadata.channel_order,
+            arithmetic=metadata.resize_arithmetic,
+        )[None]
 
 
 def calibration_facts(calibration: Calibration, method: str, float_layers: Sequence[str]) -> dict[str, Any]:

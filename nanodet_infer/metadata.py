@@ -82,15 +82,17 @@ class MetadataSection:
     Subclasses set :attr:`FAMILY` (the ``model_family`` string), :attr:`KINDS` (field → one of ``int``,
     ``float``, ``bool``, ``str``, ``dict``, ``int_list``, ``float_list``, ``str_list``, ``int_lists``,
     ``float_lists``),
-    :attr:`REQUIRED` (fields a file must carry) and :attr:`COMMON_DEFAULTS` (this family's defaults of the
-    optional common keys), and implement :meth:`validate`, raising :class:`MetadataError` naming the first
-    bad field and its range.
+    :attr:`REQUIRED` (fields a file must carry), :attr:`COMMON_DEFAULTS` (this family's defaults of the
+    optional common keys) and :attr:`OMITTED_AT_DEFAULT` (keys added after files existed, left out of a file
+    at their default so that a file written before them reads back unchanged), and implement
+    :meth:`validate`, raising :class:`MetadataError` naming the first bad field and its range.
     """
 
     FAMILY: ClassVar[str] = ""
     KINDS: ClassVar[Mapping[str, str]] = {}
     REQUIRED: ClassVar[tuple[str, ...]] = ()
     COMMON_DEFAULTS: ClassVar[Mapping[str, Any]] = {}
+    OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         self.validate()
@@ -205,13 +207,17 @@ class ModelMetadata:
         """The string map written into ONNX ``metadata_props`` / OpenVINO ``rt_info``.
 
         The optional ``precision`` / ``calibration`` keys are left out at their defaults (``f32`` / ``{}``), so
-        a float model's map is what it was before they existed.
+        a float model's map is what it was before they existed; so are a section's ``OMITTED_AT_DEFAULT`` keys.
         """
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "section"}
         for name in _OMITTED_AT_DEFAULT:
             if values[name] == _COMMON_DEFAULTS[name]:
                 del values[name]
-        values.update(asdict(self.section))
+        section = asdict(self.section)
+        for name in self.section.OMITTED_AT_DEFAULT:
+            if section[name] == next(f.default for f in fields(self.section) if f.name == name):
+                del section[name]
+        values.update(section)
         out: dict[str, str] = {}
         for name, value in values.items():
             out[KEY_PREFIX + name] = value if isinstance(value, str) else json.dumps(_thaw(value), ensure_ascii=False)

@@ -12,6 +12,7 @@ from conftest import SHAPES
 from nanodet_infer.errors import InvalidArgumentError, InvalidImageError
 from nanodet_infer.families.nanodet_plus.resize import InputPlan, boxes_to_original, plan_input, preprocess
 from nanodet_infer.families.nanodet_plus.section import UPSTREAM_MEAN_BGR, UPSTREAM_STD_BGR
+from nanodet_infer.families.nanodet_plus.warp import warp_perspective
 
 
 def _image(name: str) -> np.ndarray:
@@ -82,7 +83,7 @@ def test_keep_ratio_input_pads_with_zero_after_normalisation() -> None:
     result = preprocess(image, plan, UPSTREAM_MEAN_BGR, UPSTREAM_STD_BGR, out=batch[1])
     assert np.shares_memory(result, batch) and np.all(batch[0] == 7.0)
     cw, ch = plan.content_size
-    warped = cv2.warpPerspective(image, plan.matrix, dsize=(cw, ch)).astype(np.float32) / 255
+    warped = warp_perspective(image, plan.matrix, (cw, ch)).astype(np.float32) / 255
     mean = np.array(UPSTREAM_MEAN_BGR, dtype=np.float32) / 255
     std = np.array(UPSTREAM_STD_BGR, dtype=np.float32) / 255
     expected = ((warped - mean) / std).transpose(2, 0, 1)  # upstream's float32 arithmetic
@@ -96,7 +97,7 @@ def test_rgb_channel_order_reverses_the_planes() -> None:
     bgr = preprocess(image, plan, (0, 0, 0), (1, 1, 1))
     rgb = preprocess(image, plan, (0, 0, 0), (1, 1, 1), channel_order="RGB")
     np.testing.assert_array_equal(rgb, bgr[::-1])
-    blue = cv2.warpPerspective(image, plan.matrix, (128, 96))[:, :, 0]
+    blue = warp_perspective(image, plan.matrix, (128, 96))[:, :, 0]
     np.testing.assert_allclose(bgr[0], blue, atol=1e-4)  # (v/255 - 0)/(1/255) in float32 is v up to rounding
 
 

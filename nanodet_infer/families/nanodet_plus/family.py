@@ -47,7 +47,9 @@ class NanoDetPlus(LayoutModuleFamily):
 
     def preprocess(self, image: np.ndarray, plan: InputPlan, spec: ModelSpec) -> np.ndarray:
         meta = spec.metadata
-        return preprocess(image, plan, meta.mean, meta.std, channel_order=meta.channel_order)
+        return preprocess(
+            image, plan, meta.mean, meta.std, channel_order=meta.channel_order, arithmetic=meta.resize_arithmetic
+        )
 
     def postprocess(
         self, outputs: Sequence[np.ndarray], plan: InputPlan, spec: ModelSpec, settings: Settings

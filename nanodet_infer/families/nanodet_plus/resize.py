@@ -6,7 +6,8 @@ network-input pixels, exactly upstream's ``warp_matrix``.
 
 Upstream (``ShapeTransform`` + ``color_aug_and_norm`` + ``stack_batch_img``) does, for validation:
 
-1. ``keep_ratio=False``: ``cv2.warpPerspective`` with ``diag(Wc/Ws, Hc/Hs, 1)`` straight to the input size.
+1. ``keep_ratio=False``: ``cv2.warpPerspective`` with ``diag(Wc/Ws, Hc/Hs, 1)`` straight to the input size
+   (reproduced by :mod:`.warp` in a named arithmetic, whatever OpenCV is installed).
    ``keep_ratio=True``: shrink the destination to the content size ``(int(r*Ws), int(r*Hs))`` with the
    limiting ratio ``r``, and warp with ``T @ Rs @ C`` (centre, scale by the ratio recomputed for the content
    size, move to the content centre).
@@ -21,11 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-import cv2
 import numpy as np
 
 from ...errors import InvalidArgumentError, InvalidImageError
 from ...preprocess import canvas_out, check_image, normalize_into
+from .warp import DEFAULT_ARITHMETIC, warp_perspective
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,13 @@ def preprocess(
     std: Sequence[float],
     *,
     channel_order: str = "BGR",
+    arithmetic: str = DEFAULT_ARITHMETIC,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Warp and normalise a BGR ``uint8 [H, W, 3]`` image into ``float32 [3, Hc, Wc]``.
 
-    ``mean``/``std`` are per network-input channel (in ``channel_order``), 0-255 scale. With ``out`` (a
+    ``mean``/``std`` are per network-input channel (in ``channel_order``), 0-255 scale. ``arithmetic`` names the
+    OpenCV warp arithmetic to reproduce (:data:`.warp.ARITHMETICS`). With ``out`` (a
     ``float32 [3, Hc, Wc]`` array or view, e.g. one slot of a batch) the result is written there and
     returned; the padding outside the content region is set to 0.
     """
@@ -121,7 +124,7 @@ def preprocess(
             f"{plan.src_size[0]}x{plan.src_size[1]}; call plan_input with this image's size"
         )
     out = canvas_out(plan.canvas_size, out)
-    warped = cv2.warpPerspective(image, plan.matrix, dsize=plan.content_size)
+    warped = warp_perspective(image, plan.matrix, plan.content_size, arithmetic)
     return normalize_into(warped, mean, std, channel_order, out)
 
 

@@ -7,6 +7,8 @@ key                         example               meaning
 ``strides``                 ``[8, 16, 32, 64]``   JSON list, one per pyramid level, strictly ascending
                                                   (1..MAX_INPUT_SIDE, at most 16 levels)
 ``keep_ratio``              ``false``             training resize: stretch (false) or keep ratio
+``resize_arithmetic``       ``opencv-5.0``        the OpenCV warp arithmetic the model was trained with
+                                                  (``opencv-5.0`` or ``opencv-4``; see ``warp.py``)
 ``prior_offset``            ``0.0``               prior centre = ``(index + offset) * stride``, in [0, 1]
 ``scores_output``           ``scores``            output ``[B, N, C]``, float32
 ``boxes_output``            ``boxes``             output ``[B, N, 4 * (reg_max + 1)]``, float32
@@ -26,6 +28,7 @@ from typing import Any, ClassVar
 
 from ...errors import MetadataError
 from ...metadata import MetadataSection, check_int, check_number, check_strides
+from .warp import ARITHMETICS, DEFAULT_ARITHMETIC
 
 UPSTREAM_MEAN_BGR = (103.53, 116.28, 123.675)
 UPSTREAM_STD_BGR = (57.375, 57.12, 58.395)
@@ -41,6 +44,7 @@ class NanoDetPlusSection(MetadataSection):
         "reg_max": "int",
         "strides": "int_list",
         "keep_ratio": "bool",
+        "resize_arithmetic": "str",
         "prior_offset": "float",
         "scores_output": "str",
         "boxes_output": "str",
@@ -48,6 +52,7 @@ class NanoDetPlusSection(MetadataSection):
         "box_side_order": "str",
     }
     REQUIRED: ClassVar[tuple[str, ...]] = ("reg_max", "strides")
+    OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("resize_arithmetic",)
     COMMON_DEFAULTS: ClassVar[dict[str, Any]] = {
         "input_size": (320, 320),
         "mean": UPSTREAM_MEAN_BGR,
@@ -59,6 +64,7 @@ class NanoDetPlusSection(MetadataSection):
     reg_max: int = 7
     strides: tuple[int, ...] = (8, 16, 32, 64)
     keep_ratio: bool = False
+    resize_arithmetic: str = DEFAULT_ARITHMETIC
     prior_offset: float = 0.0
     scores_output: str = "scores"
     boxes_output: str = "boxes"
@@ -71,6 +77,10 @@ class NanoDetPlusSection(MetadataSection):
         check_strides(self.strides)
         if not isinstance(self.keep_ratio, bool):
             raise MetadataError(f"keep_ratio must be true or false, got {self.keep_ratio!r}")
+        if self.resize_arithmetic not in ARITHMETICS:
+            raise MetadataError(
+                f"resize_arithmetic must be one of {', '.join(ARITHMETICS)}, got {self.resize_arithmetic!r}"
+            )
         check_number("prior_offset", self.prior_offset, 0.0, 1.0)
         if self.scores_activation not in ("sigmoid", "none"):
             raise MetadataError(f"scores_activation must be 'sigmoid' or 'none', got {self.scores_activation!r}")
