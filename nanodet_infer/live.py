@@ -46,7 +46,8 @@ _OPEN_LOCK = threading.Lock()  # OPENCV_FFMPEG_CAPTURE_OPTIONS is process-wide: 
 def source_kind(spec: str) -> str | None:
     """What ``spec`` names: ``"camera"`` (an index such as ``0``), ``"device"`` (``/dev/video0``), ``"stream"``
     (a URL with a scheme of :data:`STREAM_SCHEMES`), ``"pattern"`` (an image sequence: ``frame_%04d.png`` or a
-    glob such as ``frames/*.jpg``), or ``None`` (a plain file or folder path)."""
+    glob such as ``frames/*.jpg``), or ``None`` (a plain file or folder path; :class:`VideoSource` also opens a
+    video file, as kind ``"file"``)."""
     if spec.isdigit():
         return "camera"
     if spec.startswith("/dev/video"):
@@ -157,11 +158,11 @@ class VideoSource:
         rtsp_transport: str | None = None,
     ) -> None:
         spec = str(source)
-        kind = source_kind(spec)
+        kind = source_kind(spec) or ("file" if os.path.isfile(spec) else None)
         if kind is None:
             raise InvalidArgumentError(
                 f"{safe_text(spec)!r} is not a camera index, device, stream URL or image pattern "
-                f"(schemes: {', '.join(sorted(STREAM_SCHEMES))}); for video files use nanodet-infer detect FILE"
+                f"(schemes: {', '.join(sorted(STREAM_SCHEMES))}) or video file; check the spelling"
             )
         if not (isinstance(read_timeout, (int, float)) and 0 < read_timeout <= 3600):
             raise InvalidArgumentError(f"read_timeout must be seconds in (0, 3600], got {read_timeout!r}")
@@ -173,7 +174,7 @@ class VideoSource:
             raise InvalidArgumentError(f"rtsp_transport must be 'tcp' or 'udp', got {rtsp_transport!r}")
         self.spec, self.kind = spec, kind
         self.name = redact(spec) if kind == "stream" else safe_text(spec)
-        self.live = kind != "pattern"
+        self.live = kind not in ("pattern", "file")
         self.realtime = self.live if realtime is None else bool(realtime)
         self.read_timeout = float(read_timeout)
         self.reconnects = reconnects
@@ -290,6 +291,8 @@ class VideoSource:
             capture = cv2.VideoCapture(self.spec, cv2.CAP_V4L2, params)
         elif self.kind == "pattern":
             capture = cv2.VideoCapture(self.spec, cv2.CAP_IMAGES)
+        elif self.kind == "file":
+            capture = cv2.VideoCapture(self.spec)
         else:
             with _OPEN_LOCK:
                 previous = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
@@ -339,6 +342,8 @@ class VideoSource:
             self._post(final=StreamError(f"reading {self.name} failed: {safe_text(exc)}"))
 
     def _open_failure(self) -> str:
+        if self.kind == "file":
+            return f"cannot open video {self.name} (not a video, or no codec for it in OpenCV)"
         if self.kind == "pattern":
             return f"no image matches {self.name}; check the pattern (frame_%04d.png or a glob such as frames/*.jpg)"
         return (f"cannot open {self.name} (no answer, refused or not a video within {self.read_timeout:g} s); check "
