@@ -32,13 +32,14 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 def moving_shapes(index: int, size: tuple[int, int] = (320, 240)) -> np.ndarray:
-    """Frame ``index`` (BGR uint8 ``[H, W, 3]``): a filled circle moving right and a rectangle moving down at
-    constant speed on a grey background; the frame index is also drawn as text (each frame differs)."""
+    """Frame ``index`` (BGR uint8 ``[H, W, 3]``): a filled circle moving right (2 px a frame, back to the left
+    edge every 120 frames at 320x240) and a rectangle moving down (1 px a frame, back every 150 frames) on a grey
+    background; the frame index is also drawn as text (each frame differs)."""
     width, height = size
     image = np.full((height, width, 3), 200, np.uint8)
     x = 40 + (2 * index) % (width - 80)
     cv2.circle(image, (x, height // 3), 22, (30, 30, 200), -1)
-    y = 30 + (2 * index) % (height - 90)
+    y = 30 + index % (height - 90)
     cv2.rectangle(image, (width - 90, y), (width - 40, y + 50), (200, 60, 30), -1)
     cv2.putText(image, str(index), (5, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
     return image
@@ -139,7 +140,7 @@ def ffmpeg_mpegts(url: str, seconds: float, fps: int = 30) -> subprocess.Popen:
         [ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi",
          "-i", f"testsrc=size=160x120:rate={fps}", "-t", str(seconds), "-c:v", "mpeg2video", "-g", "10",
          "-f", "mpegts", url],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
 

@@ -73,7 +73,7 @@ def output_stem(source: VideoSource) -> str:
         raw = f"camera{source.spec}"
     elif source.kind == "stream":
         parts = urlsplit(source.spec)
-        raw = f"{parts.hostname or 'stream'}_{parts.port or ''}_{parts.path}"
+        raw = "_".join(str(p) for p in (parts.hostname, parts.port, parts.path.strip("/")) if p)
     else:
         raw = Path(source.spec.replace("*", "").replace("%", "")).stem
     return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("_.")[:120] or "stream"
