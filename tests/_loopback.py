@@ -15,7 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
@@ -53,7 +53,7 @@ class MjpegServer:
         self.fps, self.frames = fps, frames
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/stream.mjpg"
-        self.sent = 0
+        self.on_send: Callable[[int], None] | None = None  # called with each frame index as it is sent
         self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> MjpegServer:
@@ -72,9 +72,10 @@ class MjpegServer:
                     while owner._server is not None and (owner.frames is None or index < owner.frames):
                         ok, jpeg = cv2.imencode(".jpg", moving_shapes(index))
                         assert ok
+                        if owner.on_send is not None:
+                            owner.on_send(index)
                         self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                                          f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg.tobytes() + b"\r\n")
-                        owner.sent += 1
                         index += 1
                         time.sleep(max(0.0, start + index / owner.fps - time.monotonic()))
                 except (BrokenPipeError, ConnectionResetError):
@@ -153,24 +154,3 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(3)
-
-
-def wait_for_port(port: int, timeout: float = 5.0) -> None:
-    """Until something listens on 127.0.0.1:``port`` (TCP)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-def iterate(limit: int, frames: Iterator) -> list:
-    """At most ``limit`` items of ``frames``."""
-    out = []
-    for item in frames:
-        out.append(item)
-        if len(out) >= limit:
-            break
-    return out

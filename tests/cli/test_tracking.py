@@ -44,7 +44,7 @@ def test_stream_takes_a_trackers_object(detector) -> None:
     frames = [moving_shapes(i) for i in range(10)]
     mine = [r.tracker_ids.tolist() for r in detector.stream(frames, tracker=ByteTrackTracker())]
     ours = [r.tracker_ids.tolist() for r in detector.stream(frames, tracker=ByteTrack())]
-    assert mine == ours and any(-1 < i for ids in mine for i in ids)
+    assert mine == ours and any(i > -1 for ids in mine for i in ids)
 
 
 def test_tracker_ids_in_results_and_rows() -> None:
