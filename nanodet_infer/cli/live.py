@@ -165,6 +165,15 @@ def open_source(args: argparse.Namespace) -> VideoSource:
                        rtsp_transport="tcp" if args.rtsp_tcp else None)
 
 
+def _quiet_video_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own log lines (timeouts, refused connections) off the terminal: the run reports
+    them as one-line errors itself. A user's ``OPENCV_FFMPEG_LOGLEVEL`` is kept."""
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when the first capture opens
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def run_live(args: argparse.Namespace) -> int:
     """``nanodet-infer detect SOURCE`` for one :class:`VideoSource`; returns the exit status."""
     from tqdm import tqdm
@@ -172,6 +181,7 @@ def run_live(args: argparse.Namespace) -> int:
     from . import arguments
     from .drawing import draw_detections
 
+    _quiet_video_logs()
     source = open_source(args)
     video = None if args.save_dir is None else args.save_dir / f"{output_stem(source)}.mp4"
     _check_outputs(args, source, video)
