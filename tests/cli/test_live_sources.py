@@ -43,11 +43,10 @@ def test_mjpeg_stream_with_tracking_end_to_end(tmp_path, capsys) -> None:
     out = tmp_path / "frames.jsonl"
     with MjpegServer(fps=60) as server:
         argv = ["detect", server.url, *MODEL_ARGS, "--jsonl", str(out), "--max-frames", "100", "--track",
-                "--save-dir", str(tmp_path / "video")]
+                "--save-dir", str(tmp_path / "video"), "--every-frame"]  # real-time drops: tested below
         assert main(argv) == 0
     lines = _lines(out)
-    assert len(lines) == 100
-    assert [line["frame"] for line in lines] == sorted({line["frame"] for line in lines})
+    assert [line["frame"] for line in lines] == list(range(100))  # no shape wraps around within 100 frames
     assert all(line["source"] == server.url and line["timestamp"] > 0 and line["latency_ms"] >= 0 for line in lines)
     rows = [row for line in lines for row in line["rows"]]
     assert rows and all("tracker_id" in row and "frame" in row for row in rows)
@@ -72,6 +71,34 @@ def test_udp_mpegts_end_to_end(tmp_path) -> None:
         stop(sender)
     lines = _lines(out)
     assert len(lines) == 30 and all(line["image_size"] == [160, 120] for line in lines)
+
+
+def test_hls_over_http(tmp_path) -> None:
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from _loopback import ffmpeg_binary
+
+    subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i",
+                    "testsrc=size=160x120:rate=30", "-t", "2", "-c:v", "mpeg2video", "-f", "hls", "-hls_time", "1",
+                    "-hls_list_size", "0", str(tmp_path / "live.m3u8")], check=True, timeout=60)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    frames = []
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/live.m3u8"
+        source = VideoSource(url, realtime=False, read_timeout=5, reconnects=0, max_frames=100)
+        with pytest.raises(StreamError, match="lost .* after 60 frames"):  # a live source that ends is lost
+            frames.extend(source.frames())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [f.index for f in frames] == list(range(60))
 
 
 def test_tcp_mpegts_every_frame() -> None:

@@ -63,3 +63,25 @@ def test_tracker_ids_in_results_and_rows() -> None:
 def test_a_non_tracker_is_refused() -> None:
     with pytest.raises(InvalidArgumentError, match="tracker must be"):
         as_tracker(object())
+
+
+def test_detect_track_on_a_video_file(tmp_path) -> None:
+    import json
+
+    import cv2
+
+    from nanodet_infer.cli import main
+
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (320, 240))
+    for index in range(30):
+        writer.write(moving_shapes(index))
+    writer.release()
+    out = tmp_path / "clip.jsonl"
+    argv = ["detect", str(clip), "--model", str(SHAPES / "upstream_export.onnx"), "--class-names", ",".join(NAMES),
+            "--score-threshold", "0.5", "--no-progress", "--track", "--jsonl", str(out)]
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["frame"] for line in lines] == list(range(30))  # a file: every frame, in order
+    tracked = {(row["class_name"], row["tracker_id"]) for line in lines[2:] for row in line["rows"]}
+    assert {name for name, _ in tracked} >= {"circle", "rectangle"} and all(track >= 0 for _, track in tracked)
