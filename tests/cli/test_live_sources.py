@@ -66,11 +66,12 @@ def test_udp_mpegts_end_to_end(tmp_path) -> None:
     try:
         out = tmp_path / "udp.jsonl"
         assert main(["detect", f"udp://127.0.0.1:{port}", *MODEL_ARGS, "--jsonl", str(out), "--max-frames", "30",
-                     "--read-timeout", "5"]) == 0
+                     "--read-timeout", "5", "--track"]) == 0
     finally:
         stop(sender)
     lines = _lines(out)
     assert len(lines) == 30 and all(line["image_size"] == [160, 120] for line in lines)
+    assert all("tracker_id" in row for line in lines for row in line["rows"])
 
 
 def test_hls_over_http(tmp_path) -> None:
