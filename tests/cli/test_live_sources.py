@@ -225,3 +225,16 @@ def test_sigterm_ends_an_unbounded_run_within_two_seconds(tmp_path) -> None:
     capture = cv2.VideoCapture(str(video))
     assert capture.isOpened() and capture.read()[0]
     capture.release()
+
+
+def test_detector_stream_takes_a_video_source(tmp_path) -> None:
+    from nanodet_infer import Detector
+
+    for index in range(4):
+        cv2.imwrite(str(tmp_path / f"f_{index}.png"), moving_shapes(index))
+    detector = Detector(MODEL, num_threads=1, class_names=("circle", "rectangle", "triangle"))
+    source = VideoSource(str(tmp_path / "f_*.png"))
+    results = list(detector.stream(source, workers=2))
+    expected = [detector(moving_shapes(index)) for index in range(4)]
+    assert [r.xyxy.tolist() for r in results] == [e.xyxy.tolist() for e in expected]
+    assert source.stats.delivered == 4 and not source.realtime
