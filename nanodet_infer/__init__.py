@@ -20,6 +20,7 @@ from .errors import (
     MetadataError,
     ModelLoadError,
     NanoDetError,
+    StreamError,
     UnsafeCheckpointError,
 )
 from .metadata import ModelMetadata
@@ -56,6 +57,7 @@ __all__ = [
     "ModelMetadata",
     "NanoDetError",
     "StageTimings",
+    "StreamError",
     "UnsafeCheckpointError",
     "__version__",
 ]

@@ -291,8 +291,11 @@ class Detector:
             results.update(self._run_batch(group, settings))
         return [results[i] for i in range(len(results))]
 
-    def stream(self, images: Iterable[ImageInput], workers: int | None = None) -> Iterator[Detections]:
-        """Detect objects in an iterable of images (e.g. a generator); yields :class:`Detections` in input order.
+    def stream(
+        self, images: Iterable[ImageInput], workers: int | None = None, tracker: Any = None
+    ) -> Iterator[Detections]:
+        """Detect objects in an iterable of images (e.g. a generator, or a camera or stream opened as a
+        :class:`~nanodet_infer.live.VideoSource`); yields :class:`Detections` in input order.
 
         Throughput API: up to ``workers`` images (default: the CPU count) are processed at once, each on a worker
         thread, so one image's reading, preprocessing and post-processing overlap another's inference. ONNX
@@ -303,6 +306,11 @@ class Detector:
         ``2 * workers`` images are read ahead of the one being yielded. Each result equals calling the detector
         on that image (settings are read once, when the stream starts). An error on an image is raised when its
         turn comes; closing the generator early cancels the images not yet started.
+
+        ``tracker``: a :class:`~nanodet_infer.tracking.ByteTrack` (or a ``trackers`` / supervision tracker object,
+        :func:`~nanodet_infer.tracking.as_tracker`) updated with each result in order: the results then carry
+        ``tracker_ids``. A real-time ``VideoSource`` hands the stream its newest frame whenever the stream asks for
+        one, and the stream reads up to ``2 * workers`` ahead: for the lowest latency use ``workers=1``.
         """
         if isinstance(images, (str, bytes, os.PathLike, np.ndarray)) or not isinstance(images, Iterable):
             raise InvalidArgumentError(
@@ -310,7 +318,26 @@ class Detector:
                 "call the detector for one image"
             )
         count = (os.cpu_count() or 1) if workers is None else check_positive_int("workers", workers)
-        return self._stream(iter(images), count, self._settings, self._stream_backend(count))
+        results = self._stream(iter(images), count, self._settings, self._stream_backend(count))
+        if tracker is None:
+            return results
+        from .tracking import as_tracker
+
+        update = as_tracker(tracker)
+        return (update(result) for result in results)
+
+    def track(
+        self, images: Iterable[ImageInput], tracker: Any = None, workers: int | None = None
+    ) -> Iterator[Detections]:
+        """:meth:`stream` with a tracker: each :class:`Detections` carries ``tracker_ids`` (``-1``: not in a
+        confirmed track). ``tracker`` defaults to a new :class:`~nanodet_infer.tracking.ByteTrack` at 30 fps (pass
+        one built with the source's frame rate for other rates); needs the ``track`` extra (see
+        :mod:`nanodet_infer.tracking`)."""
+        if tracker is None:
+            from .tracking import ByteTrack
+
+            tracker = ByteTrack()
+        return self.stream(images, workers=workers, tracker=tracker)
 
     def _stream_backend(self, workers: int) -> Backend:
         """The backend :meth:`stream` runs on: this one, or on OpenVINO with ``workers`` > 1 a multi-stream copy."""

@@ -19,6 +19,8 @@ class                          also a                 raised when
 ``UnsafeModelError``           ``ValueError``         a model holds control flow that can run without
                                                       bound (subclass of IncompatibleModelError)
 ``BackendUnavailableError``    ``ImportError``        the requested backend package is not installed
+``StreamError``                ``OSError``            a camera or stream cannot be opened, stops
+                                                      answering (read timeout), or is lost for good
 ``CheckpointError``            ``ValueError``         a training checkpoint cannot be used (exporter)
 ``UnsafeCheckpointError``      ``CheckpointError``    a checkpoint needs full unpickling (exporter)
 ``ExportError``                ``RuntimeError``       export or its parity check failed (exporter)
@@ -62,6 +64,11 @@ class UnsafeModelError(IncompatibleModelError):
 
 class BackendUnavailableError(NanoDetError, ImportError):
     """The requested inference backend is not installed."""
+
+
+class StreamError(NanoDetError, OSError):
+    """A camera or network stream cannot be opened, sent nothing within the read timeout, or was lost and
+    could not be reopened within the reconnect limit."""
 
 
 class CheckpointError(NanoDetError, ValueError):

@@ -31,12 +31,14 @@ class StageTimings:
 
 @dataclass(frozen=True)
 class Detection:
-    """One detection: ``xyxy`` (x1, y1, x2, y2) original-image pixels, ``score``, ``class_id``, ``class_name``."""
+    """One detection: ``xyxy`` (x1, y1, x2, y2) original-image pixels, ``score``, ``class_id``, ``class_name``, and
+    ``tracker_id`` when a tracker ran (``-1``: not (yet) a confirmed track), else ``None``."""
 
     xyxy: tuple[float, float, float, float]
     score: float
     class_id: int
     class_name: str
+    tracker_id: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,8 +46,9 @@ class Detections:
     """Detections of one image.
 
     ``xyxy`` float32 ``[N, 4]`` original-image pixels, ``scores`` float32 ``[N]``, ``class_ids`` int64 ``[N]``,
-    ``class_names`` all model classes, ``image_size`` ``(W, H)``, ``timings`` when measured. The arrays are
-    read-only.
+    ``class_names`` all model classes, ``image_size`` ``(W, H)``, ``timings`` when measured, ``tracker_ids`` int64
+    ``[N]`` when a tracker ran (:mod:`nanodet_infer.tracking`; ``-1`` for a detection not (yet) in a confirmed
+    track), else ``None``. The arrays are read-only.
     """
 
     xyxy: np.ndarray
@@ -54,6 +57,7 @@ class Detections:
     class_names: tuple[str, ...]
     image_size: tuple[int, int]
     timings: StageTimings | None = None
+    tracker_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -62,6 +66,7 @@ class Detections:
             class_ids = np.array(self.class_ids, dtype=np.int64).reshape(-1)
             width, height = (int(v) for v in self.image_size)
             names = tuple(str(n) for n in self.class_names)
+            tracker_ids = None if self.tracker_ids is None else np.array(self.tracker_ids, dtype=np.int64).reshape(-1)
         except (TypeError, ValueError):
             raise InvalidArgumentError(
                 "Detections needs xyxy [N, 4], scores [N] and class_ids [N] numbers, class_names (a list) and "
@@ -72,15 +77,19 @@ class Detections:
                 f"Detections needs one box, score and class id per detection; got {len(xyxy)}, {len(scores)} "
                 f"and {len(class_ids)}"
             )
+        if tracker_ids is not None and len(tracker_ids) != len(scores):
+            raise InvalidArgumentError(f"Detections needs one tracker id per detection; got {len(tracker_ids)} for "
+                                       f"{len(scores)}")
         if len(class_ids) and (class_ids.min() < 0 or class_ids.max() >= len(names)):
             raise InvalidArgumentError(f"class ids must lie in [0, {len(names)}) (one per class name)")
-        for array in (xyxy, scores, class_ids):
+        for array in (xyxy, scores, class_ids) if tracker_ids is None else (xyxy, scores, class_ids, tracker_ids):
             array.flags.writeable = False
         object.__setattr__(self, "xyxy", xyxy)
         object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "class_ids", class_ids)
         object.__setattr__(self, "class_names", names)
         object.__setattr__(self, "image_size", (width, height))
+        object.__setattr__(self, "tracker_ids", tracker_ids)
 
     @classmethod
     def empty(
@@ -100,8 +109,13 @@ class Detections:
         return len(self.scores)
 
     def __iter__(self) -> Iterator[Detection]:
-        for box, score, class_id in zip(self.xyxy.tolist(), self.scores.tolist(), self.class_ids.tolist(), strict=True):
-            yield Detection(tuple(box), score, class_id, self.class_names[class_id])
+        for index in range(len(self)):
+            yield self[index]
+
+    def with_tracker_ids(self, tracker_ids: Sequence[int] | np.ndarray) -> Detections:
+        """The same detections with ``tracker_ids`` (one per detection, ``-1`` for untracked)."""
+        return Detections(self.xyxy, self.scores, self.class_ids, self.class_names, self.image_size, self.timings,
+                          tracker_ids)
 
     @overload
     def __getitem__(self, index: SupportsIndex) -> Detection: ...
@@ -117,10 +131,12 @@ class Detections:
         if isinstance(index, (int, np.integer)) and not isinstance(index, (bool, np.bool_)):
             box = self.xyxy[index].tolist()
             class_id = int(self.class_ids[index])
-            return Detection(tuple(box), float(self.scores[index]), class_id, self.class_names[class_id])
+            track = None if self.tracker_ids is None else int(self.tracker_ids[index])
+            return Detection(tuple(box), float(self.scores[index]), class_id, self.class_names[class_id], track)
         rows = self._rows(index)
         return Detections(
-            self.xyxy[rows], self.scores[rows], self.class_ids[rows], self.class_names, self.image_size, self.timings
+            self.xyxy[rows], self.scores[rows], self.class_ids[rows], self.class_names, self.image_size, self.timings,
+            None if self.tracker_ids is None else self.tracker_ids[rows],
         )
 
     def _rows(self, index: Any) -> slice | np.ndarray:
@@ -149,8 +165,8 @@ class Detections:
         return [self.class_names[i] for i in self.class_ids.tolist()]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict: ``image_size``, ``detections`` (``bbox`` xyxy, ``score``, ``class_id``, ``class_name``)
-        and ``timings_ms`` (or None)."""
+        """JSON-able dict: ``image_size``, ``detections`` (``bbox`` xyxy, ``score``, ``class_id``, ``class_name``, and
+        ``tracker_id`` when a tracker ran) and ``timings_ms`` (or None)."""
         timings = None
         if self.timings is not None:
             t = self.timings
@@ -163,14 +179,16 @@ class Detections:
         return {
             "image_size": list(self.image_size),
             "detections": [
-                {"bbox": list(d.xyxy), "score": d.score, "class_id": d.class_id, "class_name": d.class_name}
+                {"bbox": list(d.xyxy), "score": d.score, "class_id": d.class_id, "class_name": d.class_name,
+                 **({} if d.tracker_id is None else {"tracker_id": d.tracker_id})}
                 for d in self
             ],
             "timings_ms": timings,
         }
 
     def to_coco(self, image_id: int, category_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
-        """COCO result rows: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``.
+        """COCO result rows: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``, plus ``"tracker_id"``
+        when a tracker ran.
 
         ``category_ids[class_id]`` gives the COCO category of each class (default: the class id itself).
         """
@@ -181,13 +199,18 @@ class Detections:
         xywh = self.xyxy.astype(np.float64)
         xywh[:, 2:] -= xywh[:, :2]
         ids = self.class_ids.tolist() if category_ids is None else [int(category_ids[i]) for i in self.class_ids]
-        return [
+        rows = [
             {"image_id": image_id, "category_id": cat, "bbox": box, "score": score}
             for cat, box, score in zip(ids, xywh.tolist(), self.scores.tolist(), strict=True)
         ]
+        if self.tracker_ids is not None:
+            for row, track in zip(rows, self.tracker_ids.tolist(), strict=True):
+                row["tracker_id"] = track
+        return rows
 
     def to_supervision(self) -> Any:
-        """A ``supervision.Detections`` (class names in ``data["class_name"]``); needs ``pip install supervision``."""
+        """A ``supervision.Detections`` (class names in ``data["class_name"]``, ``tracker_id`` when a tracker ran);
+        needs ``pip install supervision``."""
         try:
             import supervision
         except ImportError as exc:
@@ -198,5 +221,6 @@ class Detections:
             xyxy=self.xyxy.copy(),
             confidence=self.scores.copy(),
             class_id=self.class_ids.copy(),
+            tracker_id=None if self.tracker_ids is None else self.tracker_ids.copy(),
             data={"class_name": np.array(self.labels, dtype=str)},
         )

@@ -157,6 +157,8 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``nanodet-infer`` (exposed for docs and tests)."""
+    from .live import add_live_options
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", "-v", action="store_true", help="show tracebacks on errors")
 
@@ -170,15 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     detect = sub.add_parser(
         "detect",
         parents=[common],
-        help="detect objects in images, folders and videos",
-        description="Detect objects in images, folders of images and videos.",
+        help="detect objects in images, folders, videos, cameras and streams",
+        description="Detect objects in images, folders of images, videos, cameras, network streams and image "
+        "sequences.",
         epilog="An input that cannot be read (not a decodable image, a video OpenCV cannot open) prints a "
         "one-line warning on stderr and is skipped; the other inputs are still processed and the exit status is "
         "then 2. Any other error stops the run with exit status 2 (--json still holds the rows found so far); "
         "so do Ctrl-C (status 130) and SIGTERM (status 143). Every output path is checked before the model "
         "is loaded: an input is never overwritten, an existing file only with --overwrite.",
     )
-    detect.add_argument("paths", nargs="+", metavar="PATH", help="image file, folder of images, or video file")
+    detect.add_argument("paths", nargs="+", metavar="PATH",
+                        help="image file, folder of images, video file; or one camera index (0), device (/dev/video0), "
+                        "stream URL (rtsp://, http(s):// MJPEG or HLS, udp://, tcp://) or image pattern (f_%%04d.png, "
+                        "'frames/*.jpg')")
     _add_model_options(detect, defaults="detection default")
     out = detect.add_argument_group("output")
     out.add_argument("--save-dir", type=Path, default=None,
@@ -189,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write COCO result rows here (atomically, or streamed into a pipe; also when the run "
                      "stops on an error)")
     _add_output_options(out)
+    add_live_options(detect)
     scale = detect.add_argument_group("Ray Data (pip install nanodet-infer[ray]; docs/scale-out.md)")
     scale.add_argument("--ray", action="store_true",
                        help="run on Ray Data: one Detector per actor, images read in the workers (images only)")

@@ -24,6 +24,7 @@ from ..safetext import safe_text
 from . import arguments
 from .arguments import PROG, build_parser
 from .drawing import draw_detections
+from .live import run_live, wants_live
 from .outputs import atomic_path, check_output_file, check_output_folder, is_within, real, write_json
 from .signals import exit_status, terminate_like_interrupt
 from .sources import Source, collect_sources, output_paths, video_frames
@@ -229,6 +230,8 @@ def _run_on_ray(sources: Sequence[Source], args: argparse.Namespace, progress: _
 
 def run_detect(args: argparse.Namespace) -> int:
     """``nanodet-infer detect``: returns the exit status (2 when an input could not be read)."""
+    if wants_live(args):
+        return run_live(args)
     inputs = collect_sources(args.paths)
     planned = output_paths(inputs.sources, args.save_dir) if args.save_dir is not None else {}
     _check_detect_outputs(args, inputs.sources, inputs.folders, planned)
