@@ -87,13 +87,17 @@ def _float_maps(matrix: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, 
     m = opencv_inverse(matrix).astype(np.float32)
     x = np.arange(w, dtype=np.float32)
     y = np.arange(h, dtype=np.float32)[:, None]
+    if m[1] == 0 and m[3] == 0 and m[6] == 0 and m[7] == 0 and m[8] == 1:
+        # scale + translation (every NanoDet plan): sx depends on x only, sy on y only, and the w term is 1;
+        # the same float32 values as below (y * 0 + c == c, fma(0, x, c) == c), computed once per row/column
+        sx = np.repeat(_fma32(m[0], x, m[2])[None, :], h, axis=0)
+        sy = np.repeat(y * m[4] + m[5], w, axis=1)
+        return sx, sy
     sx = _fma32(m[0], x, y * m[1] + m[2])
     sy = _fma32(m[3], x, y * m[4] + m[5])
-    if m[6] != 0 or m[7] != 0 or m[8] != 1:  # projective: divide by w (w = 1 exactly otherwise)
-        sw = _fma32(m[6], x, y * m[7] + m[8])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sx, sy = sx / sw, sy / sw
-    return sx, sy
+    sw = _fma32(m[6], x, y * m[7] + m[8])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return sx / sw, sy / sw
 
 
 def _fixed_maps(matrix: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
