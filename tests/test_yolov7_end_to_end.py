@@ -24,6 +24,9 @@ yolov7-tiny-s      4.4e-4 / 3.8e-5; 1.1e-3 / 4.1e-5            4.0e-4 / 1.7e-5; 
 yolov7-w6-aux-s    2.4e-3 / 2.0e-4; 2.5e-3 / 2.0e-4            1.9e-3 / 1.8e-4; 1.9e-3 / 1.8e-4
 =================  ==========================================  ==========================================
 
+Re-measured 2026-12 with onnxruntime 1.32.0 / openvino 2026.4.1 (constraints.txt): scores 2.9e-5 / 4.4e-5
+(yolov7-s), 6.2e-5 / 3.3e-5 (tiny), 1.9e-4 / 1.0e-4 (w6-aux), ORT / OpenVINO; boxes up to 2.8e-3 px.
+
 Labels and counts are equal everywhere; the sets of detections are equal (no detection crosses the
 threshold or the ``max_det`` cut).
 """
@@ -46,23 +49,29 @@ BOX_TOLERANCE, SCORE_TOLERANCE = 0.01, 1e-5
 FORMATS = {"onnxruntime": ("onnx", ".onnx"), "openvino": ("openvino", ".xml")}
 
 SCORE_EXCEPTIONS: dict[tuple[str, str], float] = {
-    ("yolov7-s", "onnxruntime"): 3e-5,  # measured 1.9e-5
-    ("yolov7-s", "openvino"): 4.5e-5,  # measured 3.0e-5
-    ("yolov7-tiny-s", "onnxruntime"): 6e-5,  # measured 4.1e-5
-    ("yolov7-tiny-s", "openvino"): 2.5e-5,  # measured 1.7e-5
-    ("yolov7-w6-aux-s", "onnxruntime"): 3e-4,  # measured 2.0e-4
-    ("yolov7-w6-aux-s", "openvino"): 2.7e-4,  # measured 1.8e-4
+    # measured max: onnxruntime 1.31/1.32 and openvino 2026.4 (2026-12); the first values, 2026-11 releases
+    ("yolov7-s", "onnxruntime"): 4.5e-5,  # measured 2.9e-5 (1.9e-5 before)
+    ("yolov7-s", "openvino"): 6.5e-5,  # measured 4.4e-5 (3.0e-5 before)
+    ("yolov7-tiny-s", "onnxruntime"): 9e-5,  # measured 6.2e-5 (4.1e-5 before)
+    ("yolov7-tiny-s", "openvino"): 5e-5,  # measured 3.3e-5 (1.7e-5 before)
+    ("yolov7-w6-aux-s", "onnxruntime"): 3e-4,  # measured 1.9e-4 (2.0e-4 before)
+    ("yolov7-w6-aux-s", "openvino"): 2.7e-4,  # measured 1.0e-4 (1.8e-4 before)
 }
 """(fixture, backend) → max |Δ score| allowed instead of 1e-5 (both settings; measured values above)."""
 
 REORDERED: dict[tuple[str, str, str, str], tuple[int, ...]] = {
-    ("yolov7-s", "onnxruntime", "test", "val_00000"): (177, 178),  # reference gap 5.3e-6
-    ("yolov7-s", "openvino", "test", "val_00000"): (177, 178),  # 5.3e-6
-    # gaps 5.2e-6, 1.0e-5, 2.7e-7, 2.8e-6
-    ("yolov7-tiny-s", "onnxruntime", "test", "val_00000"): (110, 111, 206, 207, 209, 210, 292, 293),
-    # gaps 8.2e-5, 8.4e-5, 8.4e-5 (271..273), 7.5e-5
-    ("yolov7-w6-aux-s", "onnxruntime", "test", "val_00000"): (77, 78, 92, 93, 271, 272, 273, 297, 298),
-    ("yolov7-w6-aux-s", "openvino", "test", "val_00000"): (256, 257),  # 4.0e-6
+    # the union over the engine releases measured (see SCORE_EXCEPTIONS); each pair's reference score gap is
+    # below that engine's score error
+    ("yolov7-s", "onnxruntime", "test", "val_00000"): (177, 178, 233, 234),  # reference gaps 5.3e-6, 1.4e-6
+    ("yolov7-s", "onnxruntime", "test", "val_00002"): (198, 199),  # 3.9e-7
+    ("yolov7-s", "openvino", "test", "val_00000"): (177, 178, 233, 234),  # 5.3e-6, 1.4e-6
+    # gaps 5.3e-5, 5.2e-6, 1.0e-5, 2.7e-7, 2.8e-6, 2.8e-6
+    ("yolov7-tiny-s", "onnxruntime", "test", "val_00000"): (102, 103, 110, 111, 206, 207, 209, 210, 236, 237, 292, 293),
+    ("yolov7-tiny-s", "onnxruntime", "test", "val_00001"): (235, 236),  # 2.2e-5
+    ("yolov7-tiny-s", "openvino", "test", "val_00000"): (236, 237, 292, 293),  # 2.8e-6, 2.8e-6
+    # gaps 8.2e-5, 8.4e-5, 4.1e-6, 8.4e-5 (271..273), 7.5e-5
+    ("yolov7-w6-aux-s", "onnxruntime", "test", "val_00000"): (77, 78, 92, 93, 240, 241, 271, 272, 273, 297, 298),
+    ("yolov7-w6-aux-s", "openvino", "test", "val_00000"): (256, 257, 271, 272),  # 4.0e-6, 1.3e-5
 }
 """(fixture, backend, setting, image) → positions (0-based, in the reference) that may hold another of these
 positions' detections."""
