@@ -44,6 +44,8 @@ SWAPS: dict[tuple[str, str, str, str], dict[int, int]] = {
     # torchvision's detections 26 and 27 (both label 0) score 0.05676979944 and 0.05676971376: 8.6e-8 apart,
     # below OpenVINO's score error (5.5e-7). OpenVINO ranks them the other way round; both are matched.
     ("retinanet", "openvino", "val_00004", "default"): {26: 27, 27: 26},
+    # the same pair with onnxruntime 1.31/1.32 (2026-12), whose score error here is also above the 8.6e-8 gap
+    ("retinanet", "onnxruntime", "val_00004", "default"): {26: 27, 27: 26},
 }
 """(model, backend, image, setting) → {torchvision's rank: our rank} of detections allowed to trade places."""
 
