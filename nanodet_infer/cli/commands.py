@@ -139,13 +139,14 @@ def _detect_in_order(detector: Any, entries: Iterable[tuple[Any, Any]], workers:
     yield from skipped()
 
 
-def _read_images(sources: Iterable[Source]) -> Iterator[tuple[Source, Any]]:
-    """``(source, decoded image)``, or ``(source, ImageReadError)`` for a file that cannot be read."""
+def _read_images(sources: Iterable[Source], max_pixels: int) -> Iterator[tuple[Source, Any]]:
+    """``(source, decoded image)``, or ``(source, ImageReadError)`` for a file that cannot be read or declares more
+    than ``max_pixels`` pixels (never decoded)."""
     from ..images import load_image
 
     for source in sources:
         try:
-            yield source, load_image(source.path)
+            yield source, load_image(source.path, max_pixels)
         except ImageReadError as exc:
             yield source, exc
 
@@ -175,7 +176,8 @@ def _run_sources(sources: Sequence[Source], detector: Any, planned: dict[Source,
                         continue
                     _detect_video(video, source, detector, planned.get(source), args, progress)
                 continue
-            for source, image, result in _detect_in_order(detector, _read_images(group), args.workers):
+            for source, image, result in _detect_in_order(detector, _read_images(group, args.max_image_pixels),
+                                                          args.workers):
                 if result is None:
                     _warn_unreadable(image, progress)
                 else:
