@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run on Ray Data: one Detector per actor, images read in the workers (images only)")
     scale.add_argument("--ray-address", default=None,
                        help="join this Ray cluster ('auto', 'ray://HOST:10001'); default: a local Ray for this run")
+    scale.add_argument("--ray-timeout", type=float, default=10.0,
+                       help="seconds --ray-address may take to answer before the run stops (default 10)")
     scale.add_argument("--actors", type=int, default=1, help="Ray actors, each with --threads engine threads")
     scale.add_argument("--batch-size", type=int, default=16, help="image paths per actor call")
 

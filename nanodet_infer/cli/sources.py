@@ -74,15 +74,36 @@ def annotated_name(path: Path) -> str:
     return path.name + ".jpg"
 
 
+NAME_MAX = 255
+"""Longest file name (bytes) most file systems take; a longer output name is shortened (:func:`fit_name`)."""
+
+
+def fit_name(name: str) -> str:
+    """``name`` if it fits :data:`NAME_MAX` bytes, else its stem cut and tagged with 8 hex digits of its hash
+    (``<cut stem>~1a2b3c4d<suffix>``): the same long name always gives the same short one."""
+    if len(name.encode()) <= NAME_MAX:
+        return name
+    import hashlib
+
+    path = Path(name)
+    suffix = path.suffix if len(path.suffix.encode()) <= 16 else ""
+    tag = "~" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    stem = name[: len(name) - len(suffix)]
+    while len((stem + tag + suffix).encode()) > NAME_MAX:
+        stem = stem[:-1]
+    return stem + tag + suffix
+
+
 def _output_name(source: Source, relative: Path) -> Path:
-    return relative.with_name(relative.stem + ".mp4" if source.is_video else annotated_name(relative))
+    return relative.with_name(fit_name(relative.stem + ".mp4" if source.is_video else annotated_name(relative)))
 
 
 def output_paths(sources: Sequence[Source], save_dir: Path) -> dict[Source, Path]:
     """Where each source's annotated copy goes: unique, and traceable to the source.
 
     An image keeps its name (:func:`annotated_name`), a video becomes ``STEM.mp4``, directly in
-    ``save_dir`` (``photos/a.jpg`` -> ``SAVE/a.jpg``). When two sources would get the same name
+    ``save_dir`` (``photos/a.jpg`` -> ``SAVE/a.jpg``); a name longer than :data:`NAME_MAX` bytes is shortened
+    (:func:`fit_name`; the JSON rows keep the input's full ``path``). When two sources would get the same name
     (``day/a.jpg`` and ``night/a.jpg``), every output of the run instead mirrors its source's place below
     the sources' deepest common folder (``SAVE/day/a.jpg``, ``SAVE/night/a.jpg``). The rare clash left
     (``clip.avi`` and ``clip.mp4`` side by side) gets ``_1``, ``_2``.
