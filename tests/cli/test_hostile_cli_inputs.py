@@ -5,6 +5,7 @@ SIGINT / SIGTERM end a run within 2 s with its outputs finalised."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import struct
@@ -165,3 +166,22 @@ def test_a_signal_ends_the_run_within_2_s_with_outputs_finalised(tmp_path: Path,
     assert {row["file_name"] for row in rows} == {IMAGES[0].name, IMAGES[1].name}
     assert sorted(p.name for p in out.iterdir()) == [IMAGES[0].name, IMAGES[1].name]  # no half-written file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "rows.json", "started"]
+
+
+def test_bench_inputs_are_bounded_and_typed(tmp_path: Path, monkeypatch) -> None:
+    import nanodet_infer.bench as bench
+    from nanodet_infer.errors import ImageReadError, ImageTooLargeError
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k in range(4):
+        (folder / f"{k}.jpg").write_bytes(IMAGES[k].read_bytes())
+    os.mkfifo(folder / "pipe.jpg")  # cv2.imread would block on it forever
+    monkeypatch.setattr(bench, "MAX_BENCH_IMAGES", 3)
+    assert len(bench.load_images(folder)) == 3
+    _png_bomb(folder / "0a.png")
+    with pytest.raises(ImageTooLargeError):
+        bench.load_images(folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageReadError, match="no images"):
+        bench.load_images(tmp_path / "empty")
