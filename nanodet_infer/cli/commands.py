@@ -70,14 +70,15 @@ def _detect_video(video: Any, source: Source, detector: Any, out_path: Path | No
     The annotated video is written under a temporary name and renamed at the end, so a run that fails
     or is stopped mid-way leaves no half-written ``.mp4``. A frame whose size differs from the video's (a stream
     that changes resolution) is detected at its own size and drawn scaled to the video's size (a warning says how
-    many). A video without a single decodable frame raises :class:`ImageReadError` (no ``.mp4`` is left).
+    many); a frame that does not decode is passed over (a warning says how many). A video without a single decodable
+    frame raises :class:`ImageReadError` (no ``.mp4`` is left).
     """
     import cv2
     from tqdm import tqdm
 
     frames, count, fps, size = video
     per_class: Counter[str] = Counter()
-    done = resized = 0
+    done = resized = undecodable = 0
     with contextlib.ExitStack() as stack:
         writer = None
         if out_path is not None:
@@ -88,6 +89,9 @@ def _detect_video(video: Any, source: Source, detector: Any, out_path: Path | No
         bar = tqdm(frames, total=count or None, desc=safe_text(source.path.name), unit="frame",
                    disable=args.no_progress)
         for index, frame, result in _detect_in_order(detector, enumerate(bar), args.workers):
+            if result is None:  # a frame that does not decode (video_frames): passed over
+                undecodable += 1
+                continue
             per_class.update(result.labels)
             for row in result.to_coco(progress.images):
                 progress.rows.append({**row, "file_name": source.path.name, "path": str(source.path), "frame": index})
@@ -101,6 +105,9 @@ def _detect_video(video: Any, source: Source, detector: Any, out_path: Path | No
             done += 1
         if done == 0:
             raise ImageReadError(f"video {safe_text(source.path)} has no decodable frame")
+    if undecodable:
+        tqdm.write(f"{PROG}: warning: {safe_text(source.path)}: {undecodable} frames do not decode; passed over",
+                   file=sys.stderr)
     if resized:
         tqdm.write(f"{PROG}: warning: {safe_text(source.path)}: {resized} frames differ in size from the video's "
                    f"{size[0]}x{size[1]}; detected at their own size, drawn scaled", file=sys.stderr)

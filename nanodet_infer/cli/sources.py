@@ -126,9 +126,14 @@ def output_paths(sources: Sequence[Source], save_dir: Path) -> dict[Source, Path
     return planned
 
 
+MAX_UNDECODABLE_FRAMES = 25
+"""Consecutive frames that may fail to decode before a video is taken to end there (within its stated count)."""
+
+
 def video_frames(path: Path) -> tuple[Iterator[Any], int, float, tuple[int, int]]:
     """Frames of a video (BGR uint8), its frame count as the container states it (0 if unknown), fps and
-    (W, H)."""
+    (W, H). A frame that does not decode before the stated count is reached comes as an :class:`ImageReadError`
+    in its place, and reading goes on (at most :data:`MAX_UNDECODABLE_FRAMES` in a row)."""
     import cv2
 
     capture = cv2.VideoCapture(str(path))
@@ -140,11 +145,18 @@ def video_frames(path: Path) -> tuple[Iterator[Any], int, float, tuple[int, int]
 
     def frames() -> Iterator[Any]:
         try:
+            index = failures = 0
             while True:
                 ok, frame = capture.read()
-                if not ok:
+                if ok:
+                    failures = 0
+                    yield frame
+                elif index >= count or failures >= MAX_UNDECODABLE_FRAMES:
                     return
-                yield frame
+                else:
+                    failures += 1
+                    yield ImageReadError(f"frame {index} of {safe_text(path)} does not decode")
+                index += 1
         finally:
             capture.release()
 

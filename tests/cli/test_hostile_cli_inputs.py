@@ -185,3 +185,20 @@ def test_bench_inputs_are_bounded_and_typed(tmp_path: Path, monkeypatch) -> None
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImageReadError, match="no images"):
         bench.load_images(tmp_path / "empty")
+
+
+def test_a_corrupt_frame_in_the_middle_is_passed_over_and_the_rest_detected(tmp_path: Path, capsys) -> None:
+    sizes = [(128, 96)] * 10
+    data = bytearray(_video(tmp_path / "good.avi", sizes).read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]  # one JPEG per frame
+    assert len(starts) == 10
+    data[starts[4] : starts[4] + 3000] = bytes(3000)  # frame 4 no longer decodes
+    video = tmp_path / "clip.avi"
+    video.write_bytes(bytes(data))
+    out_json = tmp_path / "rows.json"
+    assert main(["detect", str(video), *FOREIGN, "--json", str(out_json), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "1 frames do not decode; passed over" in captured.err
+    assert "clip.avi: 9 frames" in captured.out
+    assert 4 not in {row["frame"] for row in json.loads(out_json.read_text())}
+    assert max(row["frame"] for row in json.loads(out_json.read_text())) >= 8
