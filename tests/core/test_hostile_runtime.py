@@ -195,3 +195,26 @@ def test_to_coco_category_ids_are_checked(bad) -> None:
     with pytest.raises(InvalidArgumentError, match="category_ids"):
         _dets().to_coco(1, category_ids=bad)
     assert [r["category_id"] for r in _dets().to_coco(1, np.array([5, 6, 7]))] == [7, 5]
+
+
+# ------------------------------------------------------------------------------------------ EXIF orientation
+def _jpeg_with_orientation(path: Path, image: np.ndarray, orientation: int) -> Path:
+    """A JPEG of ``image`` carrying an EXIF APP1 segment whose Orientation tag is ``orientation``."""
+    ifd = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    exif = b"Exif\0\0" + b"II*\0" + struct.pack("<I", 8) + ifd
+    ok, data = cv2.imencode(".jpg", image)
+    path.write_bytes(data.tobytes()[:2] + b"\xff\xe1" + struct.pack(">H", 2 + len(exif)) + exif + data.tobytes()[2:])
+    return path
+
+
+def test_exif_orientation_is_applied_as_the_references_decode(tmp_path: Path, detector: Detector) -> None:
+    # NanoDet's demo, YOLOv7's LoadImages and the torchvision fixtures' generator all decode with cv2.imread, which
+    # applies the EXIF orientation; every family here decodes through load_image, i.e. cv2.imread
+    image = cv2.imread(str(IMAGES[0]))
+    rotated = _jpeg_with_orientation(tmp_path / "rotated.jpg", image[:, :200], 6)  # 6: rotate 90 degrees clockwise
+    height, width = image[:, :200].shape[:2]
+    loaded = load_image(rotated)
+    assert loaded.shape[:2] == (width, height)
+    assert np.array_equal(loaded, cv2.imread(str(rotated)))
+    assert declared_size(rotated) == (200, height)  # the header's size: the same pixel count
+    assert detector(rotated).image_size == (height, width)  # boxes in the rotated image's pixels
