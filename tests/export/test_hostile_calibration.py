@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from conftest import SHAPES
-
 from nanodet_export.quantize import find_calibration_images
+
 from nanodet_infer.errors import ImageReadError, ImageTooLargeError
 
 IMAGES = sorted((SHAPES / "images").glob("*.jpg"))

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 import torch
 from _yolov7 import save_upstream_checkpoint, seeded, small_yaml
-
-from nanodet_infer.errors import CheckpointError
 from nanodet_models.checkpoint import read_checkpoint
 from nanodet_models.tensor_bounds import check_tensors
 from nanodet_models.torchvision_checkpoint import read_torchvision_checkpoint
 from nanodet_models.yolov7 import YOLOv7, read_yolov7_checkpoint
+
+from nanodet_infer.errors import CheckpointError
 
 
 def _bomb() -> torch.Tensor:
