@@ -24,6 +24,8 @@ from torch import nn
 
 from nanodet_infer.errors import CheckpointError, ModelLoadError, UnsafeCheckpointError
 
+from .tensor_bounds import check_tensors
+
 AUX_PREFIXES = ("aux_fpn.", "aux_head.")
 PROJECT_KEY = "head.distribution_project.project"  # linspace(0, reg_max, reg_max + 1), a constant
 EMA_PREFIX = "avg_model."
@@ -77,6 +79,7 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
         raise ModelLoadError(f"cannot read checkpoint {path}: {exc}") from exc
     obj = _load(path, trust)
     state_dict, source_format, used_ema = _extract(obj, path)
+    check_tensors(state_dict, path)
     return Checkpoint(state_dict, source_format, used_ema, digest)
 
 

@@ -29,6 +29,7 @@ from torch import nn
 from nanodet_infer.errors import CheckpointError
 
 from .checkpoint import _load, check_archive, file_sha256, key_problems
+from .tensor_bounds import check_tensors
 from .torchvision_common import NormChoice
 from .torchvision_retinanet import RetinaNet
 from .torchvision_ssd import ssd300_vgg16, ssdlite320_mobilenet_v3_large
@@ -94,6 +95,7 @@ def read_torchvision_checkpoint(path: str | Path, *, trust: bool = False) -> Tor
     path = Path(path)
     obj = _load_object(path, trust=trust)
     state_dict, source_format = _extract(obj, path)
+    check_tensors(state_dict, path)  # before the float32 cast allocates what the views declare
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state_dict.values() if v.is_floating_point()})
     weights = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
     return TorchvisionCheckpoint(weights, source_format, "/".join(dtypes), file_sha256(path))

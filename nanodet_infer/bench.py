@@ -54,13 +54,24 @@ def synthetic_image(size: tuple[int, int] = SYNTHETIC_SIZE, seed: int = 0) -> np
     return np.clip(image + noise, 0, 255).astype(np.uint8)
 
 
+MAX_BENCH_IMAGES = 100
+"""Most images ``bench --image FOLDER`` reads (the first by name): they are all held in memory while timing."""
+
+
 def load_images(path: Path) -> list[np.ndarray]:
-    """The images of a file or a folder (sorted by name), as BGR uint8 arrays."""
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
-    images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in files]
-    if not images or any(image is None for image in images):
-        raise ImageReadError(f"no readable image at {path}")
-    return images
+    """The images of a file or a folder (regular files by suffix, sorted by name, at most :data:`MAX_BENCH_IMAGES`),
+    as BGR uint8 arrays, each read under the default pixel budget (:func:`~nanodet_infer.images.load_image`: a
+    decoder bomb or an undecodable file raises its typed error naming it)."""
+    from .images import load_image
+
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise ImageReadError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {path}")
+        files = files[:MAX_BENCH_IMAGES]
+    else:
+        files = [path]
+    return [load_image(p) for p in files]
 
 
 # ---------------------------------------------------------------------------------------------- timing

@@ -33,7 +33,7 @@ from .backends import BACKENDS, Backend, create_backend
 from .errors import IncompatibleModelError, InvalidArgumentError
 from .families import DEFAULT_FAMILY, family_names, get_family
 from .families.base import Plan, Settings
-from .images import ImageInput, load_image
+from .images import MAX_IMAGE_PIXELS, ImageInput, load_image
 from .metadata import ModelMetadata
 from .model_spec import resolve_model_spec
 from .results import Detections, StageTimings
@@ -46,13 +46,18 @@ MAX_BATCH_BYTES = 256 * 2**20
 a batch holds at most as many images as fit (at least one), so large canvases run in smaller batches, and waiting
 groups of different canvas sizes together stay within it."""
 
+MAX_STREAM_BYTES = 512 * 2**20
+"""Read-ahead budget of :meth:`Detector.stream` in bytes (512 MiB): array images waiting for their turn beyond it are
+not taken from the source until earlier results are yielded (at least one image is always in flight)."""
+
 MAX_INPUT_BYTES = 2**30
 """Largest single network input (float32 ``[3, H, W]``), 1 GiB: a canvas above it is refused."""
 
 
 @dataclass(frozen=True)
 class _LoadArguments:
-    """What builds the engine; a pickled :class:`Detector` carries these and loads the model again."""
+    """What builds the engine (and bounds the image files it reads); a pickled :class:`Detector` carries these and
+    loads the model again."""
 
     model: Path
     backend: str
@@ -61,6 +66,7 @@ class _LoadArguments:
     model_family: str | None
     allow_control_flow: bool = False
     facts: dict[str, Any] = field(default_factory=dict)
+    max_image_pixels: int = MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,10 @@ class Detector:
     class. ``num_threads`` (``1..1024``) / ``precision`` (``"f32"``, ``"bf16"``, ``"f16"``) go to the backend
     (see :func:`create_backend`), and so does ``allow_control_flow``: ``True`` accepts a model holding ``Loop`` /
     ``Scan`` / ``TensorIterator`` (refused by default, since such a graph can hang the engine), for foreign models
-    you trust. Bad arguments raise :class:`InvalidArgumentError` before the model loads.
+    you trust. ``max_image_pixels`` (default :data:`~nanodet_infer.images.MAX_IMAGE_PIXELS`, 100 megapixels) is the
+    largest width x height an image *file* may declare in its header: a larger one raises
+    :class:`~nanodet_infer.errors.ImageTooLargeError` before it is decoded (a decoder bomb); arrays are not
+    limited. Bad arguments raise :class:`InvalidArgumentError` before the model loads.
 
     The settings (``score_threshold``, ``iou_threshold``, ``max_detections``, ``keep_ratio``, ``multi_label``)
     are attributes that can be reassigned: a new value is validated like the constructor argument
@@ -136,6 +145,7 @@ class Detector:
         multi_label: bool | None = None,
         model_family: str | None = None,
         allow_control_flow: bool = False,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
         **foreign_model_facts: Any,
     ) -> None:
         requested = {
@@ -155,6 +165,7 @@ class Detector:
             model_family=model_family,
             allow_control_flow=check_flag("allow_control_flow", allow_control_flow),
             facts=get_family(model_family or DEFAULT_FAMILY).check_facts(foreign_model_facts),
+            max_image_pixels=check_positive_int("max_image_pixels", max_image_pixels),
         )
         self._load(arguments, requested)
 
@@ -303,9 +314,12 @@ class Detector:
         ``workers`` > 1 compiles the model once more with ``workers`` CPU streams (kept for later streams with as
         many workers), each with the detector's ``num_threads``. Build the detector with ``num_threads=1`` and
         give ``workers`` = cores for the best images/s. Memory is bounded: at most
-        ``2 * workers`` images are read ahead of the one being yielded. Each result equals calling the detector
+        ``2 * workers`` images, and at most :data:`MAX_STREAM_BYTES` of array images, are read ahead of the one
+        being yielded. Each result equals calling the detector
         on that image (settings are read once, when the stream starts). An error on an image is raised when its
-        turn comes; closing the generator early cancels the images not yet started.
+        turn comes; when the ``images`` iterable itself raises, every image it gave before is still detected and
+        yielded, then its exception propagates. Closing the generator early cancels the images not yet started;
+        no worker thread outlives the generator.
 
         ``tracker``: a :class:`~nanodet_infer.tracking.ByteTrack` (or a ``trackers`` / supervision tracker object,
         :func:`~nanodet_infer.tracking.as_tracker`) updated with each result in order: the results then carry
@@ -364,22 +378,37 @@ class Detector:
         def detect(image: ImageInput) -> Detections:
             return self._run_batch([self._prepare(0, image, settings)], settings, backend)[0]
 
-        pending: deque[Future[Detections]] = deque()
+        pending: deque[tuple[Future[Detections], int]] = deque()
+        held = 0  # bytes of the array images waiting in ``pending``
+
+        def oldest() -> Detections:
+            nonlocal held
+            future, size = pending.popleft()
+            held -= size
+            return future.result()
+
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nanodet-stream") as pool:
             try:
-                for image in images:
-                    pending.append(pool.submit(detect, image))
-                    if len(pending) >= 2 * workers:
-                        yield pending.popleft().result()
+                try:
+                    for image in images:
+                        size = image.nbytes if isinstance(image, np.ndarray) else 0
+                        pending.append((pool.submit(detect, image), size))
+                        held += size
+                        while len(pending) >= 2 * workers or (held > MAX_STREAM_BYTES and len(pending) > 1):
+                            yield oldest()
+                except Exception:  # the source failed: first deliver every image it did give, then its error
+                    while pending:
+                        yield oldest()
+                    raise
                 while pending:
-                    yield pending.popleft().result()
+                    yield oldest()
             finally:
-                for future in pending:
+                for future, _ in pending:
                     future.cancel()
 
     def _prepare(self, index: int, image: ImageInput, settings: Settings) -> _Prepared:
         """Read/validate ``image``, plan its resize and fill its network input ``[3, H, W]``."""
-        loaded = load_image(image)
+        loaded = load_image(image, self._arguments.max_image_pixels)
         family = self._spec.family
         plan = family.plan((loaded.shape[1], loaded.shape[0]), self._spec, settings)
         width, height = plan.canvas_size

@@ -11,6 +11,8 @@ class                          also a                 raised when
 ``InvalidArgumentError``       ``ValueError``         an option is out of range (thresholds, sizes, ...)
 ``InvalidImageError``          ``ValueError``         an image is None/empty/wrong dtype/wrong shape
 ``ImageReadError``             ``OSError``            an image path is missing or not a decodable image
+``ImageTooLargeError``         ``OSError``            an image file declares more pixels than the budget
+                                                      (subclass of ImageReadError)
 ``ModelLoadError``             ``OSError``            a model file is missing, unreadable or corrupt
 ``IncompatibleModelError``     ``ValueError``         a model is not a detector of a supported family,
                                                       or its outputs do not match its metadata
@@ -44,6 +46,10 @@ class InvalidImageError(NanoDetError, ValueError):
 
 class ImageReadError(NanoDetError, OSError):
     """An image path does not exist or does not decode as an image."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image file whose header declares more pixels than the decoding budget (a possible decoder bomb)."""
 
 
 class ModelLoadError(NanoDetError, OSError):

@@ -17,7 +17,8 @@ map to the ``i``-th category id in ascending order, which is how upstream NanoDe
 numbers its labels; the counts must then agree.
 
 Hand-made ground truth often lacks ``area`` and ``iscrowd``; :func:`load_ground_truth` fills them as
-pycocotools users do (``area`` = bbox width x height, ``iscrowd`` 0).
+pycocotools users do (``area`` = bbox width x height, ``iscrowd`` 0), after checking every field evaluation reads
+(:mod:`nanodet_infer.ground_truth`: duplicate or mixed-type ids, a malformed ``bbox``, ...).
 
 pycocotools is an optional dependency (the ``eval`` extra); it is imported only when a function here
 runs, and its absence raises :class:`~nanodet_infer.errors.BackendUnavailableError` with the fix.
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ImageReadError, InvalidArgumentError
+from .ground_truth import MAX_ANNOTATION_BYTES, check_coco_dataset
 
 #: Names of the 12 numbers ``COCOeval.summarize`` prints, in its order.
 STAT_NAMES = (
@@ -73,19 +75,25 @@ def load_ground_truth(ann_file: str | Path) -> Any:
     if not path.is_file():
         raise ImageReadError(f"annotation file not found: {path}")
     coco_cls, _ = _pycocotools()
+    if path.stat().st_size > MAX_ANNOTATION_BYTES:
+        raise InvalidArgumentError(
+            f"{path} is {path.stat().st_size / 2**30:.1f} GiB, above the {MAX_ANNOTATION_BYTES / 2**30:g} GiB limit "
+            "of an annotation file; split it"
+        )
     try:
         dataset = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidArgumentError(f"{path} is not a JSON file ({exc}); give a COCO instances_*.json") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise InvalidArgumentError(f"{path} is not a JSON file ({reason}); give a COCO instances_*.json") from None
     if not isinstance(dataset, dict) or not all(
         isinstance(dataset.get(key), list) for key in ("images", "annotations", "categories")
     ):
         raise InvalidArgumentError(
             f"{path} is not a COCO annotation file: it needs 'images', 'annotations' and 'categories' lists"
         )
+    check_coco_dataset(dataset, path)
     for annotation in dataset["annotations"]:
-        if isinstance(annotation, dict):
-            _fill_defaults(annotation)
+        _fill_defaults(annotation)
     gt = coco_cls()
     gt.dataset = dataset
     try:
@@ -97,11 +105,11 @@ def load_ground_truth(ann_file: str | Path) -> Any:
 
 
 def _fill_defaults(annotation: dict[str, Any]) -> None:
+    """``iscrowd`` 0 and ``area`` = bbox width x height where missing (the bbox is already checked)."""
     annotation.setdefault("iscrowd", 0)
     if "area" not in annotation:
-        box = annotation.get("bbox")
-        if isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box):
-            annotation["area"] = float(box[2]) * float(box[3])
+        box = annotation["bbox"]
+        annotation["area"] = float(box[2]) * float(box[3])
 
 
 def category_ids_of(gt: Any) -> list[int]:
@@ -177,7 +185,7 @@ def coco_stats(
     if not results:
         return dict.fromkeys(STAT_NAMES, 0.0)
     known = set(gt.getImgIds())
-    unknown = {row["image_id"] for row in results} - known
+    unknown = {row.get("image_id") for row in results} - known
     if unknown:
         raise InvalidArgumentError(
             f"{len(unknown)} result image ids are not in the ground truth (e.g. {sorted(unknown)[0]!r}); "

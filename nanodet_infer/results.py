@@ -6,7 +6,7 @@ descending; ``class_ids`` index ``class_names``, which lists *all* classes of th
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, SupportsIndex, overload
 
@@ -90,6 +90,19 @@ class Detections:
         object.__setattr__(self, "class_names", names)
         object.__setattr__(self, "image_size", (width, height))
         object.__setattr__(self, "tracker_ids", tracker_ids)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle / copy by construction, so an unpickled or deep-copied result is validated again (class ids
+        within the class list) and its arrays are read-only again."""
+        fields = (self.xyxy, self.scores, self.class_ids, self.class_names, self.image_size, self.timings)
+        return (Detections, (*fields, self.tracker_ids))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A pickle that restores the fields as state (e.g. one written before :meth:`__reduce__` existed) is
+        validated and made read-only like a new result."""
+        if not isinstance(state, dict):
+            raise InvalidArgumentError("a pickled Detections holds no fields; pickle it again")
+        Detections.__init__(self, **state)
 
     @classmethod
     def empty(
@@ -192,13 +205,12 @@ class Detections:
 
         ``category_ids[class_id]`` gives the COCO category of each class (default: the class id itself).
         """
-        if category_ids is not None and len(category_ids) != len(self.class_names):
-            raise InvalidArgumentError(
-                f"category_ids has {len(category_ids)} entries for {len(self.class_names)} classes; give one per class"
-            )
         xywh = self.xyxy.astype(np.float64)
         xywh[:, 2:] -= xywh[:, :2]
-        ids = self.class_ids.tolist() if category_ids is None else [int(category_ids[i]) for i in self.class_ids]
+        ids = self.class_ids.tolist()
+        if category_ids is not None:
+            categories = _category_ids(category_ids, self.class_names)
+            ids = [categories[i] for i in ids]
         rows = [
             {"image_id": image_id, "category_id": cat, "bbox": box, "score": score}
             for cat, box, score in zip(ids, xywh.tolist(), self.scores.tolist(), strict=True)
@@ -224,3 +236,21 @@ class Detections:
             tracker_id=None if self.tracker_ids is None else self.tracker_ids.copy(),
             data={"class_name": np.array(self.labels, dtype=str)},
         )
+
+
+def _category_ids(category_ids: Any, class_names: Sequence[str]) -> list[int]:
+    """``category_ids`` as one plain ``int`` per class; :class:`InvalidArgumentError` for a string, a mapping, a
+    wrong length or entries that are not integers (``bool`` included)."""
+    problem = None
+    if isinstance(category_ids, (str, bytes, Mapping)) or not isinstance(category_ids, Sequence | np.ndarray):
+        problem = f"a {type(category_ids).__name__}"
+    elif len(category_ids) != len(class_names):
+        problem = f"{len(category_ids)} entries for {len(class_names)} classes"
+    elif not all(isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_) for v in category_ids):
+        problem = "entries that are not integers"
+    if problem is not None:
+        raise InvalidArgumentError(
+            f"category_ids must be a sequence of one integer COCO category id per class, got {problem}; "
+            "e.g. to_coco(image_id, [1, 2, 3]) for three classes"
+        )
+    return [int(v) for v in category_ids]

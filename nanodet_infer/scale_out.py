@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,10 @@ READ_TASK_RESERVE = 0.5
 FAULT_MARKER_ENV = "NANODET_RAY_FAULT_MARKER"
 MAX_RESTARTS = 3
 """How often Ray restarts a dead actor (and retries its batch) before the run fails."""
+RAY_CONNECT_TIMEOUT = 10.0
+"""Seconds :func:`detect_with_ray` waits for a cluster's address to answer before giving up (``--ray-timeout``)."""
+
+
 
 
 @dataclass
@@ -97,14 +102,12 @@ class _DetectActor:
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[Any]]:
         """``{"index", "path"}`` columns → ``index``, ``path``, ``rows`` (JSON list of result rows, ``image_id`` =
         ``index``) and ``error`` ("" when the image was read)."""
-        from .images import load_image
-
         _fault_once()
         out: dict[str, list[Any]] = {"index": [], "path": [], "rows": [], "error": []}
         for index, path in zip(batch["index"], batch["path"], strict=True):
             rows, error = [], ""
             try:
-                found = self.detector(load_image(str(path)))
+                found = self.detector(str(path))  # read under the detector's pixel budget
                 name = Path(str(path)).name
                 rows = [{**row, "file_name": name, "path": str(path)} for row in found.to_coco(int(index))]
             except ImageReadError as exc:
@@ -139,6 +142,7 @@ def detect_with_ray(
     address: str | None = None,
     parquet_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    connect_timeout: float = RAY_CONNECT_TIMEOUT,
     **detector_kwargs: Any,
 ) -> RayRun:
     """Detect on many images with Ray Data; the same rows as the local ``nanodet-infer detect --json``.
@@ -150,11 +154,13 @@ def detect_with_ray(
     Ray on this machine (or uses the one already initialised in this process). ``parquet_dir``: also write
     one Parquet file per block there (columns ``index`` (position in the sorted input list), ``path``,
     ``rows`` (the image's result rows as a JSON list, ``image_id`` = ``index``), ``error``), keyed by ``path``.
+    ``connect_timeout``: seconds the address may take to answer (:func:`check_ray_address`, checked first).
 
     The model is loaded here first, so a file that does not load fails before any image is read.
     """
     from .detector import Detector
 
+    check_ray_address(address, connect_timeout)
     actors = _positive("actors", actors)
     threads = _positive("threads", threads)
     batch_size = _positive("batch_size", batch_size)
@@ -193,6 +199,38 @@ def detect_with_ray(
         run.rows.extend({**row, "image_id": run.images} for row in json.loads(record["rows"]))
         run.images += 1
     return run
+
+
+def check_ray_address(address: Any, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """Refuse a malformed ``address`` and one where nothing answers within ``timeout`` seconds, before Ray is asked
+    to connect (Ray itself retries for minutes). ``None``, ``"auto"`` and ``"local"`` are Ray's own and pass; else
+    ``HOST:PORT`` or ``ray://HOST:PORT`` (the port is probed with a TCP connection). :class:`InvalidArgumentError`."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if address is None or address in ("auto", "local"):
+        return
+    fix = "give 'auto', 'HOST:PORT' (a head node's GCS port, 6379) or 'ray://HOST:PORT' (Ray Client, 10001)"
+    text = str(address)
+    try:
+        parts = urlsplit(text if "://" in text else f"ray-gcs://{text}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if (not isinstance(address, str) or parts.scheme not in ("ray", "ray-gcs") or not host or port is None
+            or parts.path not in ("", "/") or parts.query or parts.username
+            or not re.fullmatch(r"[A-Za-z0-9.\-]+|[0-9A-Fa-f:]+", host)):
+        raise InvalidArgumentError(f"--ray-address {text[:80]!r} is not a Ray address; {fix}")
+    if not (isinstance(timeout, int | float) and 0 < timeout <= 3600):
+        raise InvalidArgumentError(f"the Ray connection timeout must be in (0, 3600] seconds, got {timeout!r}")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise InvalidArgumentError(
+            f"--ray-address {text[:80]!r}: nothing answers at {host}:{port} within {timeout:g} s ({reason}); start "
+            "the cluster (ray start --head) or fix the address; --ray-timeout sets the wait"
+        ) from None
 
 
 def _positive(name: str, value: Any) -> int:

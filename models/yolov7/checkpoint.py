@@ -30,7 +30,8 @@ from nanodet_infer.errors import CheckpointError, UnsafeCheckpointError
 
 from ..checkpoint import check_archive, file_sha256
 from ..sniff import pickle_names
-from .model import MODULES, YOLOv7
+from ..tensor_bounds import check_tensors
+from .model import MODULES, YOLOv7, check_model_dict, estimate_parameters
 
 UPSTREAM_MODULES = {
     "models.yolo": frozenset({"Model", "Detect", "IDetect", "IAuxDetect"}),
@@ -173,49 +174,111 @@ def read_yolov7_checkpoint(path: str | Path) -> YOLOv7Checkpoint:
     yaml = model.state.get("yaml")
     if not isinstance(yaml, Mapping):
         raise CheckpointError(f"{path}: the pickled model has no yaml dict; it was not built by YOLOv7's Model")
-    names = model.state.get("names") or [str(i) for i in range(int(yaml["nc"]))]
+    check_model_dict(yaml)  # nc, multiples, anchors, layer indices: bounded before anything is built from them
+    names = model.state.get("names") or [str(i) for i in range(yaml["nc"])]
+    if not isinstance(names, list | tuple) or len(names) != yaml["nc"]:
+        raise CheckpointError(
+            f"{path}: the pickled model names {_count(names)} classes but its yaml has nc={yaml['nc']}; "
+            "pass the .pt written by YOLOv7's train.py"
+        )
+    state_dict = _state_dict(model, path)
+    _check_against_weights(yaml, state_dict, path)
     return YOLOv7Checkpoint(
-        state_dict=_state_dict(model),
+        state_dict=state_dict,
         yaml=dict(yaml),
         names=tuple(str(n) for n in names),
         used_ema=used_ema,
-        module_types=_module_types(model),
+        module_types=_module_types(model, path),
         sha256=file_sha256(path),
     )
 
 
-def _module_types(root: StandIn) -> dict[str, str]:
-    """Upstream class name (without module) of every stand-in below ``root``, keyed by its path."""
-    found: dict[str, str] = {}
+def _count(names: Any) -> str:
+    return str(len(names)) if isinstance(names, list | tuple) else f"a {type(names).__name__} of"
 
-    def visit(module: StandIn, prefix: str) -> None:
-        for name, child in module.children().items():
-            if child is not None:
-                found[prefix + name] = child.upstream.rsplit(".", 1)[-1]
-                visit(child, f"{prefix}{name}.")
 
-    visit(root, "")
+def _check_against_weights(yaml: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Before a model is built from ``yaml``: its head's output channels must be the stored head's, and the weights
+    it would build (a lower bound, :func:`~.model.estimate_parameters`) no more than the checkpoint stores."""
+    last = len(yaml["backbone"]) + len(yaml["head"]) - 1
+    anchors = yaml["anchors"]
+    na = len(anchors[0]) // 2 if isinstance(anchors, list) else anchors
+    head = state_dict.get(f"model.{last}.m.0.weight")
+    if head is None or head.ndim != 4 or head.shape[0] != na * (yaml["nc"] + 5):
+        found = "no head weights" if head is None else f"head weights of shape {list(head.shape)}"
+        raise CheckpointError(
+            f"{path}: the yaml (nc={yaml['nc']}, {na} anchors) needs a head of {na * (yaml['nc'] + 5)} output channels "
+            f"at layer {last}, but the checkpoint stores {found}; pass the .pt written by YOLOv7's train.py"
+        )
+    stored = sum(t.numel() for t in state_dict.values())
+    needed = estimate_parameters(yaml)
+    if needed > stored:
+        raise CheckpointError(
+            f"{path}: its yaml builds at least {needed} weights but the checkpoint stores {stored}; the yaml does "
+            "not describe these weights (width_multiple / depth_multiple changed?)"
+        )
+
+
+MAX_MODULE_DEPTH = 32
+"""Deepest nesting of pickled sub-modules walked (upstream's YOLOv7 models nest 4 deep)."""
+MAX_MODULES = 100_000
+"""Most pickled sub-modules walked (YOLOv7-E6E has about 1,500)."""
+
+
+def _modules(root: StandIn, path: Path) -> list[tuple[str, StandIn]]:
+    """Every stand-in below ``root`` with its dotted path, depth first as ``nn.Module.named_modules`` lists them:
+    each object once (a shared child or a cycle is walked at its first path only), at most
+    :data:`MAX_MODULE_DEPTH` deep and :data:`MAX_MODULES` in all. :class:`CheckpointError` for a malformed tree."""
+    found: list[tuple[str, StandIn]] = []
+    seen = {id(root)}
+
+    def visit(module: StandIn, prefix: str, depth: int) -> None:
+        children = module.children()
+        if not isinstance(children, Mapping):
+            raise CheckpointError(
+                f"{path}: module {prefix.rstrip('.') or 'model'} holds its sub-modules as a {type(children).__name__}, "
+                "not a mapping; the pickle is not one torch wrote"
+            )
+        for name, child in children.items():
+            if child is None or id(child) in seen:
+                continue
+            if not isinstance(child, StandIn):
+                raise CheckpointError(f"{path}: sub-module {prefix}{name} is a {type(child).__name__}, not a module")
+            if depth >= MAX_MODULE_DEPTH or len(seen) >= MAX_MODULES:
+                raise CheckpointError(
+                    f"{path}: its modules nest deeper than {MAX_MODULE_DEPTH} or number more than {MAX_MODULES}; "
+                    "pass the .pt written by YOLOv7's train.py"
+                )
+            seen.add(id(child))
+            found.append((f"{prefix}{name}", child))
+            visit(child, f"{prefix}{name}.", depth + 1)
+
+    visit(root, "", 0)
     return found
 
 
-def _state_dict(root: StandIn) -> dict[str, torch.Tensor]:
-    """``nn.Module.state_dict()`` of a stand-in tree: parameters and persistent buffers, fp16 → float32."""
-    result: dict[str, torch.Tensor] = {}
+def _module_types(root: StandIn, path: Path) -> dict[str, str]:
+    """Upstream class name (without module) of every stand-in below ``root``, keyed by its path."""
+    return {name: module.upstream.rsplit(".", 1)[-1] for name, module in _modules(root, path)}
 
-    def visit(module: StandIn, prefix: str) -> None:
+
+def _state_dict(root: StandIn, path: Path) -> dict[str, torch.Tensor]:
+    """``nn.Module.state_dict()`` of a stand-in tree: parameters and persistent buffers, fp16 → float32 once
+    :func:`~nanodet_models.tensor_bounds.check_tensors` has checked the stored views."""
+    raw: dict[str, torch.Tensor] = {}
+    for prefix, module in [("", root), *((f"{name}.", m) for name, m in _modules(root, path))]:
         skip = module.state.get("_non_persistent_buffers_set", set())
-        tensors = [*module.state.get("_parameters", {}).items()]
-        tensors += [(k, v) for k, v in module.state.get("_buffers", {}).items() if k not in skip]
-        for name, tensor in tensors:
-            if tensor is not None:
-                tensor = tensor.detach()
-                result[prefix + name] = tensor.float() if tensor.is_floating_point() else tensor
-        for name, child in module.children().items():
-            if child is not None:
-                visit(child, f"{prefix}{name}.")
-
-    visit(root, "")
-    return result
+        parameters, buffers = module.state.get("_parameters", {}), module.state.get("_buffers", {})
+        if not isinstance(parameters, Mapping) or not isinstance(buffers, Mapping) or not isinstance(skip, set):
+            raise CheckpointError(f"{path}: module {prefix.rstrip('.') or 'model'} has malformed parameters")
+        for name, tensor in [*parameters.items(), *((k, v) for k, v in buffers.items() if k not in skip)]:
+            if tensor is None:
+                continue
+            if not isinstance(tensor, torch.Tensor):
+                raise CheckpointError(f"{path}: {prefix}{name} is a {type(tensor).__name__}, not a tensor")
+            raw[prefix + str(name)] = tensor.detach()
+    check_tensors(raw, path)
+    return {k: t.float() if t.is_floating_point() else t for k, t in raw.items()}
 
 
 def load_yolov7_weights(model: YOLOv7, checkpoint: YOLOv7Checkpoint) -> None:

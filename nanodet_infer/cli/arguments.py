@@ -15,6 +15,7 @@ from typing import Any
 from ..arguments import check_positive_int
 from ..errors import InvalidArgumentError
 from ..families import family_names
+from ..images import MAX_IMAGE_PIXELS
 
 PROG = "nanodet-infer"
 
@@ -98,6 +99,13 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise InvalidArgumentError(f"expected comma-separated integers such as 8,16,32,64, got {text!r}") from None
 
 
+def _max_image_pixels(text: str) -> int:
+    try:
+        return check_positive_int("--max-image-pixels", int(text.replace("_", "")))
+    except ValueError:
+        raise InvalidArgumentError(f"--max-image-pixels must be an integer >= 1, got {text!r}") from None
+
+
 def _workers(text: str) -> int:
     try:
         return check_positive_int("--workers", int(text))
@@ -136,6 +144,9 @@ def _add_model_options(parser: argparse.ArgumentParser, *, defaults: str) -> Non
                         help=f"every class above the threshold per box ({default})")
     labels.add_argument("--single-label", dest="multi_label", action="store_false",
                         help="one class per box (the best one)")
+    group.add_argument("--max-image-pixels", type=_argparse_type(_max_image_pixels), default=MAX_IMAGE_PIXELS,
+                       help="largest width x height an image file may declare in its header; a larger one is "
+                       f"skipped with a warning before it is decoded (default {MAX_IMAGE_PIXELS:_})")
     group.add_argument("--allow-control-flow", action="store_true",
                        help="accept a model with Loop/Scan/TensorIterator (refused by default: can hang the engine)")
     foreign = parser.add_argument_group("foreign models (no nanodet metadata, e.g. upstream's export_onnx.py output)")
@@ -201,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run on Ray Data: one Detector per actor, images read in the workers (images only)")
     scale.add_argument("--ray-address", default=None,
                        help="join this Ray cluster ('auto', 'ray://HOST:10001'); default: a local Ray for this run")
+    scale.add_argument("--ray-timeout", type=float, default=10.0,
+                       help="seconds --ray-address may take to answer before the run stops (default 10)")
     scale.add_argument("--actors", type=int, default=1, help="Ray actors, each with --threads engine threads")
     scale.add_argument("--batch-size", type=int, default=16, help="image paths per actor call")
 
@@ -241,6 +254,7 @@ def detector_options(args: argparse.Namespace) -> dict[str, Any]:
         "keep_ratio": args.keep_ratio,
         "model_family": args.model_family,
         "allow_control_flow": args.allow_control_flow,
+        "max_image_pixels": args.max_image_pixels,
         **{name: getattr(args, name) for name in SETTING_OPTIONS},
         **facts,
     }

@@ -69,13 +69,17 @@ def _detect_video(video: Any, source: Source, detector: Any, out_path: Path | No
     """Detect on every frame of an opened video (:func:`video_frames`); write ``out_path`` once it is done.
 
     The annotated video is written under a temporary name and renamed at the end, so a run that fails
-    or is stopped mid-way leaves no half-written ``.mp4``.
+    or is stopped mid-way leaves no half-written ``.mp4``. A frame whose size differs from the video's (a stream
+    that changes resolution) is detected at its own size and drawn scaled to the video's size (a warning says how
+    many); a frame that does not decode is passed over (a warning says how many). A video without a single decodable
+    frame raises :class:`ImageReadError` (no ``.mp4`` is left).
     """
+    import cv2
     from tqdm import tqdm
 
     frames, count, fps, size = video
     per_class: Counter[str] = Counter()
-    done = 0
+    done = resized = undecodable = 0
     with contextlib.ExitStack() as stack:
         writer = None
         if out_path is not None:
@@ -86,14 +90,28 @@ def _detect_video(video: Any, source: Source, detector: Any, out_path: Path | No
         bar = tqdm(frames, total=count or None, desc=safe_text(source.path.name), unit="frame",
                    disable=args.no_progress)
         for index, frame, result in _detect_in_order(detector, enumerate(bar), args.workers):
+            if result is None:  # a frame that does not decode (video_frames): passed over
+                undecodable += 1
+                continue
             per_class.update(result.labels)
             for row in result.to_coco(progress.images):
                 progress.rows.append({**row, "file_name": source.path.name, "path": str(source.path), "frame": index})
             if writer is not None:
-                writer.write(draw_detections(frame, result))
+                drawn = draw_detections(frame, result)
+                if (drawn.shape[1], drawn.shape[0]) != size:
+                    drawn, resized = cv2.resize(drawn, size, interpolation=cv2.INTER_AREA), resized + 1
+                writer.write(drawn)
             progress.images += 1
             progress.detections += len(result)
             done += 1
+        if done == 0:
+            raise ImageReadError(f"video {safe_text(source.path)} has no decodable frame")
+    if undecodable:
+        tqdm.write(f"{PROG}: warning: {safe_text(source.path)}: {undecodable} frames do not decode; passed over",
+                   file=sys.stderr)
+    if resized:
+        tqdm.write(f"{PROG}: warning: {safe_text(source.path)}: {resized} frames differ in size from the video's "
+                   f"{size[0]}x{size[1]}; detected at their own size, drawn scaled", file=sys.stderr)
     tqdm.write(f"{safe_text(source.path)}: {done} frames; {_summary(per_class)}")
 
 
@@ -140,13 +158,14 @@ def _detect_in_order(detector: Any, entries: Iterable[tuple[Any, Any]], workers:
     yield from skipped()
 
 
-def _read_images(sources: Iterable[Source]) -> Iterator[tuple[Source, Any]]:
-    """``(source, decoded image)``, or ``(source, ImageReadError)`` for a file that cannot be read."""
+def _read_images(sources: Iterable[Source], max_pixels: int) -> Iterator[tuple[Source, Any]]:
+    """``(source, decoded image)``, or ``(source, ImageReadError)`` for a file that cannot be read or declares more
+    than ``max_pixels`` pixels (never decoded)."""
     from ..images import load_image
 
     for source in sources:
         try:
-            yield source, load_image(source.path)
+            yield source, load_image(source.path, max_pixels)
         except ImageReadError as exc:
             yield source, exc
 
@@ -170,13 +189,13 @@ def _run_sources(sources: Sequence[Source], detector: Any, planned: dict[Source,
             if is_video:
                 for source in group:
                     try:
-                        video = video_frames(source.path)
-                    except ImageReadError as exc:
+                        _detect_video(video_frames(source.path), source, detector, planned.get(source), args,
+                                      progress)
+                    except ImageReadError as exc:  # not a video, no frame, no encoder: the next input
                         _warn_unreadable(exc, progress)
-                        continue
-                    _detect_video(video, source, detector, planned.get(source), args, progress)
                 continue
-            for source, image, result in _detect_in_order(detector, _read_images(group), args.workers):
+            for source, image, result in _detect_in_order(detector, _read_images(group, args.max_image_pixels),
+                                                          args.workers):
                 if result is None:
                     _warn_unreadable(image, progress)
                 else:
@@ -221,6 +240,7 @@ def _run_on_ray(sources: Sequence[Source], args: argparse.Namespace, progress: _
     threads = options.pop("num_threads")
     run = detect_with_ray([s.path for s in sources], args.model, actors=args.actors, threads=threads,
                           batch_size=args.batch_size, address=args.ray_address, progress=not args.no_progress,
+                          connect_timeout=args.ray_timeout,
                           **options)
     for _path, message in run.errors:
         print(f"{PROG}: warning: {safe_text(message)}; skipped", file=sys.stderr)
@@ -237,6 +257,9 @@ def run_detect(args: argparse.Namespace) -> int:
     _check_detect_outputs(args, inputs.sources, inputs.folders, planned)
     if args.ray:
         _check_ray_options(args, inputs.sources)
+        from ..scale_out import check_ray_address
+
+        check_ray_address(args.ray_address, args.ray_timeout)  # before the model loads
     detector = arguments.make_detector(args)  # a model that does not load stops the run here, also with --ray
     progress = _Progress(rows=[])
     started = time.perf_counter()

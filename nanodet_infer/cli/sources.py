@@ -74,15 +74,36 @@ def annotated_name(path: Path) -> str:
     return path.name + ".jpg"
 
 
+NAME_MAX = 255
+"""Longest file name (bytes) most file systems take; a longer output name is shortened (:func:`fit_name`)."""
+
+
+def fit_name(name: str) -> str:
+    """``name`` if it fits :data:`NAME_MAX` bytes, else its stem cut and tagged with 8 hex digits of its hash
+    (``<cut stem>~1a2b3c4d<suffix>``): the same long name always gives the same short one."""
+    if len(name.encode()) <= NAME_MAX:
+        return name
+    import hashlib
+
+    path = Path(name)
+    suffix = path.suffix if len(path.suffix.encode()) <= 16 else ""
+    tag = "~" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    stem = name[: len(name) - len(suffix)]
+    while len((stem + tag + suffix).encode()) > NAME_MAX:
+        stem = stem[:-1]
+    return stem + tag + suffix
+
+
 def _output_name(source: Source, relative: Path) -> Path:
-    return relative.with_name(relative.stem + ".mp4" if source.is_video else annotated_name(relative))
+    return relative.with_name(fit_name(relative.stem + ".mp4" if source.is_video else annotated_name(relative)))
 
 
 def output_paths(sources: Sequence[Source], save_dir: Path) -> dict[Source, Path]:
     """Where each source's annotated copy goes: unique, and traceable to the source.
 
     An image keeps its name (:func:`annotated_name`), a video becomes ``STEM.mp4``, directly in
-    ``save_dir`` (``photos/a.jpg`` -> ``SAVE/a.jpg``). When two sources would get the same name
+    ``save_dir`` (``photos/a.jpg`` -> ``SAVE/a.jpg``); a name longer than :data:`NAME_MAX` bytes is shortened
+    (:func:`fit_name`; the JSON rows keep the input's full ``path``). When two sources would get the same name
     (``day/a.jpg`` and ``night/a.jpg``), every output of the run instead mirrors its source's place below
     the sources' deepest common folder (``SAVE/day/a.jpg``, ``SAVE/night/a.jpg``). The rare clash left
     (``clip.avi`` and ``clip.mp4`` side by side) gets ``_1``, ``_2``.
@@ -105,9 +126,14 @@ def output_paths(sources: Sequence[Source], save_dir: Path) -> dict[Source, Path
     return planned
 
 
+MAX_UNDECODABLE_FRAMES = 25
+"""Consecutive frames that may fail to decode before a video is taken to end there (within its stated count)."""
+
+
 def video_frames(path: Path) -> tuple[Iterator[Any], int, float, tuple[int, int]]:
     """Frames of a video (BGR uint8), its frame count as the container states it (0 if unknown), fps and
-    (W, H)."""
+    (W, H). A frame that does not decode before the stated count is reached comes as an :class:`ImageReadError`
+    in its place, and reading goes on (at most :data:`MAX_UNDECODABLE_FRAMES` in a row)."""
     import cv2
 
     capture = cv2.VideoCapture(str(path))
@@ -119,11 +145,18 @@ def video_frames(path: Path) -> tuple[Iterator[Any], int, float, tuple[int, int]
 
     def frames() -> Iterator[Any]:
         try:
+            index = failures = 0
             while True:
                 ok, frame = capture.read()
-                if not ok:
+                if ok:
+                    failures = 0
+                    yield frame
+                elif index >= count or failures >= MAX_UNDECODABLE_FRAMES:
                     return
-                yield frame
+                else:
+                    failures += 1
+                    yield ImageReadError(f"frame {index} of {safe_text(path)} does not decode")
+                index += 1
         finally:
             capture.release()
 
