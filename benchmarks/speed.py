@@ -89,18 +89,26 @@ def accuracy(path: Path, backend: str, precision: str, ann: Path, images: Path) 
     return float(evaluate_coco(detector, ann, images)["mAP"])
 
 
-def throughput(detector: Any, images: list[np.ndarray], count: int, workers: int | None = None) -> dict[str, Any]:
+def throughput(
+    detector: Any, images: list[np.ndarray], count: int, workers: int | None = None, time_limit_s: float | None = None
+) -> dict[str, Any]:
     """Images/s of ``count`` images (``images`` cycled): synchronous calls, then ``detector.stream``.
 
     Both runs see the same images; the results are compared (``identical``). ``workers`` defaults to the
-    CPU count.
+    CPU count. ``time_limit_s`` caps the synchronous run at half of it (at least ``2 * workers`` images);
+    the stream then gets the same images.
     """
     workers = workers or os.cpu_count() or 1
     batch = [images[i % len(images)] for i in range(count)]
     list(detector.stream(batch[: 2 * workers], workers=workers))  # warm up (OpenVINO compiles its streams)
     start = time.perf_counter()
-    sync = [detector(image) for image in batch]
+    sync = []
+    for image in batch:
+        sync.append(detector(image))
+        if time_limit_s is not None and len(sync) >= 2 * workers and time.perf_counter() - start > time_limit_s / 2:
+            break
     sync_s = time.perf_counter() - start
+    count, batch = len(sync), batch[: len(sync)]
     start = time.perf_counter()
     streamed = list(detector.stream(batch, workers=workers))
     stream_s = time.perf_counter() - start
