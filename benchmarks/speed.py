@@ -62,12 +62,21 @@ def synthetic_calibration(size: tuple[int, int], cache: Path, count: int = 16) -
 def int8_models(models: dict[str, Path], calib_dir: Path) -> dict[str, Path]:
     """INT8 copies of ``{"onnx": f32.onnx, "openvino": f32.xml}`` (either may be absent), calibrated on ``calib_dir``.
 
-    Cached next to each f32 model under ``int8-<calibration digest>/``; built with the exporter's own
-    quantizer and agreement check (an export failure raises its :class:`~nanodet_infer.errors.ExportError`).
+    Cached next to each f32 model under ``int8-<digest>/`` (of the calibration set and the quantizer's
+    settings); built with the exporter's own quantizer and agreement check (an export failure raises its
+    :class:`~nanodet_infer.errors.ExportError`).
     """
-    from nanodet_export.quantize import Int8Request, find_calibration_images, quantize_file
+    from nanodet_export.quantize import (
+        ONNX_METHOD,
+        OPENVINO_METHOD,
+        Int8Request,
+        find_calibration_images,
+        quantize_file,
+    )
 
-    digest = find_calibration_images(calib_dir, None).sha256[:16]
+    # the quantizer's settings are part of the key: a cached model made with other settings is not reused
+    key = find_calibration_images(calib_dir, None).sha256 + ONNX_METHOD + OPENVINO_METHOD
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     out = {}
     for fmt, f32 in models.items():
         target = f32.parent / f"int8-{digest}" / f"{f32.stem}{f32.suffix}"
