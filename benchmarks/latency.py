@@ -28,6 +28,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--model", type=Path, default=None, help=".onnx or OpenVINO .xml (default: built-in model)")
     parser.add_argument("--backend", default="all", choices=("all", "onnxruntime", "openvino"))
-    parser.add_argument("--threads", default=None,
-                        help="comma-separated thread counts (default: 1 and all logical cores)")
+    parser.add_argument("--threads", default="1",
+                        help="comma-separated thread counts, or 'all' for 1 and all logical cores (default: 1)")
     parser.add_argument("--size", default=None, help="W,H of the synthetic image (default 1280,720)")
     parser.add_argument("--image", type=Path, default=None, help="an image file or folder instead of the synthetic one")
     parser.add_argument("--batch", type=int, default=1, help="images per call (batched when the model allows)")
@@ -82,24 +83,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-int8", action="store_true", help="skip the INT8 rows")
     parser.add_argument("--ann", type=Path, default=None, help="COCO annotations: accuracy column (needs --images)")
     parser.add_argument("--images", type=Path, default=None, help="the images --ann refers to")
+    parser.add_argument("--phase-seconds", type=float, default=20.0,
+                        help="time cap of each measuring phase, as well as --iters (default 20; 0: no cap)")
     parser.add_argument("--stream-images", type=int, default=60,
                         help="images per throughput measurement (0: skip the throughput rows)")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON (docs/benchmark.md)")
     parser.add_argument("--plot", type=Path, default=None, help="write latency box plots per stage (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.iters < 1 or args.warmup < 0 or args.batch < 1 or args.stream_images < 0:
-        parser.error("--iters and --batch must be >= 1, --warmup and --stream-images >= 0")
+    if args.iters < 1 or args.warmup < 0 or args.batch < 1 or args.stream_images < 0 or args.phase_seconds < 0:
+        parser.error("--iters and --batch must be >= 1, --warmup, --stream-images and --phase-seconds >= 0")
     if args.checkpoint is not None and args.model is not None:
         parser.error("--checkpoint and --model exclude each other")
     if (args.ann is None) != (args.images is None):
         parser.error("--ann and --images go together")
     try:
-        args.threads = _ints(args.threads) if args.threads else sorted({1, os.cpu_count() or 1})
+        args.threads = sorted({1, os.cpu_count() or 1}) if args.threads == "all" else _ints(args.threads)
         args.size = tuple(_ints(args.size)) if args.size else SYNTHETIC_SIZE
     except ValueError:
         parser.error("--threads and --size take comma-separated integers")
-    if len(args.size) != 2 or min(args.size) < 1 or min(args.threads) < 1:
+    if len(args.size) != 2 or min(args.size) < 1 or not args.threads or min(args.threads) < 1:
         parser.error("--size takes W,H and --threads positive integers")
     return args
 
@@ -173,6 +176,8 @@ def engines(
             out.append(("openvino bf16", "openvino", "bf16", path))
         if "openvino" in int8:
             out.append(("openvino int8", "openvino", "f32", int8["openvino"]))
+            if "BF16" in capabilities:  # the float parts (head tail, reorders) in bf16: the fastest INT8 run here
+                out.append(("openvino int8 bf16", "openvino", "bf16", int8["openvino"]))
     return out
 
 
@@ -240,48 +245,57 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
     per_thread = len(configs) * 2 + (torch_model is not None)
     total = len(args.threads) * per_thread * (args.iters + args.warmup) + _pp_calls(args, torch is not None)
     bar = tqdm(total=total, desc="benchmark", unit="call", file=sys.stderr, disable=args.no_progress)
+    cap = args.phase_seconds or None
     first_detector = None
-    for threads in args.threads:
-        runs = [engine_entries(label, backend, precision, path, threads, images, args.batch, args.score_threshold)
-                for label, backend, precision, path in configs]
-        entries: list[Entry] = [entry for run in runs for entry in run.entries]
-        first_detector = first_detector or runs[0].detector
-        reference = None
-        if torch_model is not None:
-            from benchmarks.torch_reference import TorchPipeline
+    postprocess_cases: list[dict[str, Any]] = []
+    phase: _Phase | None = None
+    interrupted = False
+    try:
+        for threads in args.threads:
+            runs = [engine_entries(label, backend, precision, path, threads, images, args.batch, args.score_threshold)
+                    for label, backend, precision, path in configs]
+            entries: list[Entry] = [entry for run in runs for entry in run.entries]
+            first_detector = first_detector or runs[0].detector
+            phase = _Phase(threads, runs, entries)
+            if torch_model is not None:
+                from benchmarks.torch_reference import TorchPipeline
 
-            torch.set_num_threads(threads)
-            pipeline = TorchPipeline(torch_model, first_detector.metadata, first_detector.score_threshold)
-            reference = Measurement(f"PyTorch, {threads} thr", "pytorch", {"threads": threads})
-            cycle = itertools.cycle(images)
-            entries.append(Entry(reference, lambda p=pipeline, c=cycle: p([next(c) for _ in range(args.batch)]),
-                                 lambda out: out[1]))
-        measure_side_by_side(entries, iters=args.iters, warmup=args.warmup, tick=bar.update)
-        measurements.extend(e.measurement for e in entries)
-        torch_e2e = reference.median() if reference is not None else None
-        for run in runs:
-            row = engine_row(run, images[0], args.batch)
-            row["speedup_vs_pytorch"] = torch_e2e / run.ours.median() if torch_e2e else None
-            rows.append(row)
-        if reference is not None:
-            e2e = reference.median()
-            rows.append({
-                "engine": "PyTorch (training model) + torch post-process", "backend": "torch", "precision": "f32",
-                "threads": threads, "stages_ms": reference.stats(), "bare_inference_ms": None, "overhead": None,
-                "images_per_s": 1e3 * args.batch / e2e, "speedup_vs_pytorch": 1.0,
-                "detections": len(pipeline([images[0]])[0][0][0]),
-            })
-    if first_detector.metadata.model_family == POSTPROCESS_STUDY_FAMILY:
-        postprocess_cases = compare_postprocess(
-            first_detector, model_path, images[0], args, torch is not None, bar.update
-        )
-    else:
-        postprocess_cases = []
-        bar.total -= _pp_calls(args, torch is not None)
-        notes.append(f"The post-process study compares {POSTPROCESS_STUDY_FAMILY} decoders; it is skipped for a "
-                     f"{first_detector.metadata.model_family} model.")
-    bar.close()
-    _speed_columns(rows, configs, images, args)
+                torch.set_num_threads(threads)
+                phase.pipeline = TorchPipeline(torch_model, first_detector.metadata, first_detector.score_threshold)
+                phase.reference = Measurement(f"PyTorch, {threads} thr", "pytorch", {"threads": threads})
+                cycle = itertools.cycle(images)
+                entries.append(Entry(phase.reference,
+                                     lambda p=phase.pipeline, c=cycle: p([next(c) for _ in range(args.batch)]),
+                                     lambda out: out[1]))
+            done = measure_side_by_side(entries, iters=args.iters, warmup=args.warmup, tick=bar.update,
+                                        time_limit_s=cap)
+            bar.total -= len(entries) * (args.iters - done)
+            rows.extend(phase.rows(images[0], args.batch))
+            measurements.extend(e.measurement for e in entries)
+            phase = None
+        if first_detector.metadata.model_family == POSTPROCESS_STUDY_FAMILY:
+            postprocess_cases = compare_postprocess(
+                first_detector, model_path, images[0], args, torch is not None, bar.update, postprocess_cases
+            )
+        else:
+            bar.total -= _pp_calls(args, torch is not None)
+            notes.append(f"The post-process study compares {POSTPROCESS_STUDY_FAMILY} decoders; it is skipped for a "
+                         f"{first_detector.metadata.model_family} model.")
+        bar.close()
+        _speed_columns(rows, configs, images, args)
+    except KeyboardInterrupt:
+        bar.close()
+        if first_detector is None:
+            raise
+        interrupted = True
+        if phase is not None:  # the side-by-side in progress: its samples so far
+            rows.extend(phase.rows(images[0], args.batch))
+            measurements.extend(e.measurement for e in phase.entries)
+        notes.append("Interrupted (Ctrl-C): the tables hold what was measured until then; phases that had not "
+                     "run are missing and the interrupted one may have fewer samples per configuration.")
+    if cap:
+        notes.append(f"Each measuring phase was capped at {args.phase_seconds:g} s as well as by --iters "
+                     "(--phase-seconds); the n of each cell is in the JSON.")
     doc = {
         "schema": report.SCHEMA,
         "environment": environment(torch),
@@ -295,8 +309,39 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
         "pipelines": rows,
         "postprocess": postprocess_cases,
         "notes": notes,
+        "interrupted": interrupted,
     }
     return doc, measurements
+
+
+@dataclass
+class _Phase:
+    """One thread count's side-by-side: the engines' runs, the PyTorch reference, the entries timed."""
+
+    threads: int
+    runs: list[Any]
+    entries: list[Entry]
+    reference: Measurement | None = None
+    pipeline: Any = None
+
+    def rows(self, image: np.ndarray, batch: int) -> list[dict[str, Any]]:
+        """The ``pipelines`` rows of the engines (and PyTorch) that have samples."""
+        measured = [run for run in self.runs if run.ours.samples["end_to_end"] and run.bare.samples["end_to_end"]]
+        reference = self.reference if self.reference is not None and self.reference.samples["end_to_end"] else None
+        torch_e2e = reference.median() if reference is not None else None
+        out = []
+        for run in measured:
+            row = engine_row(run, image, batch)
+            row["speedup_vs_pytorch"] = torch_e2e / run.ours.median() if torch_e2e else None
+            out.append(row)
+        if reference is not None:
+            out.append({
+                "engine": "PyTorch (training model) + torch post-process", "backend": "torch", "precision": "f32",
+                "threads": self.threads, "stages_ms": reference.stats(), "bare_inference_ms": None,
+                "overhead": None, "images_per_s": 1e3 * batch / torch_e2e, "speedup_vs_pytorch": 1.0,
+                "detections": len(self.pipeline([image])[0][0][0]),
+            })
+        return out
 
 
 def _speed_columns(
@@ -316,7 +361,8 @@ def _speed_columns(
         if args.stream_images and row["threads"] == 1:
             detector = Detector(path, backend=backend, precision=precision, num_threads=1,
                                 score_threshold=args.score_threshold)
-            row["throughput"] = speed.throughput(detector, images, args.stream_images)
+            row["throughput"] = speed.throughput(detector, images, args.stream_images,
+                                                 time_limit_s=args.phase_seconds or None)
 
 
 def _pp_calls(args: argparse.Namespace, with_torch: bool) -> int:
@@ -329,9 +375,12 @@ def _worst_iters(args: argparse.Namespace) -> int:
 
 
 def compare_postprocess(
-    detector: Any, path: Path, image: np.ndarray, args: argparse.Namespace, with_torch: bool, tick: Callable[[], None]
+    detector: Any, path: Path, image: np.ndarray, args: argparse.Namespace, with_torch: bool, tick: Callable[[], None],
+    cases: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """Ours vs all-priors decode vs torch post-process on one image's outputs of the model at ``path``, 1 thread."""
+    """Ours vs all-priors decode vs torch post-process on one image's outputs of the model at ``path``, 1 thread.
+
+    Each threshold's case is appended to ``cases`` as soon as it is measured (kept when interrupted)."""
     from nanodet_infer.backends import create_backend
     from nanodet_infer.families.nanodet_plus.decode import make_priors
     from nanodet_infer.families.nanodet_plus.postprocess import postprocess
@@ -345,9 +394,10 @@ def compare_postprocess(
     scores, boxes = (np.ascontiguousarray(a) for a in spec.layout.split_outputs(outputs, spec.metadata))
     canvas = (tensor.shape[3], tensor.shape[2])
     priors = make_priors(canvas, meta.strides, meta.prior_offset)
-    cases = []
-    for threshold, iters, warmup in ((detector.score_threshold, args.iters, args.warmup),
-                                     (WORST_CASE_THRESHOLD, _worst_iters(args), 2)):
+    thresholds = [(detector.score_threshold, args.iters, args.warmup)]
+    if detector.score_threshold != WORST_CASE_THRESHOLD:  # the run's threshold is not already the worst case
+        thresholds.append((WORST_CASE_THRESHOLD, _worst_iters(args), 2))
+    for threshold, iters, warmup in thresholds:
         options = {"reg_max": meta.reg_max, "score_threshold": threshold, "iou_threshold": detector.iou_threshold,
                    "max_detections": detector.max_detections, "canvas_size": canvas}
         ours = Measurement(f"ours, score>{threshold}", "postprocess")
@@ -365,7 +415,7 @@ def compare_postprocess(
             torch_run = Measurement(f"PyTorch, score>{threshold}", "postprocess")
             entries.append(Entry(torch_run, lambda o=options, j=joint: torch_postprocess(
                 j, num_classes=meta.num_classes, strides=meta.strides, scores_are_logits=False, **o)))
-        measure_side_by_side(entries, iters=iters, warmup=warmup, tick=tick)
+        measure_side_by_side(entries, iters=iters, warmup=warmup, tick=tick, time_limit_s=args.phase_seconds or None)
         mine = postprocess(scores, boxes, priors, **options)
         reference = postprocess(scores, boxes, priors, candidate_first=False, **options)
         case = {
@@ -406,6 +456,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NanoDetError as exc:
         print(f"latency.py: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("latency.py: interrupted before anything was measured", file=sys.stderr)
+        return 130
     print(report.markdown(doc))
     if args.json is not None:
         report.write_json(doc, args.json)
@@ -416,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"latency.py: {problem}", file=sys.stderr)
         else:
             print(f"\nPlot written to {args.plot}")
-    return 0
+    return 130 if doc["interrupted"] else 0
 
 
 if __name__ == "__main__":

@@ -62,12 +62,21 @@ def synthetic_calibration(size: tuple[int, int], cache: Path, count: int = 16) -
 def int8_models(models: dict[str, Path], calib_dir: Path) -> dict[str, Path]:
     """INT8 copies of ``{"onnx": f32.onnx, "openvino": f32.xml}`` (either may be absent), calibrated on ``calib_dir``.
 
-    Cached next to each f32 model under ``int8-<calibration digest>/``; built with the exporter's own
-    quantizer and agreement check (an export failure raises its :class:`~nanodet_infer.errors.ExportError`).
+    Cached next to each f32 model under ``int8-<digest>/`` (of the calibration set and the quantizer's
+    settings); built with the exporter's own quantizer and agreement check (an export failure raises its
+    :class:`~nanodet_infer.errors.ExportError`).
     """
-    from nanodet_export.quantize import Int8Request, find_calibration_images, quantize_file
+    from nanodet_export.quantize import (
+        ONNX_METHOD,
+        OPENVINO_METHOD,
+        Int8Request,
+        find_calibration_images,
+        quantize_file,
+    )
 
-    digest = find_calibration_images(calib_dir, None).sha256[:16]
+    # the quantizer's settings are part of the key: a cached model made with other settings is not reused
+    key = find_calibration_images(calib_dir, None).sha256 + ONNX_METHOD + OPENVINO_METHOD
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     out = {}
     for fmt, f32 in models.items():
         target = f32.parent / f"int8-{digest}" / f"{f32.stem}{f32.suffix}"
@@ -89,18 +98,26 @@ def accuracy(path: Path, backend: str, precision: str, ann: Path, images: Path) 
     return float(evaluate_coco(detector, ann, images)["mAP"])
 
 
-def throughput(detector: Any, images: list[np.ndarray], count: int, workers: int | None = None) -> dict[str, Any]:
+def throughput(
+    detector: Any, images: list[np.ndarray], count: int, workers: int | None = None, time_limit_s: float | None = None
+) -> dict[str, Any]:
     """Images/s of ``count`` images (``images`` cycled): synchronous calls, then ``detector.stream``.
 
     Both runs see the same images; the results are compared (``identical``). ``workers`` defaults to the
-    CPU count.
+    CPU count. ``time_limit_s`` caps the synchronous run at half of it (at least ``2 * workers`` images);
+    the stream then gets the same images.
     """
     workers = workers or os.cpu_count() or 1
     batch = [images[i % len(images)] for i in range(count)]
     list(detector.stream(batch[: 2 * workers], workers=workers))  # warm up (OpenVINO compiles its streams)
     start = time.perf_counter()
-    sync = [detector(image) for image in batch]
+    sync = []
+    for image in batch:
+        sync.append(detector(image))
+        if time_limit_s is not None and len(sync) >= 2 * workers and time.perf_counter() - start > time_limit_s / 2:
+            break
     sync_s = time.perf_counter() - start
+    count, batch = len(sync), batch[: len(sync)]
     start = time.perf_counter()
     streamed = list(detector.stream(batch, workers=workers))
     stream_s = time.perf_counter() - start

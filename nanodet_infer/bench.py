@@ -114,21 +114,33 @@ class Entry:
 
 
 def measure_side_by_side(
-    entries: list[Entry], *, iters: int, warmup: int, tick: Callable[[], None], block: int = 10
-) -> None:
+    entries: list[Entry], *, iters: int, warmup: int, tick: Callable[[], None], block: int = 10,
+    time_limit_s: float | None = None,
+) -> int:
     """Time every entry ``iters`` times (after ``warmup`` untimed calls each), interleaved in blocks.
 
     Entries take turns in blocks of ``block`` calls, so load from other processes on a shared
     machine hits all of them alike and their *ratios* stay meaningful. Each call's wall time is
     appended to ``end_to_end``; the stages ``stages`` reports to their own lists. ``tick`` runs after
     every call (progress bar).
+
+    ``time_limit_s`` caps the phase by time as well as by count: warm-up stops once a quarter of it is
+    spent (each entry still gets one call), and no new round of blocks starts once it is spent (at least
+    one round runs), so every entry keeps the same number of samples. Returns the timed calls per entry.
     """
+    start_phase = time.perf_counter()
+
+    def spent(fraction: float) -> bool:
+        return time_limit_s is not None and time.perf_counter() - start_phase > time_limit_s * fraction
+
     for entry in entries:
-        for _ in range(warmup):
+        for i in range(warmup):
+            if i and spent(0.25):
+                break
             entry.call()
             tick()
     done = 0
-    while done < iters:
+    while done < iters and not (done and spent(1.0)):
         count = min(block, iters - done)
         for entry in entries:
             samples = entry.measurement.samples
@@ -141,6 +153,7 @@ def measure_side_by_side(
                         samples[stage].append(ms)
                 tick()
         done += count
+    return done
 
 
 # ---------------------------------------------------------------------------------------------- one engine

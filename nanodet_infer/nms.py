@@ -33,12 +33,14 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from . import nms_kernel
 from .errors import InvalidArgumentError
 
 _GROUP = 512  # candidates fetched and resolved at a time: bounds the pair lists of _pairs_above
 _WINDOW_SLACK = 1e-4  # relative margin of the sweep window over float32 rounding (a few ulps)
 _TINY_AREA = np.float32(2.0**-100)  # below: no window shrinking (subnormal products lose relative accuracy)
 _TINY_THRESHOLD = 2.0**-30  # below: no window shrinking
+_KERNEL_MAX = 4096  # up to this many candidates, the compiled kernel (when built) runs instead of the numpy path
 
 
 def _threshold_f32(threshold: float) -> np.float32:
@@ -241,9 +243,15 @@ def greedy_nms(
     kept_boxes = np.empty((limit, 4), dtype=np.float32)
     if limit == 0:
         return kept, kept_boxes
+    threshold = _threshold_f32(iou_threshold)
+    if nms_kernel.AVAILABLE and n <= _KERNEL_MAX:  # same arithmetic, one candidate at a time, in C
+        boxes = boxes_of(np.arange(n))
+        keep = nms_kernel.greedy_nms_ordered(
+            boxes, np.argsort(-scores, kind="stable"), class_ids, max_coord, threshold, limit
+        )
+        return keep, boxes[keep]
     kept_shifted = np.empty((limit, 4), dtype=np.float32)
     kept_cls = np.empty(limit, dtype=class_ids.dtype)
-    threshold = _threshold_f32(iou_threshold)
     count = 0
     for chunk in _score_chunks(scores, max(_GROUP, 2 * limit)):
         for start in range(0, len(chunk), _GROUP):

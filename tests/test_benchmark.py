@@ -28,7 +28,9 @@ TINY = ["--iters", "2", "--warmup", "1", "--threads", "1", "--no-progress", "--s
 def check_schema(doc: dict, postprocess_cases: int = 2) -> None:
     """The documented top-level layout (docs/benchmark.md); the post-process study runs for NanoDet-Plus only."""
     assert doc["schema"] == report.SCHEMA
-    assert set(doc) == {"schema", "environment", "model", "settings", "pipelines", "postprocess", "notes"}
+    assert set(doc) == {"schema", "environment", "model", "settings", "pipelines", "postprocess", "notes",
+                        "interrupted"}
+    assert doc["interrupted"] is False
     assert {"cpu", "logical_cores", "onnxruntime", "openvino", "torch", "openvino_cpu_capabilities"} <= set(
         doc["environment"])
     assert {"batch", "iters", "warmup", "threads", "score_threshold", "image", "image_size"} <= set(doc["settings"])
