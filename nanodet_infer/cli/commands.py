@@ -295,7 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         return _guarded(lambda: run_bench(extra), args.verbose)
     if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        subcommand = arguments.subcommand_parser(parser, args.command)
+        message = arguments.unknown_options_message(extra, subcommand)
+        print(f"{PROG} {args.command}: error: {message}; see {PROG} {args.command} --help", file=sys.stderr)
+        return 2
     command = run_detect if args.command == "detect" else run_eval
     return _guarded(lambda: command(args), args.verbose)
 
