@@ -219,7 +219,8 @@ def engine_row(run: EngineRun, image: np.ndarray, batch: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- command
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, allow_abbrev=False, description="Per-stage latency of an exported model on this machine: our Detector "
+        prog=prog, allow_abbrev=False,
+        description="Per-stage latency of an exported model on this machine: our Detector "
         "(preprocess, inference, postprocess, end-to-end) next to bare inference on the same tensor. "
         "The full study (built-in model, PyTorch comparison) is benchmarks/latency.py in a source checkout.")
     parser.add_argument("--model", "-m", type=Path, required=True, help=".onnx or OpenVINO .xml")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ..arguments import check_positive_int
@@ -277,12 +277,13 @@ def detector_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def make_detector(args: argparse.Namespace, *, evaluation: bool = False) -> Any:
     """Build a :class:`~nanodet_infer.Detector` from parsed command-line options; settings not given are the
-    family's detection defaults, or with ``evaluation`` its evaluation defaults (``Detector.evaluation_settings``)."""
+    family's display defaults (``Detector.display_settings``), or with ``evaluation`` its evaluation defaults
+    (``Detector.evaluation_settings``)."""
     from ..detector import Detector
 
     detector = Detector(args.model, **detector_options(args))
-    if evaluation:
-        for name, value in detector.evaluation_settings.items():
-            if getattr(args, name) is None:
-                setattr(detector, name, value)
+    defaults = detector.evaluation_settings if evaluation else detector.display_settings
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(detector, name, value)
     return detector
