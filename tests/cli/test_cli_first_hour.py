@@ -130,3 +130,41 @@ def test_torchvision_detect_default_is_not_the_evaluation_threshold() -> None:
     assert ssd.display_settings(Meta)["score_threshold"] == 0.5
     assert ssd.display_settings(Meta)["iou_threshold"] == 0.55
     assert get_family("nanodet-plus").display_settings(None)["score_threshold"] == 0.35
+
+
+@pytest.fixture(scope="module")
+def renamed_model(tmp_path_factory) -> str:
+    """The upstream shapes model with our metadata, its classes misnamed ``a, b, c``."""
+    import onnx
+
+    from nanodet_infer import Detector
+
+    model = onnx.load(MODEL)
+    meta = Detector(MODEL, backend="onnxruntime", class_names=["a", "b", "c"]).metadata  # what the file lacks
+    for key, value in meta.to_properties().items():
+        model.metadata_props.add(key=key, value=value)
+    path = tmp_path_factory.mktemp("renamed") / "m.onnx"
+    onnx.save(model, path)
+    return str(path)
+
+
+def test_eval_hint_to_give_class_names_works_on_a_model_with_metadata(renamed_model, capsys) -> None:
+    ann, options = str(SHAPES / "annotations.json"), ["--backend", "onnxruntime", "--no-progress"]
+    assert main(["eval", "--model", renamed_model, "--ann", ann, "--images", str(IMAGES), *options]) == 2
+    assert "--class-names" in capsys.readouterr().err
+    assert main(["eval", "--model", renamed_model, "--ann", ann, "--images", str(IMAGES), *options,
+                 "--class-names", "circle,rectangle,triangle"]) == 0
+    assert float(capsys.readouterr().out.split("mAP")[1].split()[0]) > 0.5
+
+
+def test_class_names_rename_detections_and_must_count_the_classes(renamed_model, capsys) -> None:
+    from nanodet_infer import Detector
+    from nanodet_infer.errors import InvalidArgumentError
+
+    found = Detector(renamed_model, backend="onnxruntime", class_names=["circle", "rectangle", "triangle"],
+                     score_threshold=0.3)(IMAGES / "val_00000.jpg")
+    assert len(found) and set(found.labels) <= {"circle", "rectangle", "triangle"}
+    with pytest.raises(InvalidArgumentError, match="2 class names were given but the model has 3 classes"):
+        Detector(renamed_model, backend="onnxruntime", class_names=["circle", "rectangle"])
+    with pytest.raises(InvalidArgumentError, match="class_names may be"):
+        Detector(renamed_model, backend="onnxruntime", num_classes=3)
