@@ -168,3 +168,23 @@ def test_class_names_rename_detections_and_must_count_the_classes(renamed_model,
         Detector(renamed_model, backend="onnxruntime", class_names=["circle", "rectangle"])
     with pytest.raises(InvalidArgumentError, match="class_names may be"):
         Detector(renamed_model, backend="onnxruntime", num_classes=3)
+
+
+@pytest.mark.parametrize(("size", "num_classes"), [((128, 96), 80), (None, 80), ((128, 96), 3)])
+def test_foreign_yolov7_layout_names_its_family(tmp_path, capsys, size, num_classes) -> None:
+    """A YOLOv7 ONNX without metadata, read as the default family, gets told to say --model-family yolov7
+    (static H/W: when the model loads; dynamic: at the first image)."""
+    from _tiny_models import tiny_yolov7
+
+    path = tiny_yolov7(tmp_path / "y7.onnx", size=size, num_classes=num_classes)
+    image = tmp_path / "i.jpg"
+    import cv2
+
+    cv2.imwrite(str(image), np.zeros((96, 128, 3), np.uint8))
+    code = main(["detect", str(image), "--model", str(path), "--backend", "onnxruntime", "--input-size", "128,96",
+                 "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "is the layout of a YOLOv7 model at 128x96: give --model-family yolov7" in err
+    assert main(["detect", str(image), "--model", str(path), "--backend", "onnxruntime", "--input-size", "128,96",
+                 "--model-family", "yolov7", "--no-progress"]) == 0
