@@ -243,7 +243,7 @@ def _run_on_ray(sources: Sequence[Source], detector: Any, args: argparse.Namespa
     threads = options.pop("num_threads")
     run = detect_with_ray([s.path for s in sources], args.model, actors=args.actors, threads=threads,
                           batch_size=args.batch_size, address=args.ray_address, progress=not args.no_progress,
-                          **options)
+                          verbose=args.verbose, **options)
     for _path, message in run.errors:
         print(f"{PROG}: warning: {safe_text(message)}; skipped", file=sys.stderr)
     background = set(background_ids(detector.metadata.class_names))
