@@ -113,7 +113,7 @@ SETTING_OPTIONS = ("score_threshold", "iou_threshold", "max_detections", "multi_
 
 def _add_model_options(parser: argparse.ArgumentParser, *, defaults: str) -> None:
     """The model and settings options; ``defaults`` says whose defaults apply (for the help text)."""
-    default = f"default: the model family's {defaults}; see README, Families"
+    default = f"default: the model family's {defaults}; see docs/guide.md, Families"
     group = parser.add_argument_group("model")
     group.add_argument("--model", "-m", required=True, help="exported model (.onnx or OpenVINO .xml)")
     group.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino"))
