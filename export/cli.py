@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = _Parser(
         prog="nanodet-export",
+        allow_abbrev=False,
         description="Export an upstream training checkpoint (NanoDet-Plus .pth/.ckpt, YOLOv7 .pt) to ONNX or "
         "OpenVINO IR with embedded metadata, after checking it against PyTorch.",
     )

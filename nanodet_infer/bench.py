@@ -192,18 +192,33 @@ class EngineRun:
     entries: list[Entry]
 
 
+INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "FakeQuantize"})
+"""Op types of a quantized graph: ONNX QDQ nodes, OpenVINO's FakeQuantize."""
+
+
+def engine_label(path: Path, backend: str, precision: str) -> str:
+    """``"<backend> <precision>"`` of a measured engine, ``int8`` for a quantized model file."""
+    from .backends import inspect_model
+
+    quantized = any(op in INT8_OPS for _, op in inspect_model(path).op_types)
+    return f"{backend} {'int8' if quantized else precision}"
+
+
 def engine_entries(
     label: str, backend: str, precision: str, path: Path, threads: int, images: list[np.ndarray], batch: int,
     score_threshold: float | None,
 ) -> EngineRun:
     """A :class:`~nanodet_infer.Detector` on ``images`` (cycled, ``batch`` per call, per-stage times) and bare
     ``backend.run`` on the first image's tensor, ready for :func:`measure_side_by_side`. ``score_threshold``
-    None: the model family's default."""
+    None: the model family's default; ``backend`` may be ``"auto"`` (the run names the engine chosen);
+    ``label`` empty: :func:`engine_label`."""
     from .backends import create_backend
     from .detector import Detector
 
     detector = Detector(path, backend=backend, num_threads=threads, precision=precision,
                         score_threshold=score_threshold)
+    backend = detector.backend_name
+    label = label or engine_label(path, backend, precision)
     engine = create_backend(path, backend, num_threads=threads, precision=precision)
     tensor = bare_tensor(detector, images[0], batch)
     cycle = itertools.cycle(images)
@@ -228,11 +243,13 @@ def engine_row(run: EngineRun, image: np.ndarray, batch: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- command
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description="Per-stage latency of an exported model on this machine: our Detector "
+        prog=prog, allow_abbrev=False,
+        description="Per-stage latency of an exported model on this machine: our Detector "
         "(preprocess, inference, postprocess, end-to-end) next to bare inference on the same tensor. "
         "The full study (built-in model, PyTorch comparison) is benchmarks/latency.py in a source checkout.")
     parser.add_argument("--model", "-m", type=Path, required=True, help=".onnx or OpenVINO .xml")
-    parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "openvino"))
+    parser.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino"),
+                        help="default auto: as detect (OpenVINO if installed, an INT8 .onnx on ONNX Runtime)")
     parser.add_argument("--precision", default="f32", choices=("f32", "bf16", "f16"))
     parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     parser.add_argument("--size", default=None, help="W,H of the synthetic image (default 1280,720)")
@@ -267,9 +284,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "nanodet-infer bench") -
     if args.json is not None:
         check_output_file(args.json, "--json", [args.model], overwrite=args.overwrite)
     images = load_images(args.image) if args.image is not None else [synthetic_image(size)]
-    label = f"{args.backend} {args.precision}"
-    run = engine_entries(label, args.backend, args.precision, args.model, args.threads, images, args.batch,
+    run = engine_entries("", args.backend, args.precision, args.model, args.threads, images, args.batch,
                          args.score_threshold)
+    label = run.label
     with tqdm(total=2 * (args.iters + args.warmup), desc="bench", unit="call", file=sys.stderr,
               disable=args.no_progress) as bar:
         measure_side_by_side(run.entries, iters=args.iters, warmup=args.warmup, tick=bar.update)

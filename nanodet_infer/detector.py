@@ -225,6 +225,13 @@ class Detector:
         return dict(self._spec.family.evaluation_settings(self._spec.metadata))
 
     @property
+    def display_settings(self) -> dict[str, Any]:
+        """The settings ``nanodet-infer detect`` uses for every setting not given (same four keys as
+        :attr:`evaluation_settings`): the family's demo defaults, e.g. NanoDet-Plus 0.35; for the torchvision
+        families score 0.5 instead of the builder's evaluation threshold (SSDLite 0.001)."""
+        return dict(self._spec.family.display_settings(self._spec.metadata))
+
+    @property
     def backend_name(self) -> str:
         """``"onnxruntime"`` or ``"openvino"``."""
         return self._backend.name

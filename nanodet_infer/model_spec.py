@@ -43,7 +43,8 @@ def resolve_model_spec(backend: Backend, model_family: str | None = None, **fact
     """The verified :class:`ModelSpec` of ``backend``'s model.
 
     Embedded ``nanodet.*`` metadata wins; ``model_family`` and ``facts`` (the family's foreign facts, checked
-    by its ``check_facts``) are for models without it. Raises :class:`InvalidArgumentError` for unknown,
+    by its ``check_facts``) are for models without it, except ``class_names``, which renames the classes of a
+    model with metadata (as many names as it has classes). Raises :class:`InvalidArgumentError` for unknown,
     malformed or misplaced facts, :class:`~nanodet_infer.errors.MetadataError` for malformed metadata or a
     missing fact the graph cannot supply, :class:`IncompatibleModelError` when the graph does not fit.
     """
@@ -51,11 +52,13 @@ def resolve_model_spec(backend: Backend, model_family: str | None = None, **fact
     facts = family.check_facts(facts)
     embedded = any(key.startswith(KEY_PREFIX) for key in backend.properties)
     if embedded:
+        names = facts.pop("class_names", None)
         if facts:
             raise InvalidArgumentError(
-                f"the model carries nanodet metadata; {sorted(facts)} can only be given for a model without it"
+                f"the model carries nanodet metadata; {sorted(facts)} can only be given for a model without it "
+                "(class_names may be: it renames the model's classes)"
             )
-        meta = ModelMetadata.from_properties(backend.properties)
+        meta = _renamed(ModelMetadata.from_properties(backend.properties), names)
         if model_family is not None and model_family != meta.model_family:
             raise InvalidArgumentError(
                 f"the model's metadata says model_family {meta.model_family!r}, not {model_family!r}; "
@@ -74,6 +77,22 @@ def resolve_model_spec(backend: Backend, model_family: str | None = None, **fact
         dynamic_hw=backend.input_shape[2] is None or backend.input_shape[3] is None,
     )
     return ModelSpec(meta, family, family.check_model(backend, meta), embedded)
+
+
+def _renamed(meta: ModelMetadata, names: tuple[str, ...] | None) -> ModelMetadata:
+    """``meta`` with ``names`` as its class names (one per output class, in channel order); ``None``: unchanged."""
+    if names is None:
+        return meta
+    if len(names) != meta.num_classes:
+        raise InvalidArgumentError(
+            f"{len(names)} class names were given but the model has {meta.num_classes} classes "
+            f"(its names: {_preview(meta.class_names)}); give one name per class, in the model's order"
+        )
+    return meta.replace(class_names=tuple(names))
+
+
+def _preview(names: tuple[str, ...], shown: int = 4) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
 
 
 def output_index(backend: Backend, name: str, key: str) -> int:

@@ -21,12 +21,15 @@ lost or duplicated. An image that cannot be read is reported in :attr:`RayRun.er
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import re
+import sys
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +146,7 @@ def detect_with_ray(
     parquet_dir: str | os.PathLike | None = None,
     progress: bool = True,
     connect_timeout: float = RAY_CONNECT_TIMEOUT,
+    verbose: bool = False,
     **detector_kwargs: Any,
 ) -> RayRun:
     """Detect on many images with Ray Data; the same rows as the local ``nanodet-infer detect --json``.
@@ -156,7 +160,8 @@ def detect_with_ray(
     ``rows`` (the image's result rows as a JSON list, ``image_id`` = ``index``), ``error``), keyed by ``path``.
     ``connect_timeout``: seconds the address may take to answer (:func:`check_ray_address`, checked first).
 
-    The model is loaded here first, so a file that does not load fails before any image is read.
+    The model is loaded here first, so a file that does not load fails before any image is read. Ray's own
+    log lines are silenced unless ``verbose`` (:func:`_quiet_ray`).
     """
     from .detector import Detector
 
@@ -169,8 +174,12 @@ def detect_with_ray(
 
     import ray
 
+    if not verbose:
+        _quiet_ray()
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        with contextlib.nullcontext() if verbose else _native_stderr_silenced():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.INFO if verbose else logging.ERROR)
     ray.data.DataContext.get_current().enable_progress_bars = progress
     dataset = _dataset(inputs, ray)
     cpus = plan_actor_cpus(float(ray.cluster_resources().get("CPU", 1.0)), actors, threads)
@@ -231,6 +240,37 @@ def check_ray_address(address: Any, timeout: float = RAY_CONNECT_TIMEOUT) -> Non
             f"--ray-address {text[:80]!r}: nothing answers at {host}:{port} within {timeout:g} s ({reason}); start "
             "the cluster (ray start --head) or fix the address; --ray-timeout sets the wait"
         ) from None
+
+
+RAY_LOGGERS = ("ray", "ray.data")
+
+
+def _quiet_ray() -> None:
+    """Keep Ray's log lines off the terminal: its Python loggers at ERROR, its C++ core at FATAL (the
+    ``RAY_BACKEND_LOG_LEVEL`` a user sets wins). The one error-level line this silences, "has constructor
+    arguments in the object store and max_restarts > 0", is about Ray Data's own actor constructor (it passes
+    its map function to every actor by object reference and defaults to restartable actors) and does not
+    apply here: that reference lives as long as the run, so a restarted actor finds it."""
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    import ray.data  # noqa: F401 (configures its logger on import: set the level after that)
+
+    for name in RAY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 on ``/dev/null`` for the duration (Ray's C++ core announces its log level on stderr
+    when it starts); Python exceptions still propagate and are reported by the caller."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _positive(name: str, value: Any) -> int:

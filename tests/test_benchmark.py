@@ -85,7 +85,7 @@ def test_foreign_model_without_torch(tmp_path) -> None:
 def test_cli_bench_measures_a_model_file_without_the_source_tree(tmp_path) -> None:
     """``nanodet-infer bench`` is the runtime's own (nanodet_infer.bench): no benchmarks/ import, no torch."""
     out = tmp_path / "row.json"
-    argv = ["bench", "--iters", "2", "--warmup", "1", "--size", "320,240", "--no-progress",
+    argv = ["bench", "--iters", "2", "--warmup", "1", "--size", "320,240", "--no-progress", "--backend", "onnxruntime",
             "--model", str(SHAPES / "upstream_export.onnx"), "--json", str(out)]
     script = (
         "import sys\nfrom nanodet_infer.cli import main\n"

@@ -98,16 +98,28 @@ class Backend(ABC):
         return f"<{type(self).__name__} {inputs} -> {self.describe_outputs()}>"
 
 
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".tar")
+"""Suffixes of PyTorch training checkpoints (NanoDet ``.pth`` / Lightning ``.ckpt``, YOLOv7 ``.pt``): a
+model file with one gets the hint to export it first."""
+
+
 def check_model_path(path: str | Path, suffixes: tuple[str, ...], backend: str) -> Path:
     """Return ``path`` as a :class:`Path` or raise :class:`ModelLoadError` if it cannot be a model file."""
     model = Path(path)
     if not model.is_file():
         what = "is a directory" if model.is_dir() else "does not exist"
         raise ModelLoadError(f"model file {str(model)!r} {what}; pass the path of a {'/'.join(suffixes)} model file")
+    if model.suffix.lower() in CHECKPOINT_SUFFIXES:
+        raise ModelLoadError(
+            f"{model.name!r} is a training checkpoint, not an exported model: export it with "
+            f"`nanodet-export --ckpt {model.name} --out model.onnx` first (see docs/export.md)"
+        )
     if model.suffix.lower() not in suffixes:
         raise ModelLoadError(
             f"{backend} cannot load {model.name!r}: expected a {' or '.join(suffixes)} file"
-            + ("" if ".xml" in suffixes else " (OpenVINO IRs (.xml) need backend='openvino')")
+            + ("" if ".xml" in suffixes else
+               " (an OpenVINO IR (.xml) needs the openvino backend: --backend openvino or auto, "
+               "backend='openvino' in Python)")
         )
     return model
 

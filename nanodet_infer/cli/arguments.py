@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,7 @@ SETTING_OPTIONS = ("score_threshold", "iou_threshold", "max_detections", "multi_
 
 def _add_model_options(parser: argparse.ArgumentParser, *, defaults: str) -> None:
     """The model and settings options; ``defaults`` says whose defaults apply (for the help text)."""
-    default = f"default: the model family's {defaults}; see README, Families"
+    default = f"default: the model family's {defaults}; see docs/guide.md, Families"
     group = parser.add_argument_group("model")
     group.add_argument("--model", "-m", required=True, help="exported model (.onnx or OpenVINO .xml)")
     group.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino"))
@@ -170,19 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``nanodet-infer`` (exposed for docs and tests)."""
     from .live import add_live_options
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--verbose", "-v", action="store_true", help="show tracebacks on errors")
 
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Detect with, benchmark and COCO-evaluate an exported NanoDet-Plus model (ORT / OpenVINO).",
+        description="Detect with, benchmark and COCO-evaluate an exported detector (NanoDet-Plus, YOLOv7, "
+        "SSD / SSDLite, RetinaNet) on ONNX Runtime or OpenVINO.",
         parents=[common],
+        allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{detect,eval,bench}")
 
     detect = sub.add_parser(
         "detect",
         parents=[common],
+        allow_abbrev=False,
         help="detect objects in images, folders, videos, cameras and streams",
         description="Detect objects in images, folders of images, videos, cameras, network streams and image "
         "sequences.",
@@ -217,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--actors", type=int, default=1, help="Ray actors, each with --threads engine threads")
     scale.add_argument("--batch-size", type=int, default=16, help="image paths per actor call")
 
-    evaluate = sub.add_parser("eval", parents=[common], help="COCO box mAP on an annotated image folder")
+    evaluate = sub.add_parser("eval", parents=[common], allow_abbrev=False,
+                              help="COCO box mAP on an annotated image folder")
     _add_model_options(evaluate, defaults="evaluation default")
     evaluate.add_argument("--ann", type=Path, required=True, help="COCO instances JSON")
     evaluate.add_argument("--images", type=Path, required=True, help="folder the annotation file names refer to")
@@ -229,9 +234,40 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         parents=[common],
         add_help=False,
+        allow_abbrev=False,
         help="per-stage latency of a model file on this machine; `bench --help` for its options",
     )
     return parser
+
+
+OUTPUT_SYNONYMS = {"--out": "--json / --save-dir", "--output": "--json / --save-dir", "-o": "--json / --save-dir"}
+"""Output options users of other tools type, and what ``nanodet-infer`` calls them."""
+
+
+def unknown_options_message(extra: Sequence[str], parser: argparse.ArgumentParser) -> str:
+    """The usage error for ``extra`` (arguments no option took): each unknown option with a did-you-mean
+    (an output synonym such as ``--out``, the options it abbreviates, or the closest options of ``parser``)."""
+    import difflib
+
+    known = [o for action in parser._actions for o in action.option_strings]  # noqa: SLF001 (argparse has no API)
+    hints = []
+    for word in extra:
+        option = word.split("=", 1)[0]
+        if not option.startswith("-"):
+            continue
+        if option in OUTPUT_SYNONYMS:
+            hints.append(f"{option}: did you mean {OUTPUT_SYNONYMS[option]}?")
+        elif close := ([o for o in known if o.startswith(option)]
+                       or difflib.get_close_matches(option, known, n=2, cutoff=0.6)):
+            hints.append(f"{option}: did you mean {' or '.join(close)}?")
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    return f"{message} ({'; '.join(hints)})" if hints else message
+
+
+def subcommand_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of the subcommand ``name`` of :func:`build_parser`'s parser."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    return commands.choices[name]
 
 
 # ---------------------------------------------------------------------------------------------- detector
@@ -262,12 +298,13 @@ def detector_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def make_detector(args: argparse.Namespace, *, evaluation: bool = False) -> Any:
     """Build a :class:`~nanodet_infer.Detector` from parsed command-line options; settings not given are the
-    family's detection defaults, or with ``evaluation`` its evaluation defaults (``Detector.evaluation_settings``)."""
+    family's display defaults (``Detector.display_settings``), or with ``evaluation`` its evaluation defaults
+    (``Detector.evaluation_settings``)."""
     from ..detector import Detector
 
     detector = Detector(args.model, **detector_options(args))
-    if evaluation:
-        for name, value in detector.evaluation_settings.items():
-            if getattr(args, name) is None:
-                setattr(detector, name, value)
+    defaults = detector.evaluation_settings if evaluation else detector.display_settings
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(detector, name, value)
     return detector

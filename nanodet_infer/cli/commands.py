@@ -44,6 +44,25 @@ def model_inputs(args: argparse.Namespace) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------- detect
+BACKGROUND_NAMES = frozenset({"__background__"})
+"""Class names of a background entry (torchvision's COCO category 0, which RetinaNet's head can score)."""
+
+
+def background_ids(class_names: Sequence[str]) -> list[int]:
+    """The class ids whose name marks a background entry (:data:`BACKGROUND_NAMES`)."""
+    return [i for i, name in enumerate(class_names) if name in BACKGROUND_NAMES]
+
+
+def foreground(result: Any) -> Any:
+    """``result`` (:class:`~nanodet_infer.Detections`) without background detections: ``detect`` never draws
+    or lists a background label (``eval`` keeps them, as the reference evaluation does)."""
+    background = background_ids(result.class_names)
+    if not background or not len(result):
+        return result
+    import numpy as np
+
+    return result[np.flatnonzero(~np.isin(result.class_ids, background))]
+
 @dataclass
 class _Progress:
     """Running totals of a ``detect`` run."""
@@ -89,10 +108,11 @@ def _detect_video(video: Any, source: Source, detector: Any, out_path: Path | No
             stack.callback(writer.release)  # runs first: the file is complete before it is renamed
         bar = tqdm(frames, total=count or None, desc=safe_text(source.path.name), unit="frame",
                    disable=args.no_progress)
-        for index, frame, result in _detect_in_order(detector, enumerate(bar), args.workers):
-            if result is None:  # a frame that does not decode (video_frames): passed over
+        for index, frame, found in _detect_in_order(detector, enumerate(bar), args.workers):
+            if found is None:  # a frame that does not decode (video_frames): passed over
                 undecodable += 1
                 continue
+            result = foreground(found)
             per_class.update(result.labels)
             for row in result.to_coco(progress.images):
                 progress.rows.append({**row, "file_name": source.path.name, "path": str(source.path), "frame": index})
@@ -120,6 +140,7 @@ def _record_image(image: Any, result: Any, source: Source, out_path: Path | None
     while the copy is written has no rows for it); the summary line."""
     import cv2
 
+    result = foreground(result)
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out_path, out_path.suffix) as temporary:
@@ -232,20 +253,23 @@ def _check_ray_options(args: argparse.Namespace, sources: Sequence[Source]) -> N
         )
 
 
-def _run_on_ray(sources: Sequence[Source], args: argparse.Namespace, progress: _Progress) -> None:
-    """``detect --ray``: the images on Ray Data (:mod:`nanodet_infer.scale_out`); the same rows as locally."""
+def _run_on_ray(sources: Sequence[Source], detector: Any, args: argparse.Namespace, progress: _Progress) -> None:
+    """``detect --ray``: the images on Ray Data (:mod:`nanodet_infer.scale_out`) with ``detector``'s settings;
+    the same rows as locally."""
     from ..scale_out import detect_with_ray
 
     options = arguments.detector_options(args)
+    options.update({name: getattr(detector, name) for name in arguments.SETTING_OPTIONS})
     threads = options.pop("num_threads")
     run = detect_with_ray([s.path for s in sources], args.model, actors=args.actors, threads=threads,
                           batch_size=args.batch_size, address=args.ray_address, progress=not args.no_progress,
-                          connect_timeout=args.ray_timeout,
-                          **options)
+                          connect_timeout=args.ray_timeout, verbose=args.verbose, **options)
     for _path, message in run.errors:
         print(f"{PROG}: warning: {safe_text(message)}; skipped", file=sys.stderr)
-    progress.rows.extend(run.rows)
-    progress.images, progress.detections, progress.unreadable = run.images, len(run.rows), len(run.errors)
+    background = set(background_ids(detector.metadata.class_names))
+    rows = [row for row in run.rows if row["category_id"] not in background]
+    progress.rows.extend(rows)
+    progress.images, progress.detections, progress.unreadable = run.images, len(rows), len(run.errors)
 
 
 def run_detect(args: argparse.Namespace) -> int:
@@ -265,7 +289,7 @@ def run_detect(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         if args.ray:
-            _run_on_ray(inputs.sources, args, progress)
+            _run_on_ray(inputs.sources, detector, args, progress)
         else:
             _run_sources(inputs.sources, detector, planned, args, progress)
     finally:
@@ -321,7 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         return _guarded(lambda: run_bench(extra), args.verbose)
     if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        subcommand = arguments.subcommand_parser(parser, args.command)
+        message = arguments.unknown_options_message(extra, subcommand)
+        print(f"{PROG} {args.command}: error: {message}; see {PROG} {args.command} --help", file=sys.stderr)
+        return 2
     command = run_detect if args.command == "detect" else run_eval
     return _guarded(lambda: command(args), args.verbose)
 

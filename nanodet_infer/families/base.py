@@ -106,6 +106,11 @@ class Family(ABC):
         :attr:`default_settings`): :meth:`model_settings` unless the family's evaluator differs from its demo."""
         return self.model_settings(metadata)
 
+    def display_settings(self, metadata: ModelMetadata) -> Mapping[str, Any]:
+        """The settings ``nanodet-infer detect`` draws and lists boxes with (the same four keys): upstream's demo
+        settings, :meth:`model_settings`, unless those are the evaluator's (a threshold that keeps noise)."""
+        return self.model_settings(metadata)
+
     @abstractmethod
     def plan(self, image_size: Sequence[int], spec: ModelSpec, settings: Settings) -> Plan:
         """The resize plan of an image of ``image_size`` ``(W, H)``."""

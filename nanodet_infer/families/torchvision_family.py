@@ -46,6 +46,11 @@ class HeadLayout:
         return logits, deltas
 
 
+DISPLAY_SCORE_THRESHOLD = 0.5
+"""``nanodet-infer detect``'s score threshold for torchvision detectors (torchvision's own examples draw the
+boxes above 0.5 or higher); evaluation keeps the builder's."""
+
+
 class TorchvisionFamily(Family):
     """The shared part of the ``ssd`` and ``retinanet`` families (see the module docstring)."""
 
@@ -96,6 +101,11 @@ class TorchvisionFamily(Family):
             "iou_threshold": metadata.nms_thresh,
             "max_detections": metadata.detections_per_img,
         }
+
+    def display_settings(self, metadata: ModelMetadata) -> Mapping[str, Any]:
+        """The builder's settings are its evaluation settings (SSDLite keeps scores above 0.001: up to 300 boxes
+        of noise per image); ``detect`` shows the boxes scoring above :data:`DISPLAY_SCORE_THRESHOLD`."""
+        return {**self.model_settings(metadata), "score_threshold": DISPLAY_SCORE_THRESHOLD}
 
     def check_model(self, backend: Backend, metadata: ModelMetadata) -> HeadLayout:
         if metadata.channel_order != "RGB":

@@ -86,7 +86,23 @@ def check_num_priors(num_rows: int, canvas_size: Sequence[int], strides: Sequenc
         raise IncompatibleModelError(
             f"the model returned {num_rows} rows for a {canvas_size[0]}x{canvas_size[1]} input, but strides "
             f"{list(strides)} give {expected} priors; check strides/input_size"
+            + other_family_hint(num_rows, canvas_size)
         )
+
+
+YOLOV7_ROW_LAYOUTS = ((8, 16, 32), (8, 16, 32, 64))
+"""Strides of upstream YOLOv7 (P5) and YOLOv7-W6 (P6) models, 3 anchors per level each."""
+
+
+def other_family_hint(rows: int | None, canvas_size: Sequence[int]) -> str:
+    """``"; ... --model-family yolov7"`` when ``rows`` is a YOLOv7 output's row count for ``canvas_size``
+    ``(W, H)`` (``3 * sum(ceil(W/s) * ceil(H/s))``), else ``""``: a foreign model's layout names its family."""
+    from ..yolov7.layout import num_rows
+
+    if rows is None or not any(rows == num_rows(canvas_size, strides, 3) for strides in YOLOV7_ROW_LAYOUTS):
+        return ""
+    return (f"; {rows} rows is the layout of a YOLOv7 model at {canvas_size[0]}x{canvas_size[1]}: give "
+            "--model-family yolov7 (model_family='yolov7')")
 
 
 def check_facts(facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,9 +208,12 @@ def _foreign_num_classes(backend: Backend, facts: Mapping[str, Any], reg_max: in
         raise MetadataError("the output's channel count is symbolic; pass num_classes= (and reg_max=)")
     box_channels = 4 * (reg_max + 1)
     if channels <= box_channels:
+        shape = backend.input_shape
+        canvas = facts.get("input_size") or (None if None in shape[2:] else (shape[3], shape[2]))
         raise IncompatibleModelError(
             f"the output has {channels} channels, not more than 4*(reg_max+1) = {box_channels}; "
             "pass the right reg_max=, or this is not a NanoDet-Plus model"
+            + (other_family_hint(backend.output_shapes[0][1], canvas) if canvas else "")
         )
     return channels - box_channels
 
@@ -218,4 +237,5 @@ def _check_outputs(backend: Backend, layout: OutputLayout, meta: ModelMetadata) 
             raise IncompatibleModelError(
                 f"output {name!r} has {shape[1]} rows, but a {meta.input_size[0]}x{meta.input_size[1]} input with "
                 f"strides {list(meta.strides)} has {priors} priors; check strides/input_size"
+                + other_family_hint(shape[1], meta.input_size)
             )
