@@ -214,6 +214,11 @@ class Detector:
         return dict(self._spec.family.evaluation_settings(self._spec.metadata))
 
     @property
+    def backend(self) -> Backend:
+        """The loaded engine (its ``run`` takes the network input ``[B, 3, H, W]``; used by the serving tensor API)."""
+        return self._backend
+
+    @property
     def backend_name(self) -> str:
         """``"onnxruntime"`` or ``"openvino"``."""
         return self._backend.name

@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Detect with, benchmark and COCO-evaluate an exported NanoDet-Plus model (ORT / OpenVINO).",
         parents=[common],
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{detect,eval,bench}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{detect,eval,bench,serve}")
 
     detect = sub.add_parser(
         "detect",
@@ -210,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         add_help=False,
         help="per-stage latency of a model file on this machine; `bench --help` for its options",
+    )
+    sub.add_parser(
+        "serve",
+        parents=[common],
+        add_help=False,
+        help="HTTP detection service (/v1 detect, KServe v2, /metrics, a web page); `serve --help` for its options",
     )
     return parser
 
