@@ -33,7 +33,7 @@ class ShuttingDown(Exception):
     """The server is draining for shutdown and takes no new work."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the queue removes this very job
 class Job:
     """One image waiting for its batch; ``future`` receives its :class:`Detections` (or the exception)."""
 
