@@ -214,7 +214,7 @@ async def detect(request: Request) -> Response:
     settings = _settings(options)
     keep = _class_filter(options.get("classes"), model.detector.metadata.class_names)
     decode_started = time.perf_counter()
-    image = decode_image(data, state.limits.max_pixels)
+    image = await asyncio.to_thread(decode_image, data, state.limits.max_pixels)  # off the event loop
     decode_ms = (time.perf_counter() - decode_started) * 1000
     queued = time.perf_counter()
     result = await _await_job(state, model, image, settings)
