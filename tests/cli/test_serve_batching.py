@@ -110,3 +110,30 @@ def test_http_queue_limit_is_503_with_retry_after_and_draining_is_503() -> None:
     batcher.close(30)
     assert 'nanodet_rejections_total{model="m",reason="queue_full"} 1.0' in metrics
     assert 'nanodet_rejections_total{model="m",reason="shutting_down"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--model", "a.onnx", "--name", "x", "--name", "y"], "--name given 2 times for 1 --model"),
+        (["--model", "a.onnx", "--model", "b/a.onnx"], "repeat"),
+        (["--model", "missing.onnx", "--max-queue", "0"], "--max-queue"),
+        (["--model", "missing.onnx"], "missing.onnx"),
+    ],
+)
+def test_bad_serve_options_are_one_line_exit_2(options, message, capsys) -> None:
+    from nanodet_infer.cli import main
+
+    assert main(["serve", *options]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_serve_help_lists_its_bounds(capsys) -> None:
+    from nanodet_infer.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert all(option in out for option in ("--max-batch", "--max-wait-ms", "--max-queue", "--max-pixels"))
