@@ -223,3 +223,20 @@ def test_sigterm_under_load_finishes_in_flight_and_loses_nothing(files) -> None:
     assert len(outcomes) == 8
     assert all(o in (200, 503) or str(o).startswith("refused") for o in outcomes), outcomes
     assert outcomes.count(200) >= 1, outcomes  # in-flight requests finished after SIGTERM
+
+
+def test_slow_client_gets_408_and_the_server_keeps_serving(files) -> None:
+    model, images = files
+    running = Server("--model", str(model), "--request-timeout", "1")
+    try:
+        parts = urllib.parse.urlsplit(f"{running.url}/v1/models/tiny/detect")
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        connection.putrequest("POST", parts.path)
+        connection.putheader("Content-Length", "1000")
+        connection.endheaders(b"\x89PNG")  # 4 of the 1000 bytes promised, then silence
+        response = connection.getresponse()
+        assert response.status == 408 and "not received within 1 s" in json.loads(response.read())["error"]
+        connection.close()
+        assert _post(f"{running.url}/v1/models/tiny/detect", images[0].read_bytes())[0] == 200
+    finally:
+        running.stop()
