@@ -7,18 +7,16 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import struct
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 import pytest
-from _serve_server import NAMES, Server, sample_images, tiny_model
+from _serve_server import NAMES, Server, png_header, sample_images, tiny_model
 
 from nanodet_infer import Detector
 
@@ -125,16 +123,9 @@ def test_concurrent_requests_are_batched_and_exact(server, files, detector) -> N
     assert total > count  # some batch held more than one image
 
 
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG whose IHDR declares ``width x height`` (no pixel data follows: a decoder bomb's header)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return b"\x89PNG\r\n\x1a\n" + chunk
-
-
 def test_bounds_and_bad_requests_are_one_line_errors(server) -> None:
     url = f"{server.url}/v1/models/tiny/detect"
-    status, _, raw = _post(url, _png_header(20000, 20000))
+    status, _, raw = _post(url, png_header(20000, 20000))
     assert status == 413 and "pixels" in json.loads(raw)["error"]
     # a body declared over the limit is refused before it is received (the client sends only the headers)
     parts = urllib.parse.urlsplit(url)
@@ -146,8 +137,8 @@ def test_bounds_and_bad_requests_are_one_line_errors(server) -> None:
     assert response.status == 413 and "limit" in json.loads(response.read())["error"]
     connection.close()
     assert _post(url, b"not an image")[0] == 400
-    assert _post(f"{url}?score_threshold=2", _png_header(4, 4))[0] == 400
-    assert _post(f"{url}?classes=zebra", _png_header(4, 4))[0] == 400
+    assert _post(f"{url}?score_threshold=2", png_header(4, 4))[0] == 400
+    assert _post(f"{url}?classes=zebra", png_header(4, 4))[0] == 400
     assert _post(f"{server.url}/v1/models/nope/detect", b"x")[0] == 404
     assert _post(url, b"{", "application/json")[0] == 400
     metrics = _get(f"{server.url}/metrics")[1].decode()

@@ -3,12 +3,10 @@ accepted format; a header over the pixel budget is refused before decoding; othe
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import cv2
 import numpy as np
 import pytest
+from _serve_server import png_header
 
 from nanodet_infer.errors import ImageReadError, InvalidImageError
 from nanodet_infer.serve.image_bytes import decode_image, image_size_from_header
@@ -31,17 +29,12 @@ def test_lossless_webp_header() -> None:
     assert data[12:16] == b"VP8L" and image_size_from_header(data) == (13, 9)
 
 
-def _png_header(width: int, height: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-
-
 def test_over_the_pixel_budget_is_refused_before_decoding() -> None:
     with pytest.raises(InvalidImageError, match="100000x100000"):
-        decode_image(_png_header(100_000, 100_000), max_pixels=50_000_000)
+        decode_image(png_header(100_000, 100_000), max_pixels=50_000_000)
 
 
-@pytest.mark.parametrize("data", [b"", b"GIF89a....", b"\xff\xd8\xff", _png_header(4, 4), b"BM" + b"\0" * 40])
+@pytest.mark.parametrize("data", [b"", b"GIF89a....", b"\xff\xd8\xff", png_header(4, 4), b"BM" + b"\0" * 40])
 def test_unreadable_bytes_are_image_read_errors(data) -> None:
     with pytest.raises(ImageReadError):
         decode_image(data, max_pixels=10**6)
