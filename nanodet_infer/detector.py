@@ -232,6 +232,11 @@ class Detector:
         return dict(self._spec.family.display_settings(self._spec.metadata))
 
     @property
+    def backend(self) -> Backend:
+        """The loaded engine (its ``run`` takes the network input ``[B, 3, H, W]``; used by the serving tensor API)."""
+        return self._backend
+
+    @property
     def backend_name(self) -> str:
         """``"onnxruntime"`` or ``"openvino"``."""
         return self._backend.name

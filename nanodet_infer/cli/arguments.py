@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         allow_abbrev=False,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{detect,eval,bench}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{detect,eval,bench,serve}")
 
     detect = sub.add_parser(
         "detect",
@@ -236,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         allow_abbrev=False,
         help="per-stage latency of a model file on this machine; `bench --help` for its options",
+    )
+    sub.add_parser(
+        "serve",
+        parents=[common],
+        add_help=False,
+        help="HTTP detection service (/v1 detect, KServe v2, /metrics, a web page); `serve --help` for its options",
     )
     return parser
 

@@ -344,6 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "bench":
         return _guarded(lambda: run_bench(extra), args.verbose)
+    if args.command == "serve":
+        from ..serve.command import main as serve_main
+
+        return serve_main([*(["--verbose"] if args.verbose else []), *extra], _guarded)
     if extra:
         subcommand = arguments.subcommand_parser(parser, args.command)
         message = arguments.unknown_options_message(extra, subcommand)
