@@ -88,6 +88,10 @@ class Prepared:
     aux_params_dropped: int = 0
     used_ema: bool | None = None
     source_format: str = "in-memory"
+    count_weights: bool = True
+    """Check that the graph's matrix-product weights add up to the deploy model's (False for a transformer:
+    constant folding splits attention biases and merges the query embedding, so the count is no invariant;
+    the parity check remains the guard)."""
 
 
 def _same(run: parity.Runner) -> parity.Runner:

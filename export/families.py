@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nanodet_infer.errors import CheckpointError, InvalidArgumentError, ModelLoadError
 
-from . import nanodet_plus, yolov7
+from . import detr, nanodet_plus, yolov7
 from .adapter import ExportAdapter
 from .torchvision_export import RETINANET_ADAPTER, SSD_ADAPTER
 
@@ -21,6 +21,7 @@ EXPORT_ADAPTERS: dict[str, ExportAdapter] = {
     yolov7.ADAPTER.name: yolov7.ADAPTER,
     SSD_ADAPTER.name: SSD_ADAPTER,
     RETINANET_ADAPTER.name: RETINANET_ADAPTER,
+    detr.ADAPTER.name: detr.ADAPTER,
 }
 
 

@@ -50,7 +50,10 @@ def export_prepared(
         simplify=options.simplify,
         output_names=prepared.output_names,
     )
-    num_params = onnx_export.check_deploy_parameters(graph, prepared.deploy, elementwise=prepared.elementwise)
+    if prepared.count_weights:
+        num_params = onnx_export.check_deploy_parameters(graph, prepared.deploy, elementwise=prepared.elementwise)
+    else:
+        num_params = onnx_export.folded_parameter_count(prepared.deploy)
     if prepared.check_graph is not None:
         prepared.check_graph(graph, prepared.trace_size)
     properties = metadata.to_properties()
