@@ -16,13 +16,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from nanodet_models.detr import read_detr_checkpoint
-from nanodet_models.sniff import pickle_names
 from torch import nn
 
 from nanodet_infer.errors import InvalidArgumentError
 from nanodet_infer.families.detr.section import IMAGENET_MEAN_255, IMAGENET_STD_255
 from nanodet_infer.metadata import ModelMetadata
+from nanodet_models.detr import read_detr_checkpoint
+from nanodet_models.detr.model import DetrArchitecture
+from nanodet_models.sniff import pickle_names
 
 from .. import onnx_export, parity
 from ..adapter import TRUST_CHECKPOINT, CommonArgs, ExportAdapter, Option, ParityRule, Prepared
@@ -95,8 +96,12 @@ def prepare(
         input_name=onnx_export.INPUT_NAME,
         producer=PRODUCER,
         source_sha256=checkpoint.sha256,
-        architecture={**dataclasses.asdict(arch), "stored_dtype": checkpoint.stored_dtype,
-                      "assumed": list(checkpoint.config.assumed)},
+        architecture={
+            **dataclasses.asdict(arch),
+            "summary": _summary(arch),
+            "stored_dtype": checkpoint.stored_dtype,
+            "defaults_assumed": list(checkpoint.config.assumed),  # facts no tensor shape shows (args absent)
+        },
         **section,
     )
     shapes = [*parity.input_shapes(size, dynamic=True), (1, 3, size[1] - 46, size[0] - 1)]
@@ -112,6 +117,17 @@ def prepare(
         dynamic_hw=True,
         source_format=f"detr {checkpoint.source_format}",
         count_weights=False,
+        used_ema=False,
+    )
+
+
+def _summary(arch: DetrArchitecture) -> str:
+    """E.g. ``DETR resnet18, hidden 128, 8 heads, 2+2 layers, 100 queries``."""
+    dc5 = "-DC5" if arch.dilation else ""
+    norm = ", pre-norm" if arch.pre_norm else ""
+    return (
+        f"DETR {arch.backbone}{dc5}, hidden {arch.hidden_dim}, {arch.nheads} heads, "
+        f"{arch.enc_layers}+{arch.dec_layers} layers{norm}, {arch.num_queries} queries"
     )
 
 

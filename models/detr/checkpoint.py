@@ -50,7 +50,9 @@ class DetrConfig:
 
     @property
     def assumed(self) -> tuple[str, ...]:
-        return tuple(f"{k}={getattr(self.arch, k)!r} (DETR's default)" for k, v in self.sources.items() if v == "default")
+        return tuple(
+            f"{k}={getattr(self.arch, k)!r} (DETR's default)" for k, v in self.sources.items() if v == "default"
+        )
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,9 @@ class DetrCheckpoint:
         model = build_detr(self.config.arch)
         problems = key_problems(model.state_dict(), self.state_dict)
         if problems:
-            raise CheckpointError(f"DETR checkpoint does not match its inferred architecture: {'; '.join(problems)}; {SUPPORTED}")
+            raise CheckpointError(
+                f"DETR checkpoint does not match its inferred architecture: {'; '.join(problems)}; {SUPPORTED}"
+            )
         model.load_state_dict(self.state_dict, strict=True)
         return model
 
@@ -134,14 +138,20 @@ def infer_config(sd: Mapping[str, torch.Tensor], args: Mapping[str, Any] | None,
     bottleneck = "backbone.0.body.layer1.0.conv3.weight" in sd
     backbone = next((n for n, b in BLOCKS.items() if b == blocks and (n in BOTTLENECK) == bottleneck), None)
     if backbone is None:
-        raise CheckpointError(f"{path}: backbone with {blocks} blocks per stage is not a ResNet-18/34/50/101; {SUPPORTED}")
+        raise CheckpointError(
+            f"{path}: backbone with {blocks} blocks per stage is not a ResNet-18/34/50/101; {SUPPORTED}"
+        )
     dilation = bool(args.get("dilation", False))
     if dilation and backbone not in BOTTLENECK:
         raise CheckpointError(f"{path}: DC5 (dilation) needs a Bottleneck ResNet (50/101), not {backbone}; {SUPPORTED}")
     try:
         queries, hidden = sd["query_embed.weight"].shape
         logits = sd["class_embed.weight"].shape[0]
-        ffn = sd["transformer.encoder.layers.0.linear1.weight"].shape[0] if "transformer.encoder.layers.0.linear1.weight" in sd else sd["transformer.decoder.layers.0.linear1.weight"].shape[0]
+        ffn = (
+            sd["transformer.encoder.layers.0.linear1.weight"].shape[0]
+            if "transformer.encoder.layers.0.linear1.weight" in sd
+            else sd["transformer.decoder.layers.0.linear1.weight"].shape[0]
+        )
     except KeyError as exc:
         raise CheckpointError(f"{path}: no DETR key {exc.args[0]!r}; {SUPPORTED}") from None
     nheads = args.get("nheads")
@@ -163,7 +173,16 @@ def infer_config(sd: Mapping[str, torch.Tensor], args: Mapping[str, Any] | None,
         raise CheckpointError(f"{path}: the checkpoint has no decoder layers; {SUPPORTED}")
     facts_from_args = {"dilation": "dilation" in args, "nheads": nheads is not None}
     sources = {k: "args" if v else "default" for k, v in facts_from_args.items()}
-    for name in ("backbone", "hidden_dim", "enc_layers", "dec_layers", "dim_feedforward", "pre_norm", "num_queries", "num_classes"):
+    for name in (
+        "backbone",
+        "hidden_dim",
+        "enc_layers",
+        "dec_layers",
+        "dim_feedforward",
+        "pre_norm",
+        "num_queries",
+        "num_classes",
+    ):
         sources[name] = "tensors"
     _check_args_agree(arch, args, path)
     return DetrConfig(arch, sources)
@@ -182,12 +201,14 @@ def _refuse_other_models(keys: list[str], args: Mapping[str, Any] | None, path: 
     if has("bbox_head.") or has("neck."):
         raise CheckpointError(f"{path} is an mmdetection checkpoint, not supported; {SUPPORTED}")
     if not has("backbone.0.body.") or not has("transformer."):
-        raise CheckpointError(f"{path} holds no facebookresearch/detr keys (backbone.0.body.*, transformer.*); {SUPPORTED}")
+        raise CheckpointError(
+            f"{path} holds no facebookresearch/detr keys (backbone.0.body.*, transformer.*); {SUPPORTED}"
+        )
 
 
 def _check_args_agree(arch: DetrArchitecture, args: Mapping[str, Any], path: Path) -> None:
     for name in ("backbone", "hidden_dim", "enc_layers", "dec_layers", "dim_feedforward", "pre_norm", "num_queries"):
         if name in args and args[name] != getattr(arch, name):
             raise CheckpointError(
-                f"{path}: args.{name}={args[name]!r} but the tensors say {getattr(arch, name)!r}; the file is inconsistent"
+                f"{path}: args.{name}={args[name]!r} but the tensors say {getattr(arch, name)!r}; inconsistent file"
             )

@@ -84,7 +84,9 @@ class DecoderLayer(nn.Module):
             q = k = tgt2 + query_pos
             tgt = tgt + self.self_attn(q, k, tgt2)[0]
             tgt2 = self.norm2(tgt)
-            tgt = tgt + self.multihead_attn(tgt2 + query_pos, memory + pos, memory, key_padding_mask=key_padding_mask)[0]
+            tgt = (
+                tgt + self.multihead_attn(tgt2 + query_pos, memory + pos, memory, key_padding_mask=key_padding_mask)[0]
+            )
             return tgt + self.linear2(F.relu(self.linear1(self.norm3(tgt))))
         q = k = tgt + query_pos
         tgt = self.norm1(tgt + self.self_attn(q, k, tgt)[0])
@@ -133,10 +135,15 @@ class Decoder(nn.Module):
 
 
 class Transformer(nn.Module):
-    """``Transformer``: ``src [B, D, h, w]``, ``pos`` alike, ``query_embed [Q, D]`` → per decoder layer ``[B, Q, D]``."""
+    """``Transformer``: ``src [B, D, h, w]``, ``pos`` alike, ``query_embed [Q, D]`` → per layer ``[B, Q, D]``."""
 
     def __init__(
-        self, d_model: int, nhead: int, num_encoder_layers: int, num_decoder_layers: int, dim_feedforward: int,
+        self,
+        d_model: int,
+        nhead: int,
+        num_encoder_layers: int,
+        num_decoder_layers: int,
+        dim_feedforward: int,
         pre_norm: bool,
     ) -> None:
         super().__init__()

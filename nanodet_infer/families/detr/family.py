@@ -97,8 +97,12 @@ class Detr(Family):
         logits, boxes = backend.output_shapes[layout.logits_index], backend.output_shapes[layout.boxes_index]
         queries = (None, metadata.num_queries)
         ok = (
-            len(logits) == 3 and len(boxes) == 3 and logits[1] in queries and boxes[1] in queries
-            and logits[2] in (None, metadata.num_classes + 1) and boxes[2] in (None, 4)
+            len(logits) == 3
+            and len(boxes) == 3
+            and logits[1] in queries
+            and boxes[1] in queries
+            and logits[2] in (None, metadata.num_classes + 1)
+            and boxes[2] in (None, 4)
         )
         if not ok:
             raise IncompatibleModelError(
@@ -124,7 +128,12 @@ class Detr(Family):
         if len(scores) and labels.max() >= spec.metadata.num_classes:
             raise IncompatibleModelError("DETR logits have more classes than the metadata's num_classes")
         return select(
-            scores, labels, xyxy, plan.src_size, settings.score_threshold, settings.max_detections,
+            scores,
+            labels,
+            xyxy,
+            plan.src_size,
+            settings.score_threshold,
+            settings.max_detections,
             spec.metadata.clip_boxes,
         )
 
