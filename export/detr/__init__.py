@@ -11,6 +11,7 @@ runs against PyTorch at the trace size, a batch of two, and one size that is not
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import cv2
@@ -45,7 +46,10 @@ class Deploy(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(x)
+        with warnings.catch_warnings():
+            # nn.MultiheadAttention compares static sizes (embed dim, head dim): constants in the trace, rightly
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            return self.model(x)
 
 
 def recognise(path: Path) -> bool:
