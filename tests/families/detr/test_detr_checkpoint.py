@@ -13,8 +13,16 @@ from nanodet_models.detr import read_detr_checkpoint
 from nanodet_models.detr.checkpoint import infer_config
 from nanodet_models.detr.model import DetrArchitecture, build_detr
 
-SMALL = DetrArchitecture(backbone="resnet18", hidden_dim=32, nheads=4, enc_layers=1, dec_layers=2,
-                         dim_feedforward=64, num_queries=10, num_classes=5)
+SMALL = DetrArchitecture(
+    backbone="resnet18",
+    hidden_dim=32,
+    nheads=4,
+    enc_layers=1,
+    dec_layers=2,
+    dim_feedforward=64,
+    num_queries=10,
+    num_classes=5,
+)
 
 
 def _state(arch: DetrArchitecture) -> dict[str, torch.Tensor]:
@@ -24,10 +32,30 @@ def _state(arch: DetrArchitecture) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(
     "arch",
-    [SMALL, DetrArchitecture(backbone="resnet34", hidden_dim=16, nheads=2, enc_layers=0, dec_layers=1,
-                             dim_feedforward=8, num_queries=3, num_classes=2, pre_norm=True),
-     DetrArchitecture(backbone="resnet50", hidden_dim=16, nheads=2, enc_layers=1, dec_layers=1,
-                      dim_feedforward=8, num_queries=3, num_classes=2)],
+    [
+        SMALL,
+        DetrArchitecture(
+            backbone="resnet34",
+            hidden_dim=16,
+            nheads=2,
+            enc_layers=0,
+            dec_layers=1,
+            dim_feedforward=8,
+            num_queries=3,
+            num_classes=2,
+            pre_norm=True,
+        ),
+        DetrArchitecture(
+            backbone="resnet50",
+            hidden_dim=16,
+            nheads=2,
+            enc_layers=1,
+            dec_layers=1,
+            dim_feedforward=8,
+            num_queries=3,
+            num_classes=2,
+        ),
+    ],
 )
 def test_architecture_read_from_tensors(arch):
     config = infer_config(_state(arch), {"nheads": arch.nheads}, Path("x.pth"))
@@ -35,8 +63,17 @@ def test_architecture_read_from_tensors(arch):
 
 
 def test_dc5_and_resnet101_from_args(tmp_path):
-    arch = DetrArchitecture(backbone="resnet101", dilation=True, hidden_dim=16, nheads=2, enc_layers=1,
-                            dec_layers=1, dim_feedforward=8, num_queries=3, num_classes=2)
+    arch = DetrArchitecture(
+        backbone="resnet101",
+        dilation=True,
+        hidden_dim=16,
+        nheads=2,
+        enc_layers=1,
+        dec_layers=1,
+        dim_feedforward=8,
+        num_queries=3,
+        num_classes=2,
+    )
     args = argparse.Namespace(backbone="resnet101", dilation=True, nheads=2, masks=False)
     path = tmp_path / "checkpoint.pth"
     torch.save({"model": _state(arch), "optimizer": {}, "lr_scheduler": {}, "epoch": 3, "args": args}, path)
@@ -110,4 +147,3 @@ def test_inconsistent_args_are_refused(tmp_path):
     args = argparse.Namespace(hidden_dim=256)
     with pytest.raises(CheckpointError, match="hidden_dim"):
         read_detr_checkpoint(_saved(tmp_path, {"model": _state(SMALL), "args": args}))
-

@@ -39,8 +39,14 @@ def exported(shared_fixtures: Path, tmp_path_factory) -> dict[tuple[str, str], P
     for size, (min_size, max_size, _) in SIZES.items():
         for engine, suffix, fmt in (("onnxruntime", "onnx", "onnx"), ("openvino", "xml", "openvino")):
             path = out / f"detr_{size}.{suffix}"
-            export_checkpoint(ckpt, path, fmt=fmt, check=(engine, size) == ("onnxruntime", "800"),
-                              min_size=min_size, max_size=max_size)
+            export_checkpoint(
+                ckpt,
+                path,
+                fmt=fmt,
+                check=(engine, size) == ("onnxruntime", "800"),
+                min_size=min_size,
+                max_size=max_size,
+            )
             files[engine, size] = path
     return files
 
@@ -61,8 +67,9 @@ def test_torch_model_reproduces_the_official_outputs(checkpoint):
 
         image = _image(stem)
         h, w = image.shape[:2]
-        x = preprocess(image, DetrPlan((w, h), eval_size((w, h), 800, 1333)), (0.485, 0.456, 0.406),
-                       (0.229, 0.224, 0.225))
+        x = preprocess(
+            image, DetrPlan((w, h), eval_size((w, h), 800, 1333)), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        )
         ref = _reference(stem, "800")
         with torch.no_grad():
             layers = model.all_layers(torch.from_numpy(x)[None], torch.zeros(1, *x.shape[1:], dtype=torch.bool))
@@ -82,8 +89,9 @@ def test_torch_model_with_the_mask_reproduces_the_padded_batch(checkpoint):
     for b, stem in enumerate(("val_00002", "val_00004")):
         image = _image(stem)
         h, w = image.shape[:2]
-        t = preprocess(image, DetrPlan((w, h), eval_size((w, h), 800, 1333)), (0.485, 0.456, 0.406),
-                       (0.229, 0.224, 0.225))
+        t = preprocess(
+            image, DetrPlan((w, h), eval_size((w, h), 800, 1333)), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        )
         x[b, :, : t.shape[1], : t.shape[2]] = torch.from_numpy(t)
         assert not mask[b, : t.shape[1], : t.shape[2]].any() and mask[b].sum() == mask[b].numel() - t[0].size
     with torch.no_grad():
@@ -116,8 +124,14 @@ def _matched(detections, ref, size_wh):
     for box, score, label in zip(detections.xyxy, detections.scores, detections.class_ids, strict=True):
         distance = np.abs(ref_boxes - box).max(axis=1) + np.abs(ref["scores"] - score) * 1e3
         query = int(distance.argmin())
-        rows.append((query, label == ref["labels"][query], np.abs(ref_boxes[query] - box).max(),
-                     abs(ref["scores"][query] - score)))
+        rows.append(
+            (
+                query,
+                label == ref["labels"][query],
+                np.abs(ref_boxes[query] - box).max(),
+                abs(ref["scores"][query] - score),
+            )
+        )
     return rows
 
 
@@ -150,3 +164,37 @@ def test_batches_give_each_image_its_single_result(exported, engine):
         assert np.array_equal(single.class_ids, batched.class_ids)
         np.testing.assert_allclose(batched.xyxy, single.xyxy, rtol=0, atol=1e-3)
         np.testing.assert_allclose(batched.scores, single.scores, rtol=0, atol=1e-5)
+
+
+def test_cli_exports_the_training_layout_with_no_other_flag(shared_fixtures: Path, tmp_path):
+    """``nanodet-export --ckpt checkpoint.pth --out detr.onnx``: main.py's layout, its pickled Namespace admitted."""
+    import argparse
+    import json
+
+    from nanodet_export.cli import main
+    from nanodet_infer.metadata import ModelMetadata
+
+    fixture = shared_fixtures / "detr-r18-s"
+    state = torch.load(fixture / "model.pth", weights_only=True)["model"]
+    args = argparse.Namespace(**json.loads((fixture / "meta.json").read_text())["args"])
+    ckpt = tmp_path / "checkpoint.pth"
+    torch.save(
+        {
+            "model": {k: v.float() for k, v in state.items()},
+            "optimizer": {},
+            "lr_scheduler": {},
+            "epoch": 0,
+            "args": args,
+        },
+        ckpt,
+    )
+    out = tmp_path / "detr.onnx"
+    assert main(["--ckpt", str(ckpt), "--out", str(out)]) == 0
+    import onnx
+
+    meta = ModelMetadata.from_properties(
+        {p.key: p.value for p in onnx.load(out, load_external_data=False).metadata_props}
+    )
+    assert meta.model_family == "detr" and meta.num_classes == 91 and meta.class_names[:2] == ("N/A", "person")
+    assert (meta.min_size, meta.max_size, meta.no_object_index, meta.num_queries) == (800, 1333, 91, 100)
+    assert meta.architecture["defaults_assumed"] == [] and meta.architecture["backbone"] == "resnet18"
