@@ -51,7 +51,7 @@ def test_help_lists_the_declared_option(toy, capsys) -> None:
     assert main(["--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "--gain G multiply the conv's weights by this [toy]" in out
-    assert "{nanodet-plus,yolov7,ssd,retinanet,toy}" in out
+    assert "{nanodet-plus,yolov7,ssd,retinanet,detr,toy}" in out
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])

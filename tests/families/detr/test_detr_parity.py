@@ -198,3 +198,52 @@ def test_cli_exports_the_training_layout_with_no_other_flag(shared_fixtures: Pat
     assert meta.model_family == "detr" and meta.num_classes == 91 and meta.class_names[:2] == ("N/A", "person")
     assert (meta.min_size, meta.max_size, meta.no_object_index, meta.num_queries) == (800, 1333, 91, 100)
     assert meta.architecture["defaults_assumed"] == [] and meta.architecture["backbone"] == "resnet18"
+
+
+def test_eval_maps_labels_to_coco_category_ids(exported, tmp_path):
+    """Ground truth = the official > 0.7 detections with COCO's ids and names: eval (all queries) scores mAP 1.0
+    only if label k is scored as COCO category k (a positional mapping would give ~0)."""
+    import json
+
+    from nanodet_infer.cli import main
+
+    categories = META["categories"]
+    images, annotations = [], []
+    for image_id, stem in enumerate(STEMS):
+        ref = _reference(stem, "800")
+        h, w = META["images"][stem]["orig_size_hw"]
+        images.append({"id": image_id, "file_name": f"{stem}.jpg", "width": w, "height": h})
+        for box, label in zip(ref["boxes"][ref["scores"] > 0.7], ref["labels"][ref["scores"] > 0.7], strict=True):
+            x0, y0 = max(float(box[0]), 0.0), max(float(box[1]), 0.0)
+            x1, y1 = min(float(box[2]), w), min(float(box[3]), h)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
+    used = sorted({a["category_id"] for a in annotations})
+    gt = {"images": images, "annotations": annotations, "categories": [{"id": i, "name": categories[i]} for i in used]}
+    ann, stats = tmp_path / "gt.json", tmp_path / "stats.json"
+    ann.write_text(json.dumps(gt))
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(exported["onnxruntime", "800"]),
+            "--ann",
+            str(ann),
+            "--images",
+            str(IMAGES),
+            "--json",
+            str(stats),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    result = json.loads(stats.read_text())
+    assert result["mAP"] == pytest.approx(1.0, abs=1e-3), result
