@@ -55,16 +55,15 @@ def _image(stem: str) -> np.ndarray:
     return cv2.imread(str(IMAGES / f"{stem}.jpg"))
 
 
-def _x(stem: str, size: str, detector: Detector) -> np.ndarray:
+def _x(stem: str, detector: Detector) -> np.ndarray:
     return detector.network_input(_image(stem))[None]
 
 
 def test_torch_model_reproduces_the_official_outputs(checkpoint):
-    detector = None
+    from nanodet_infer.families.detr.preprocess import DetrPlan, eval_size, preprocess
+
     model = checkpoint.build()
     for stem in STEMS:
-        from nanodet_infer.families.detr.preprocess import DetrPlan, eval_size, preprocess
-
         image = _image(stem)
         h, w = image.shape[:2]
         x = preprocess(
@@ -77,7 +76,6 @@ def test_torch_model_reproduces_the_official_outputs(checkpoint):
         assert np.abs(logits[0].numpy() - ref["pred_logits"]).max() <= 1e-4
         assert np.abs(boxes[0].numpy() - ref["pred_boxes"]).max() <= 5e-6
         assert np.abs(aux_logits[0].numpy() - ref["aux0_pred_logits"]).max() <= 1e-4
-    assert detector is None
 
 
 def test_torch_model_with_the_mask_reproduces_the_padded_batch(checkpoint):
@@ -107,7 +105,7 @@ def test_raw_outputs_within_measured_tolerance(exported, engine, size):
     detector = Detector(exported[engine, size], backend=engine, num_threads=1)
     backend = detector._backend
     for stem in STEMS:
-        x = _x(stem, size, detector)
+        x = _x(stem, detector)
         assert tuple(x.shape[2:]) == tuple(META["images"][stem][size]["input_hw"])
         logits, boxes = backend.run(x)
         ref = _reference(stem, size)
