@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from nanodet_infer import paths
 from nanodet_infer.bench import STAGES, Measurement
-from nanodet_infer.cli import outputs
 
 SCHEMA = "nanodet-infer.benchmark/1"
 
@@ -95,9 +95,9 @@ def _speed_tables(rows: list[dict[str, Any]]) -> list[str]:
 
 def write_json(doc: dict[str, Any], path: Path) -> None:
     """Write the benchmark document as JSON (NaN written as null), atomically or streamed into a pipe, as the
-    command lines write theirs (:func:`nanodet_infer.cli.outputs.write_json`)."""
+    command lines write theirs (:func:`nanodet_infer.paths.write_json`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    outputs.write_json(path, _finite(doc))
+    paths.write_json(path, _finite(doc))
 
 
 def _finite(value: Any) -> Any:

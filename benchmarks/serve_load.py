@@ -40,7 +40,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nanodet_infer.bench import synthetic_image  # noqa: E402
-from nanodet_infer.cli.outputs import write_json  # noqa: E402
+from nanodet_infer.paths import write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 LEVELS = (1, 4, 16, 64)

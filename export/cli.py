@@ -1,4 +1,5 @@
-"""``nanodet-export``: upstream training checkpoint (NanoDet-Plus, YOLOv7) → ONNX / OpenVINO IR, parity-checked.
+"""``nanodet-export``: upstream training checkpoint (any family of :mod:`.families`) → ONNX / OpenVINO IR,
+parity-checked. The family options come from the adapters' declarations (:class:`~.adapter.Option`).
 
 Exit codes: 0 success; 2 bad input (missing/corrupt/unsafe checkpoint, wrong architecture or config,
 bad option, an output path that cannot or must not be written); 1 export or parity check failed (or an
@@ -6,8 +7,8 @@ unexpected error); 130 / 143 stopped by Ctrl-C / SIGTERM (no partial file is lef
 on stderr; ``--verbose`` adds the traceback.
 
 Every output file (``--out`` and, for OpenVINO, its ``.bin``) is checked before the checkpoint is read:
-never one of the inputs (``--ckpt``, ``--config``, ``--class-names``), an existing file only with
-``--overwrite``, its folder writable (:mod:`nanodet_infer.cli.outputs`).
+never one of the inputs (``--ckpt``, ``--class-names``, a family's file option such as ``--config``), an
+existing file only with ``--overwrite``, its folder writable (:mod:`nanodet_infer.paths`).
 """
 
 from __future__ import annotations
@@ -19,16 +20,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from nanodet_models import ACTIVATIONS
-
 from nanodet_infer.cli.arguments import parse_size, read_class_names_file
-from nanodet_infer.cli.outputs import check_output_file, is_stream
 from nanodet_infer.cli.signals import exit_status, terminate_like_interrupt
 from nanodet_infer.errors import ExportError, InvalidArgumentError, NanoDetError
+from nanodet_infer.paths import check_output_file, is_stream
 from nanodet_infer.safetext import safe_text
 
-from .api import FORMATS, PRODUCER, ExportReport, export_checkpoint
-from .families import FAMILIES
+from .api import FORMATS, PRODUCER, ExportReport, export_checkpoint, family_options
+from .families import EXPORT_ADAPTERS
 from .quantize import DEFAULT_CALIB_COUNT, Int8Report, Int8Request, agreement_line
 from .staging import output_files
 
@@ -58,22 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--family",
-        choices=tuple(FAMILIES),
+        choices=tuple(EXPORT_ADAPTERS),
         help="detector family (default: recognised from the checkpoint's content)",
     )
     parser.add_argument("--out", required=True, help="output file: .onnx, or .xml for --format openvino")
-    arch = parser.add_mutually_exclusive_group()
-    arch.add_argument(
-        "--config", help="NanoDet-Plus training YAML (default: infer the architecture from the weights)"
-    )
-    arch.add_argument("--preset", help="built-in NanoDet-Plus config, e.g. nanodet-plus-m_320")
-    parser.add_argument(
-        "--activation",
-        metavar="NAME",
-        help="activation the checkpoint was trained with, when there is no --config/--preset (a checkpoint does "
-        "not store it; default: PReLU if its weights hold PReLU slopes, else LeakyReLU assumed): "
-        + ", ".join(ACTIVATIONS),
-    )
     parser.add_argument("--input-size", metavar="W,H", help="network input width,height (multiples of 32)")
     shape = parser.add_mutually_exclusive_group()
     shape.add_argument(
@@ -104,19 +91,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--class-names", metavar="FILE", help="class names file: one per line, or a JSON list")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out (and its .bin); an input is never overwritten")
-    parser.add_argument(
-        "--bn-eps",
-        type=float,
-        metavar="EPS",
-        help="torchvision checkpoints: eps of the backbone's BatchNorm/FrozenBatchNorm (not stored in a checkpoint; "
-        "default: the builder's, 0.001 for SSDLite, 1e-5 for RetinaNet; torchvision's own COCO RetinaNet used 0.0)",
-    )
-    parser.add_argument(
-        "--trust-checkpoint", action="store_true", help="allow full unpickling (runs code from the file!)"
-    )
+    _add_family_options(parser)
     parser.add_argument("--verbose", action="store_true", help="more detail; tracebacks on errors")
     parser.add_argument("--version", action="version", version=PRODUCER)
     return parser
+
+
+def _add_family_options(parser: argparse.ArgumentParser) -> None:
+    """One argument per option the families declare (:func:`~.api.family_options`), named after the
+    families it applies to; options sharing an ``exclusive`` group are mutually exclusive."""
+    group = parser.add_argument_group("family options (each applies to the families named)")
+    exclusive: dict[str, Any] = {}
+    for option in family_options().values():
+        owners = ", ".join(name for name, adapter in EXPORT_ADAPTERS.items() if option.name in adapter.option_names)
+        target = group
+        if option.exclusive is not None:
+            if option.exclusive not in exclusive:
+                exclusive[option.exclusive] = group.add_mutually_exclusive_group()
+            target = exclusive[option.exclusive]
+        text = f"{option.help} [{owners}]"
+        if option.kind is bool:
+            target.add_argument(option.flag, dest=option.name, action="store_true", help=text)
+        else:
+            target.add_argument(option.flag, dest=option.name, type=option.kind, metavar=option.metavar, help=text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,8 +131,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.ckpt,
                 args.out,
                 family=args.family,
-                config=args.config,
-                preset=args.preset,
                 input_size=parse_size(args.input_size) if args.input_size else None,
                 dynamic=args.dynamic,
                 opset=args.opset,
@@ -143,10 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fmt=args.format,
                 fp16=args.fp16,
                 class_names=read_class_names_file(args.class_names) if args.class_names else None,
-                trust_checkpoint=args.trust_checkpoint,
-                activation=args.activation,
-                bn_eps=args.bn_eps,
                 int8=_int8_request(args) if args.int8 else None,
+                **{name: getattr(args, name) for name in family_options()},
             )
     except ExportError as exc:
         return _fail(exc, EXIT_EXPORT_FAILED, args.verbose)
@@ -182,8 +175,10 @@ def _int8_request(args: argparse.Namespace) -> Int8Request:
 
 
 def check_outputs(args: argparse.Namespace) -> None:
-    """Check every file the export will write, before any work (:mod:`nanodet_infer.cli.outputs`)."""
-    inputs = [Path(p) for p in (args.ckpt, args.config, args.class_names) if p]
+    """Check every file the export will write, before any work (:mod:`nanodet_infer.paths`)."""
+    read = [args.ckpt, args.class_names]
+    read += [getattr(args, option.name) for option in family_options().values() if option.kind is Path]
+    inputs = [Path(p) for p in read if p]
     for path in output_files(args.out, FORMATS[args.format]):
         if is_stream(path):
             raise InvalidArgumentError(
@@ -209,7 +204,7 @@ def summary(report: ExportReport, *, verbose: bool = False) -> str:
     if report.used_ema is None:
         weights = "in-memory model"
     else:
-        ema = "EMA (ema)" if report.family == "yolov7" else "EMA (avg_model.*)"
+        ema = EXPORT_ADAPTERS[report.family].ema_weights
         weights = f"{ema if report.used_ema else 'as stored'}, {report.source_format} checkpoint"
     outputs = ", ".join(f"{name} {_dims(dims)}" for name, dims in report.output_shapes.items())
     if report.max_abs_diff:
@@ -259,7 +254,11 @@ def _int8_lines(report: Int8Report, facts: Mapping[str, Any]) -> list[str]:
     ]
     if report.mean_ap:
         header = "  mAP          " + "  ".join(f"{name:>6}" for name in report.mean_ap)
-        lines.append(header + "   (COCO, score 0.05, IoU 0.6, max 100)")
+        settings = report.eval_settings or {}
+        lines.append(
+            header + f"   (COCO, score {settings.get('score_threshold')}, IoU {settings.get('iou_threshold')}, "
+            f"max {settings.get('max_detections')})"
+        )
         for stat in ("mAP", "AP50"):
             values = "  ".join(f"{stats[stat]:6.4f}" for stats in report.mean_ap.values())
             lines.append(f"    {stat:<11}{values}")

@@ -4,20 +4,22 @@ Flow (driven by :func:`nanodet_export.api.export_checkpoint` with ``int8=``):
 
 1. :func:`find_calibration_images` — before any other work: the calibration folder must hold at least
    the requested number of decodable images (sorted by name; the first ``count`` are used).
-2. :func:`calibration_inputs` — each image goes through the runtime's own preprocessing (``plan_input`` +
-   ``preprocess`` of ``nanodet_infer.families.nanodet_plus.resize``, the model's resize mode and
-   mean/std), giving ``float32 [1, 3, H, W]`` network inputs.
+2. :func:`calibration_inputs` — each image goes through the runtime's own preprocessing of the model's
+   family (:meth:`nanodet_infer.Detector.network_input` on the checked f32 file), giving ``float32
+   [1, 3, H, W]`` network inputs. The quantizer knows no family.
 3. :func:`quantize_onnx` (ONNX Runtime static quantization) or :func:`quantize_openvino` (NNCF).
    Settings chosen by measurement on the trained ``shapes-m-256`` fixture (docs/export.md): ONNX: QDQ,
    uint8 activations with int8 per-channel weights (ONNX Runtime's fast x86 path; int8 activations ran
-   slower than f32 here), MinMax, the first conv and the head tail in float; OpenVINO: NNCF ``PERFORMANCE``
-   preset (symmetric activations), fast bias correction, head tail in float.
-4. :func:`agreement` — detections of the INT8 model against the f32 model on the calibration images;
-   a collapse fails the export unless forced (:func:`check_agreement`).
+   slower than f32 here), MinMax; OpenVINO: NNCF ``PERFORMANCE`` preset (symmetric activations), fast bias
+   correction. The nodes kept in float are the family's :class:`~.adapter.Int8Rule` (default: the first conv and
+   the head tail).
+4. :func:`agreement` — detections of the INT8 model against the f32 model on the calibration images, at
+   the family's default score threshold; a collapse fails the export unless forced
+   (:func:`check_agreement`). The optional mAP comparison runs at the family's evaluation settings.
 
 The head tail is every node between the outputs and the last convolutions (the class/box convs
-themselves, the reshapes, the concat and the sigmoid): the score output lies in [0, 1] and the box
-logits set the Integral, so one coarse scale for them costs accuracy.
+themselves, the reshapes, the concat and the sigmoid): outputs that share one activation scale (scores in
+[0, 1] next to box logits or pixels) lose their scores to one coarse scale.
 """
 
 from __future__ import annotations
@@ -36,29 +38,30 @@ from typing import Any
 import numpy as np
 import onnx
 
-from nanodet_infer.cli.sources import IMAGE_SUFFIXES
 from nanodet_infer.errors import ExportError, ImageReadError, InvalidArgumentError, NanoDetError
-from nanodet_infer.families.nanodet_plus.resize import plan_input, preprocess
 from nanodet_infer.images import load_image
 from nanodet_infer.metadata import ModelMetadata
+from nanodet_infer.paths import IMAGE_SUFFIXES
 from nanodet_infer.results import Detections
 
 from . import openvino_export
+from .adapter import Int8Rule
 from .onnx_export import embed_metadata
 
 #: Calibration images used when no count is given (NNCF's default subset size).
 DEFAULT_CALIB_COUNT = 300
-#: Detections compared by the agreement check: the runtime's default operating threshold.
+#: Detections compared by the agreement check: the family's default operating threshold (NanoDet-Plus's
+#: 0.35 when none is given).
 AGREEMENT_SCORE = 0.35
 #: An f32 detection is matched by an INT8 detection of the same class with at least this IoU and a score
-#: above :data:`MATCH_SCORE` (lower than :data:`AGREEMENT_SCORE`, so a score that merely crosses the
-#: threshold by quantization noise still counts as found).
+#: above ``MATCH_FACTOR`` x the agreement threshold (so a score that merely crosses the threshold by
+#: quantization noise still counts as found).
 MATCH_IOU = 0.5
-MATCH_SCORE = AGREEMENT_SCORE / 2
+MATCH_FACTOR = 0.5
 #: Below this fraction of matched f32 detections the INT8 model counts as collapsed.
 MIN_MATCHED_FRACTION = 0.5
 
-#: Upstream's evaluation settings, used for the mAP comparison.
+#: NanoDet-Plus upstream's evaluation settings (the benchmarks'; the mAP comparison uses each family's own).
 EVAL_SETTINGS = {"score_threshold": 0.05, "iou_threshold": 0.6, "max_detections": 100}
 
 ONNX_METHOD = "onnxruntime quantize_static QDQ, activations uint8 MinMax, weights int8 per-channel"
@@ -104,6 +107,13 @@ class Agreement:
     mean_iou: float
     mean_score_delta: float
     max_score_delta: float
+    score_threshold: float = AGREEMENT_SCORE
+    """The f32 detections compared score above this (the family's default threshold)."""
+
+    @property
+    def match_score(self) -> float:
+        """An INT8 detection counts when it scores above this."""
+        return self.score_threshold * MATCH_FACTOR
 
     @property
     def matched_fraction(self) -> float:
@@ -127,6 +137,8 @@ class Int8Report:
     mean_ap: dict[str, dict[str, float]]
     """``{"f32": stats, "int8": stats}`` (+ ``"bf16"`` for OpenVINO) from ``nanodet_infer.evaluate``; empty
     without ``eval_ann``."""
+    eval_settings: dict[str, Any] | None = None
+    """The family's evaluation settings the mAP was computed at (None without ``eval_ann``)."""
 
 
 def check_request(request: Int8Request, *, fp16: bool) -> Calibration:
@@ -178,24 +190,11 @@ def find_calibration_images(folder: str | Path, count: int | None) -> Calibratio
     return Calibration(paths, digest.hexdigest())
 
 
-def calibration_inputs(calibration: Calibration, metadata: ModelMetadata) -> Iterator[np.ndarray]:
-    """Network inputs ``float32 [1, 3, H, W]``, one per image, made exactly as the runtime makes them."""
+def calibration_inputs(calibration: Calibration, detector: Any) -> Iterator[np.ndarray]:
+    """Network inputs ``float32 [1, 3, H, W]``, one per image, made by ``detector`` (a runtime
+    :class:`~nanodet_infer.Detector` of the f32 model: its family's resize and normalisation)."""
     for path in calibration.paths:
-        image = load_image(path)
-        plan = plan_input(
-            (image.shape[1], image.shape[0]),
-            metadata.input_size,
-            keep_ratio=metadata.keep_ratio,
-            dynamic_hw=metadata.dynamic_hw,
-        )
-        yield preprocess(
-            image,
-            plan,
-            metadata.mean,
-            metadata.std,
-            channel_order=metadata.channel_order,
-            arithmetic=metadata.resize_arithmetic,
-        )[None]
+        yield detector.network_input(load_image(path))[None]
 
 
 def calibration_facts(calibration: Calibration, method: str, float_layers: Sequence[str]) -> dict[str, Any]:
@@ -214,10 +213,12 @@ def quantize_export(
     metadata: ModelMetadata,
     calibration: Calibration,
     request: Int8Request,
+    rule: Int8Rule | None = None,
 ) -> tuple[ModelMetadata, Int8Report]:
     """Replace the checked f32 model files ``staged`` (``.onnx``, or ``.xml`` + ``.bin``) by their INT8 version.
 
-    Returns the INT8 metadata written into the file and the report. Raises :class:`ExportError` when the
+    ``rule``: the family's nodes kept in float (default :class:`~.adapter.Int8Rule`). Returns the INT8
+    metadata written into the file and the report. Raises :class:`ExportError` when the
     agreement check reports a collapse (unless ``request.force``); ``staged`` then still holds f32.
     """
     backend = "onnxruntime" if fmt == "onnx" else "openvino"
@@ -228,30 +229,36 @@ def quantize_export(
         for path, copy in zip(staged, f32, strict=True):
             shutil.copyfile(path, copy)
 
+        rule = rule or Int8Rule()
+        reference = load_detector(f32[0], backend)
+
         def inputs() -> Iterator[np.ndarray]:
-            return calibration_inputs(calibration, metadata)
+            return calibration_inputs(calibration, reference)
 
         if fmt == "onnx":
-            float_convs = quantize_onnx(f32[0], int8[0], inputs, metadata.input_name)
+            float_convs = quantize_onnx(f32[0], int8[0], inputs, metadata.input_name, rule)
         else:
-            ov_model, float_convs = quantize_openvino(f32[0], inputs)
+            ov_model, float_convs = quantize_openvino(f32[0], inputs, rule)
         quantized = metadata.replace(precision="int8", calibration=calibration_facts(calibration, method, float_convs))
         if fmt == "onnx":
             embed_onnx_metadata(int8[0], quantized.to_properties())
         else:
             openvino_export.set_properties(ov_model, quantized.to_properties())
             openvino_export.save(ov_model, int8[0], fp16=False)
+        score = reference.score_threshold
         result = agreement(
-            run_detector(f32[0], backend, calibration.paths, score_threshold=AGREEMENT_SCORE),
-            run_detector(int8[0], backend, calibration.paths, score_threshold=MATCH_SCORE),
+            [reference(image) for image in calibration.paths],
+            run_detector(int8[0], backend, calibration.paths, score_threshold=score * MATCH_FACTOR),
+            score_threshold=score,
         )
         forced = check_agreement(result, force=request.force)
-        mean_ap = {}
+        mean_ap, settings = {}, None
         if request.eval_ann is not None and request.eval_images is not None:
-            mean_ap = compare_map(f32[0], int8[0], backend, request.eval_ann, request.eval_images)
+            settings = reference.evaluation_settings
+            mean_ap = compare_map(f32[0], int8[0], backend, request.eval_ann, request.eval_images, settings)
         for path, target in zip(int8, staged, strict=True):
             shutil.move(path, target)
-    return quantized, Int8Report(calibration, result, forced, mean_ap)
+    return quantized, Int8Report(calibration, result, forced, mean_ap, settings)
 
 
 def quantize_file(source: str | Path, out: str | Path, request: Int8Request) -> Int8Report:
@@ -281,8 +288,11 @@ def quantize_file(source: str | Path, out: str | Path, request: Int8Request) -> 
     return report
 
 
-def compare_map(f32: Path, int8: Path, backend: str, ann: Path, images: Path) -> dict[str, dict[str, float]]:
-    """COCO stats of the f32 and INT8 models (and f32 run in bf16 on OpenVINO) at upstream's evaluation settings."""
+def compare_map(
+    f32: Path, int8: Path, backend: str, ann: Path, images: Path, settings: dict[str, Any]
+) -> dict[str, dict[str, float]]:
+    """COCO stats of the f32 and INT8 models (and f32 run in bf16 on OpenVINO) at ``settings`` (the family's
+    evaluation settings, :attr:`nanodet_infer.Detector.evaluation_settings`)."""
     from nanodet_infer import Detector
     from nanodet_infer.evaluate import STAT_NAMES, evaluate_coco
 
@@ -291,22 +301,23 @@ def compare_map(f32: Path, int8: Path, backend: str, ann: Path, images: Path) ->
         runs["bf16"] = (f32, "bf16")
     out = {}
     for name, (path, precision) in runs.items():
-        detector = Detector(path, backend=backend, num_threads=1, precision=precision, **EVAL_SETTINGS)
+        detector = Detector(path, backend=backend, num_threads=1, precision=precision, **settings)
         stats = evaluate_coco(detector, ann, images)
         out[name] = {key: stats[key] for key in STAT_NAMES}
     return out
 
 
 # ---------------------------------------------------------------------------------------------- ONNX
-def onnx_float_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
+def onnx_float_nodes(model: onnx.ModelProto, rule: Int8Rule | None = None) -> tuple[list[str], list[str]]:
     """``(all, convs)``: nodes kept in float in an ONNX graph, and the convolutions among them.
 
-    The head tail (every node from the outputs back to and including the first ``Conv`` reached) and
-    the convolutions that read the graph input.
+    By ``rule`` (default :class:`~.adapter.Int8Rule`): the head tail (every node from the outputs back to and
+    including the first ``Conv`` reached) and the convolutions that read the graph input.
     """
+    rule = rule or Int8Rule()
     producer = {output: node for node in model.graph.node for output in node.output}
     kept: dict[str, str] = {}
-    stack = [output.name for output in model.graph.output]
+    stack = [output.name for output in model.graph.output] if rule.head_tail else []
     while stack:
         node = producer.get(stack.pop())
         if node is None or node.name in kept:
@@ -314,14 +325,20 @@ def onnx_float_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
         kept[node.name] = node.op_type
         if node.op_type != "Conv":
             stack.extend(node.input)
-    inputs = {value.name for value in model.graph.input}
+    inputs = {value.name for value in model.graph.input} if rule.first_conv else set()
     for node in model.graph.node:
         if node.op_type == "Conv" and node.input[0] in inputs:
             kept[node.name] = node.op_type
     return list(kept), [name for name, op in kept.items() if op == "Conv"]
 
 
-def quantize_onnx(source: Path, target: Path, inputs: Callable[[], Iterator[np.ndarray]], input_name: str) -> list[str]:
+def quantize_onnx(
+    source: Path,
+    target: Path,
+    inputs: Callable[[], Iterator[np.ndarray]],
+    input_name: str,
+    rule: Int8Rule | None = None,
+) -> list[str]:
     """Quantize the f32 ONNX file ``source`` into ``target`` (QDQ, see the module docstring).
 
     ``inputs`` returns a fresh iterator of calibration inputs. Returns the float-kept convolutions.
@@ -342,7 +359,7 @@ def quantize_onnx(source: Path, target: Path, inputs: Callable[[], Iterator[np.n
         # symbolic shape inference cannot handle symbolic H/W; plain ONNX shape inference suffices
         with _quiet():
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        float_nodes, float_convs = onnx_float_nodes(onnx.load(str(prepared)))
+        float_nodes, float_convs = onnx_float_nodes(onnx.load(str(prepared)), rule)
         with _quiet():
             quantize_static(
                 str(prepared),
@@ -366,10 +383,12 @@ def embed_onnx_metadata(path: Path, properties: dict[str, str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- OpenVINO
-def openvino_float_nodes(model: Any) -> tuple[list[str], list[str]]:
-    """``(all, convs)`` as :func:`onnx_float_nodes`, by friendly name, in an OpenVINO model (head tail only)."""
+def openvino_float_nodes(model: Any, rule: Int8Rule | None = None) -> tuple[list[str], list[str]]:
+    """``(all, convs)`` as :func:`onnx_float_nodes`, by friendly name, in an OpenVINO model (the head tail
+    when ``rule.head_tail``; NNCF handles the first layer itself)."""
+    rule = rule or Int8Rule()
     kept: dict[str, str] = {}
-    stack = [result.input_value(0).get_node() for result in model.get_results()]
+    stack = [result.input_value(0).get_node() for result in model.get_results()] if rule.head_tail else []
     while stack:
         node = stack.pop()
         kind = node.get_type_name()
@@ -381,13 +400,15 @@ def openvino_float_nodes(model: Any) -> tuple[list[str], list[str]]:
     return list(kept), [name for name, kind in kept.items() if kind == "Convolution"]
 
 
-def quantize_openvino(source: Path, inputs: Callable[[], Iterator[np.ndarray]]) -> tuple[Any, list[str]]:
+def quantize_openvino(
+    source: Path, inputs: Callable[[], Iterator[np.ndarray]], rule: Int8Rule | None = None
+) -> tuple[Any, list[str]]:
     """Quantize the f32 IR ``source`` with NNCF; returns the ``openvino.Model`` and the float-kept convolutions."""
     import nncf
     import openvino as ov
 
     model = ov.Core().read_model(str(source))
-    float_nodes, float_convs = openvino_float_nodes(model)
+    float_nodes, float_convs = openvino_float_nodes(model, rule)
     samples = list(inputs())
     with _quiet():
         quantized = nncf.quantize(
@@ -404,8 +425,11 @@ def quantize_openvino(source: Path, inputs: Callable[[], Iterator[np.ndarray]]) 
 
 
 # ---------------------------------------------------------------------------------------------- checks
-def agreement(reference: list[Detections], candidate: list[Detections]) -> Agreement:
-    """Compare per-image detections of the f32 (``reference``) and INT8 (``candidate``) models."""
+def agreement(
+    reference: list[Detections], candidate: list[Detections], *, score_threshold: float = AGREEMENT_SCORE
+) -> Agreement:
+    """Compare per-image detections of the f32 (``reference``, scores above ``score_threshold``) and INT8
+    (``candidate``) models."""
     ious: list[float] = []
     deltas: list[float] = []
     for want, got in zip(reference, candidate, strict=True):
@@ -424,11 +448,12 @@ def agreement(reference: list[Detections], candidate: list[Detections]) -> Agree
     return Agreement(
         images=len(reference),
         f32_detections=sum(len(d) for d in reference),
-        int8_detections=sum(int((d.scores > AGREEMENT_SCORE).sum()) for d in candidate),
+        int8_detections=sum(int((d.scores > score_threshold).sum()) for d in candidate),
         matched=len(ious),
         mean_iou=float(np.mean(ious)) if ious else nan,
         mean_score_delta=float(np.mean(deltas)) if deltas else nan,
         max_score_delta=float(np.max(deltas)) if deltas else nan,
+        score_threshold=score_threshold,
     )
 
 
@@ -445,9 +470,10 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 def agreement_line(result: Agreement) -> str:
     """One line for the export summary."""
     return (
-        f"INT8 vs f32 on {result.images} calibration images (score > {AGREEMENT_SCORE}): "
+        f"INT8 vs f32 on {result.images} calibration images (score > {result.score_threshold:g}): "
         f"{result.matched}/{result.f32_detections} f32 detections matched ({result.matched_fraction:.1%}, "
-        f"IoU >= {MATCH_IOU}, same class, INT8 score > {MATCH_SCORE:g}), {result.int8_detections} INT8 detections, "
+        f"IoU >= {MATCH_IOU}, same class, INT8 score > {result.match_score:g}), {result.int8_detections} INT8 "
+        "detections, "
         f"mean IoU {result.mean_iou:.3f}, "
         f"score |Δ| mean {result.mean_score_delta:.3f} max {result.max_score_delta:.3f}"
     )
@@ -469,14 +495,20 @@ def check_agreement(result: Agreement, *, force: bool) -> bool:
     )
 
 
-def run_detector(path: Path, backend: str, images: Sequence[Path], **settings: Any) -> list[Detections]:
-    """Detections of the runtime :class:`~nanodet_infer.Detector` on ``images`` (1 thread)."""
+def load_detector(path: Path, backend: str, **settings: Any) -> Any:
+    """The runtime :class:`~nanodet_infer.Detector` of an exported file (1 thread); its family's defaults
+    for every setting not given."""
     from nanodet_infer import Detector
 
     try:
-        detector = Detector(path, backend=backend, num_threads=1, **settings)
+        return Detector(path, backend=backend, num_threads=1, **settings)
     except NanoDetError as exc:
         raise ExportError(f"the runtime cannot load the exported model: {exc}") from exc
+
+
+def run_detector(path: Path, backend: str, images: Sequence[Path], **settings: Any) -> list[Detections]:
+    """Detections of the runtime :class:`~nanodet_infer.Detector` on ``images`` (1 thread)."""
+    detector = load_detector(path, backend, **settings)
     return [detector(image) for image in images]
 
 

@@ -9,7 +9,7 @@ appears under the requested name. A final name that is a symbolic link is writte
 is replaced, the link stays.
 
 ``nanodet-export`` checks every output path (:func:`output_files`) with
-:mod:`nanodet_infer.cli.outputs` before it reads the checkpoint.
+:mod:`nanodet_infer.paths` before it reads the checkpoint.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from nanodet_infer.cli.outputs import real, temporary_name
 from nanodet_infer.errors import InvalidArgumentError
+from nanodet_infer.paths import real, temporary_name
 
 
 def output_files(out: str | Path, suffixes: Sequence[str]) -> tuple[Path, ...]:

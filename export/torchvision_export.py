@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import fields
 from functools import partial
@@ -34,8 +33,9 @@ from nanodet_infer.families.torchvision_section import TorchvisionSection
 from nanodet_infer.metadata import ModelMetadata
 
 from . import onnx_export, parity
-from .adapter import FamilyAdapter
-from .writer import PRODUCER, ExportOptions, ExportReport, check_options, check_round_trip, write_checked
+from .adapter import TRUST_CHECKPOINT, CommonArgs, ExportAdapter, Option, ParityRule, Prepared
+from .pipeline import export_file
+from .writer import PRODUCER, ExportOptions, ExportReport
 
 SCHEMA_VERSION = 2
 SCORES_NAME = TorchvisionSection.scores_output  # the runtime's default output names: the metadata's, too
@@ -59,6 +59,50 @@ def torchvision_family(path: Path) -> str | None:
     return "retinanet" if any(text.startswith(_OTHER_KEYS) for text in strings) else None
 
 
+def prepare(
+    ckpt: Path, common: CommonArgs, *, bn_eps: float | None = None, trust_checkpoint: bool = False
+) -> Prepared:
+    """Read a torchvision detection checkpoint (formats: :mod:`nanodet_models.torchvision_checkpoint`).
+
+    ``class_names`` default to COCO's 91 torchvision names for a 91-class model, else ``class_<i>`` (with
+    ``__background__`` first for SSD); ``bn_eps`` states the backbone norm's eps. ``input_size`` is
+    refused (SSD's canvas is its builder's, RetinaNet's follows each image) and ``dynamic`` changes
+    nothing: the batch is always symbolic, H and W for RetinaNet only.
+    """
+    if common.input_size is not None:
+        raise InvalidArgumentError(
+            "--input-size does not apply to torchvision checkpoints (SSD's canvas is its builder's, "
+            "RetinaNet's follows each image); drop it"
+        )
+    checkpoint = read_torchvision_checkpoint(ckpt, trust=trust_checkpoint)
+    built = build_torchvision_model(checkpoint.state_dict, bn_eps=bn_eps)
+    model = built.model
+    ssd = built.family == "ssd"
+    size = tuple(builder_keys(built)["input_size"]) if ssd else RETINANET_TRACE_WH
+    names = _class_names(built, common.class_names)
+    try:
+        metadata = ModelMetadata(**metadata_values(built, names, source_sha256=checkpoint.sha256))
+    except MetadataError as exc:
+        raise ExportError(f"the runtime would refuse this model's metadata: {exc}") from exc
+    shapes = [(1, 3, size[1], size[0]), (2, 3, size[1], size[0])] if ssd else RETINANET_PARITY_SHAPES
+    rng = np.random.default_rng(0)
+    return Prepared(
+        deploy=model,
+        metadata=metadata,
+        output_names=OUTPUT_NAMES,
+        channels=(built.num_classes, 4),
+        trace_size=size,
+        samples=[rng.standard_normal(shape, dtype=np.float32) for shape in shapes],
+        input_shape=["batch", 3, size[1], size[0]] if ssd else ["batch", 3, "height", "width"],
+        dynamic=True,
+        dynamic_hw=not ssd,
+        check_graph=partial(_check_rows, built=built),
+        elementwise=model.backbone.scale_weight.numel() if built.architecture == "ssd300_vgg16" else 0,
+        used_ema=False,
+        source_format=f"torchvision {checkpoint.source_format} (stored as {checkpoint.stored_dtype})",
+    )
+
+
 def export_checkpoint(
     ckpt: str | Path,
     out: str | Path,
@@ -69,78 +113,11 @@ def export_checkpoint(
     bn_eps: float | None = None,
     trust_checkpoint: bool = False,
 ) -> ExportReport:
-    """Export a torchvision detection checkpoint (formats: :mod:`nanodet_models.torchvision_checkpoint`).
-
-    ``class_names`` default to COCO's 91 torchvision names for a 91-class model, else ``class_<i>`` (with
-    ``__background__`` first for SSD); ``bn_eps`` states the backbone norm's eps. ``input_size`` is
-    refused (SSD's canvas is its builder's, RetinaNet's follows each image) and ``options.dynamic``
-    changes nothing: the batch is always symbolic, H and W for RetinaNet only.
-    """
-    start = time.perf_counter()
-    check_options(out, options)
-    if input_size is not None:
-        raise InvalidArgumentError(
-            "--input-size does not apply to torchvision checkpoints (SSD's canvas is its builder's, "
-            "RetinaNet's follows each image); drop it"
-        )
-    checkpoint = read_torchvision_checkpoint(ckpt, trust=trust_checkpoint)
-    built = build_torchvision_model(checkpoint.state_dict, bn_eps=bn_eps)
-    model = built.model
-    ssd = built.family == "ssd"
-    size = tuple(builder_keys(built)["input_size"]) if ssd else RETINANET_TRACE_WH
-    graph = onnx_export.trace_to_onnx(
-        model,
-        size,
-        (built.num_classes, 4),
-        dynamic=True,
-        dynamic_hw=not ssd,
-        opset=options.opset,
-        simplify=options.simplify,
-        output_names=OUTPUT_NAMES,
-    )
-    elementwise = model.backbone.scale_weight.numel() if built.architecture == "ssd300_vgg16" else 0
-    num_params = onnx_export.check_deploy_parameters(graph, model, elementwise=elementwise)
-    _check_rows(graph, size, built)
-    names = _class_names(built, class_names)
-    try:
-        metadata = ModelMetadata(**metadata_values(built, names, source_sha256=checkpoint.sha256))
-    except MetadataError as exc:
-        raise ExportError(f"the runtime would refuse this model's metadata: {exc}") from exc
-    properties = metadata.to_properties()
-    onnx_export.embed_metadata(graph, properties)
-    shapes = [(1, 3, size[1], size[0]), (2, 3, size[1], size[0])] if ssd else RETINANET_PARITY_SHAPES
-    rng = np.random.default_rng(0)
-    samples = [rng.standard_normal(shape, dtype=np.float32) for shape in shapes] if options.check else []
-    noise = parity.reference_noise(model, samples, OUTPUT_NAMES, fp16=options.fp16) if samples else None
-    written = write_checked(
-        graph,
-        properties,
-        Path(out),
-        options,
-        reference=parity.torch_runner(model, OUTPUT_NAMES),
-        samples=samples,
-        verify=lambda found: check_round_trip(metadata, found),
-        tolerances=partial(parity.tolerances, noise=noise),
-        tolerance_rule=partial(parity.tolerance_rule, noise=True),
-    )
-    return ExportReport(
-        paths=written.paths,
-        format=options.fmt,
-        metadata=metadata,
-        input_shape=["batch", 3, size[1], size[0]] if ssd else ["batch", 3, "height", "width"],
-        output_shapes=onnx_export.output_shapes(graph),
-        max_abs_diff=written.max_abs_diff,
-        parity_cases=written.cases,
-        tolerance=written.tolerance,
-        tolerance_rule=written.tolerance_rule,
-        num_params=num_params,
-        aux_params_dropped=0,
-        used_ema=False,
-        source_format=f"torchvision {checkpoint.source_format} (stored as {checkpoint.stored_dtype})",
-        file_size=written.file_size,
-        seconds=time.perf_counter() - start,
-        family=built.family,
-    )
+    """Export a torchvision detection checkpoint of either family (recognised from its keys; :func:`prepare`)."""
+    family = torchvision_family(Path(ckpt))
+    adapter = RETINANET_ADAPTER if family == "retinanet" else SSD_ADAPTER
+    common = CommonArgs(input_size, class_names, options.dynamic, options.fp16, options.check)
+    return export_file(adapter, ckpt, out, options, common, bn_eps=bn_eps, trust_checkpoint=trust_checkpoint)
 
 
 def _class_names(built: TorchvisionModel, given: Sequence[str] | None) -> tuple[str, ...]:
@@ -172,7 +149,7 @@ def expected_rows(built: TorchvisionModel, size_wh: tuple[int, int]) -> int:
     return rows
 
 
-def _check_rows(graph: Any, size_wh: tuple[int, int], built: TorchvisionModel) -> None:
+def _check_rows(graph: Any, size_wh: tuple[int, int], *, built: TorchvisionModel) -> None:
     expected = expected_rows(built, size_wh)
     widths = (built.num_classes, 4)
     for (name, dims), width in zip(onnx_export.output_dims(graph, size_wh).items(), widths, strict=True):
@@ -243,13 +220,28 @@ def _ceil_to(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _adapter(family: str, description: str) -> FamilyAdapter:
-    return FamilyAdapter(
+_OPTIONS = (
+    Option(
+        "bn_eps",
+        float,
+        "torchvision checkpoints: eps of the backbone's BatchNorm/FrozenBatchNorm (not stored in a checkpoint; "
+        "default: the builder's, 0.001 for SSDLite, 1e-5 for RetinaNet; torchvision's own COCO RetinaNet used 0.0)",
+        metavar="EPS",
+    ),
+    TRUST_CHECKPOINT,
+)
+#: PyTorch's own float32 error is measured: a deep ResNet/MobileNet rounds off more than the plain rules allow.
+_PARITY = ParityRule(tolerances=parity.tolerances, rule=parity.tolerance_rule, measure_noise=True)
+
+
+def _adapter(family: str, description: str) -> ExportAdapter:
+    return ExportAdapter(
         name=family,
         description=description,
         recognise=lambda path: torchvision_family(path) == family,
-        export_checkpoint=export_checkpoint,
-        options=frozenset({"trust_checkpoint", "bn_eps"}),
+        prepare=prepare,
+        options=_OPTIONS,
+        parity=_PARITY,
     )
 
 

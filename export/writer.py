@@ -74,7 +74,8 @@ class ExportReport:
     source_format: str
     file_size: int
     seconds: float
-    family: str = "nanodet-plus"
+    family: str
+    """The export adapter's name (:data:`~.families.EXPORT_ADAPTERS`)."""
     int8: Int8Report | None = None
     """The INT8 step's calibration, agreement check and mAP comparison (None for a float export); the
     parity fields then describe the f32 model it was quantized from."""

@@ -181,7 +181,7 @@ def test_json_is_written_when_the_run_stops_on_an_error(tmp_path, capsys, monkey
 
 
 def test_write_json_is_atomic(tmp_path) -> None:
-    from nanodet_infer.cli.outputs import write_json
+    from nanodet_infer.paths import write_json
 
     target = tmp_path / "sub" / "out.json"
     target.parent.mkdir()

@@ -17,7 +17,7 @@ import pytest
 from conftest import SHAPES
 
 from nanodet_infer.cli import main
-from nanodet_infer.cli.outputs import temporary_name, write_json
+from nanodet_infer.paths import temporary_name, write_json
 from nanodet_infer.safetext import safe_text
 
 MODEL = str(SHAPES / "upstream_export.onnx")
@@ -322,7 +322,7 @@ def test_unwritable_folder_fails_before_any_work(tmp_path, capsys, monkeypatch) 
     """A read-only mount (EROFS) seen by the probe: the same path as a folder without write permission."""
     import errno
 
-    from nanodet_infer.cli import outputs
+    from nanodet_infer import paths as outputs
 
     real_open = os.open
 

@@ -275,7 +275,7 @@ def test_python_api_never_writes_over_its_checkpoint(seeded_pth, workdir, monkey
 def test_unwritable_out_folder_is_one_line_before_any_work(capsys, monkeypatch, seeded_pth, workdir):
     import errno
 
-    from nanodet_infer.cli import outputs
+    from nanodet_infer import paths as outputs
 
     def refuse(path, flags, *args):
         raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)

@@ -20,7 +20,7 @@ from _yolov7 import FIXTURES, STEMS, fixture_input, save_upstream_checkpoint, se
 from conftest import SHAPES
 from nanodet_export import export_checkpoint
 from nanodet_export.cli import main
-from nanodet_export.families import FAMILIES, recognise
+from nanodet_export.families import EXPORT_ADAPTERS, recognise
 from nanodet_models import build_model, load_config
 from nanodet_models.yolov7 import YOLOv7
 
@@ -105,7 +105,7 @@ def nanodet_pth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_family_is_recognised_from_content(small_ckpt: Path, nanodet_pth: Path, tmp_path: Path) -> None:
-    assert list(FAMILIES) == ["nanodet-plus", "yolov7", "ssd", "retinanet"]
+    assert list(EXPORT_ADAPTERS) == ["nanodet-plus", "yolov7", "ssd", "retinanet"]
     assert recognise(small_ckpt) == "yolov7"
     assert recognise(nanodet_pth) == "nanodet-plus"
     report = export_checkpoint(small_ckpt, tmp_path / "t.onnx", input_size=(128, 96), dynamic=False)

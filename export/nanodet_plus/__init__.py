@@ -6,28 +6,18 @@ logits); metadata :class:`~nanodet_infer.metadata.ModelMetadata`.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
-from nanodet_models import ModelConfig, NanoDetPlus, build_model, load_weights, read_checkpoint
+from nanodet_models import ACTIVATIONS, ModelConfig, NanoDetPlus, build_model, load_weights, read_checkpoint
 from nanodet_models.sniff import pickle_names
 from torch import nn
 
 from nanodet_infer.metadata import ModelMetadata
 
-from .. import onnx_export, parity, quantize
-from ..adapter import FamilyAdapter
-from ..resolve import architecture_summary, check_input_size, resolve_config
-from ..writer import (
-    PRODUCER,
-    ExportOptions,
-    ExportReport,
-    check_options,
-    check_round_trip,
-    read_properties,
-    write_checked,
-)
+from .. import onnx_export, parity
+from ..adapter import TRUST_CHECKPOINT, CommonArgs, ExportAdapter, Option, Prepared
+from ..writer import PRODUCER
+from .resolve import architecture_summary, check_input_size, resolve_config
 
 NAME = "nanodet-plus"
 # Every NanoDet-Plus checkpoint holds its head's per-level output convs (state-dict key prefixes below).
@@ -40,110 +30,67 @@ def recognise(path: Path) -> bool:
     return any(text.startswith(_HEAD_KEYS) for text in pickle_names(path).strings)
 
 
-def export_checkpoint(
-    ckpt: str | Path,
-    out: str | Path,
+def prepare(
+    ckpt: Path,
+    common: CommonArgs,
     *,
-    options: ExportOptions,
-    input_size: tuple[int, int] | None = None,
-    class_names: list[str] | tuple[str, ...] | None = None,
     config: str | Path | None = None,
     preset: str | None = None,
     trust_checkpoint: bool = False,
     activation: str | None = None,
-) -> ExportReport:
-    """Export an upstream NanoDet-Plus training checkpoint; see :func:`nanodet_export.export_checkpoint`."""
-    start = time.perf_counter()
-    check_options(out, options)
-    checkpoint = read_checkpoint(Path(ckpt), trust=trust_checkpoint)
+) -> Prepared:
+    """Read an upstream NanoDet-Plus training checkpoint (EMA weights when present) and build its deploy model."""
+    checkpoint = read_checkpoint(ckpt, trust=trust_checkpoint)
     cfg = resolve_config(
         checkpoint.state_dict,
         config=config,
         preset=preset,
-        input_size=input_size,
-        class_names=class_names,
+        input_size=common.input_size,
+        class_names=common.class_names,
         activation=activation,
     )
     model = build_model(cfg)
     load_weights(model, checkpoint.state_dict)
-    return export_model_config(
+    return prepare_model(
         model,
         cfg,
-        Path(out),
-        options,
+        dynamic=bool(common.dynamic),
         source_sha256=checkpoint.sha256,
         used_ema=checkpoint.used_ema,
         source_format=checkpoint.source_format,
-        start=start,
     )
 
 
-def export_model_config(
+def prepare_model(
     model: NanoDetPlus,
     cfg: ModelConfig,
-    out: Path,
-    options: ExportOptions,
     *,
-    source_sha256: str,
-    used_ema: bool | None,
-    source_format: str,
-    start: float,
-) -> ExportReport:
-    """Export an in-memory :class:`NanoDetPlus` built from ``cfg`` (options already checked)."""
-    dynamic = bool(options.dynamic)
+    dynamic: bool,
+    source_sha256: str = "",
+    used_ema: bool | None = None,
+    source_format: str = "in-memory",
+) -> Prepared:
+    """The deploy model (aux modules dropped) of an in-memory :class:`NanoDetPlus` built from ``cfg``."""
     size = tuple(cfg.input_size)
     check_input_size(size, cfg)
     deploy = model.deploy().eval()
     aux_dropped = sum(p.numel() for name, p in model.named_parameters() if name.startswith(onnx_export.AUX_PREFIXES))
     metadata = _metadata(cfg, deploy, dynamic=dynamic, source_sha256=source_sha256)
-    if options.fp16:
-        metadata = metadata.replace(precision="f16")
-    properties = metadata.to_properties()
     channels = (metadata.num_classes, metadata.num_box_channels)
-    graph = onnx_export.trace_to_onnx(
-        deploy, size, channels, dynamic=dynamic, opset=options.opset, simplify=options.simplify
-    )
-    num_params = onnx_export.check_deploy_parameters(graph, deploy)
-    onnx_export.check_output_layout(graph, size, metadata.strides, channels)
-    onnx_export.embed_metadata(graph, properties)
-    quantized: dict[str, Any] = {}
-
-    def quantize_files(temps: tuple[Path, ...]) -> None:
-        """Replace the checked f32 files by their INT8 version (``options.int8``)."""
-        int8_metadata, report = quantize.quantize_export(
-            temps, options.fmt, metadata, options.calibration, options.int8
-        )
-        check_round_trip(int8_metadata, read_properties(temps[0], options.fmt))
-        quantized.update(metadata=int8_metadata, report=report)
-
-    written = write_checked(
-        graph,
-        properties,
-        out,
-        options,
-        reference=parity.torch_runner(deploy),
+    return Prepared(
+        deploy=deploy,
+        metadata=metadata,
+        output_names=(onnx_export.SCORES_NAME, onnx_export.BOXES_NAME),
+        channels=channels,
+        trace_size=size,
         samples=parity.inputs(size, dynamic=dynamic),
-        verify=lambda found: check_round_trip(metadata, found),
-        finish=quantize_files if options.int8 is not None else None,
-    )
-    return ExportReport(
-        paths=written.paths,
-        format=options.fmt,
-        metadata=quantized.get("metadata", metadata),
         input_shape=["batch", 3, "height", "width"] if dynamic else [1, 3, size[1], size[0]],
-        output_shapes=onnx_export.output_shapes(graph),
-        max_abs_diff=written.max_abs_diff,
-        parity_cases=written.cases,
-        tolerance=written.tolerance,
-        tolerance_rule=written.tolerance_rule,
-        num_params=num_params,
+        dynamic=dynamic,
+        dynamic_hw=dynamic,
+        check_graph=lambda graph, size_wh: onnx_export.check_output_layout(graph, size_wh, metadata.strides, channels),
         aux_params_dropped=aux_dropped,
         used_ema=used_ema,
         source_format=source_format,
-        file_size=written.file_size,
-        seconds=time.perf_counter() - start,
-        family=NAME,
-        int8=quantized.get("report"),
     )
 
 
@@ -173,10 +120,28 @@ def _metadata(cfg: ModelConfig, deploy: nn.Module, *, dynamic: bool, source_sha2
     )
 
 
-ADAPTER = FamilyAdapter(
+ADAPTER = ExportAdapter(
     name=NAME,
     description="NanoDet-Plus (RangiLyu/nanodet): Lightning .ckpt or model_best .pth state dicts",
     recognise=recognise,
-    export_checkpoint=export_checkpoint,
-    options=frozenset({"config", "preset", "trust_checkpoint", "activation"}),
+    prepare=prepare,
+    options=(
+        Option(
+            "config",
+            Path,
+            "NanoDet-Plus training YAML (default: infer the architecture from the weights)",
+            exclusive="architecture",
+        ),
+        Option("preset", str, "built-in NanoDet-Plus config, e.g. nanodet-plus-m_320", exclusive="architecture"),
+        Option(
+            "activation",
+            str,
+            "activation the checkpoint was trained with, when there is no --config/--preset (a checkpoint does "
+            "not store it; default: PReLU if its weights hold PReLU slopes, else LeakyReLU assumed): "
+            + ", ".join(ACTIVATIONS),
+            metavar="NAME",
+        ),
+        TRUST_CHECKPOINT,
+    ),
+    ema_weights="EMA (avg_model.*)",
 )

@@ -12,10 +12,12 @@ Metadata: the runtime's :class:`~nanodet_infer.metadata.ModelMetadata` with ``mo
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import torch
 from nanodet_models.yolov7 import (
     YOLOv7,
@@ -32,16 +34,9 @@ from nanodet_infer.families.yolov7.section import LETTERBOX_COLOR
 from nanodet_infer.metadata import ModelMetadata
 
 from .. import onnx_export, parity
-from ..adapter import FamilyAdapter
-from ..writer import (
-    PRODUCER,
-    ExportOptions,
-    ExportReport,
-    check_input_multiple,
-    check_options,
-    check_round_trip,
-    write_checked,
-)
+from ..adapter import CommonArgs, ExportAdapter, ParityRule, Prepared
+from ..pipeline import export_prepared
+from ..writer import PRODUCER, ExportOptions, ExportReport, check_input_multiple, check_options
 
 NAME = "yolov7"
 OUTPUT_NAME = "output"
@@ -68,30 +63,19 @@ def recognise(path: Path) -> bool:
     return is_yolov7_checkpoint(path)
 
 
-def export_checkpoint(
-    ckpt: str | Path,
-    out: str | Path,
-    *,
-    options: ExportOptions,
-    input_size: tuple[int, int] | None = None,
-    class_names: list[str] | tuple[str, ...] | None = None,
-) -> ExportReport:
-    """Export an upstream YOLOv7 training checkpoint (EMA weights when present, as ``attempt_load``)."""
-    start = time.perf_counter()
-    check_options(out, options)
+def prepare(ckpt: Path, common: CommonArgs) -> Prepared:
+    """Read an upstream YOLOv7 training checkpoint (EMA weights when present, as ``attempt_load``)."""
     checkpoint = read_yolov7_checkpoint(ckpt)
     model = YOLOv7(checkpoint.yaml)
     load_yolov7_weights(model, checkpoint)
-    return _export(
+    return prepare_model(
         model,
-        Path(out),
-        options,
-        class_names=class_names or checkpoint.names,
-        input_size=input_size,
+        class_names=common.class_names or checkpoint.names,
+        input_size=common.input_size,
+        dynamic=common.dynamic,
         source_sha256=checkpoint.sha256,
         used_ema=checkpoint.used_ema,
         source_format="yolov7 train.py",
-        start=start,
     )
 
 
@@ -109,17 +93,10 @@ def export_model(
     options = options or ExportOptions()
     check_options(out, options)
     names = class_names or tuple(f"class{i}" for i in range(model.head.nc))
-    return _export(
-        model,
-        Path(out),
-        options,
-        class_names=names,
-        input_size=input_size,
-        source_sha256=source_sha256,
-        used_ema=None,
-        source_format="in-memory",
-        start=start,
+    prepared = prepare_model(
+        model, class_names=names, input_size=input_size, dynamic=options.dynamic, source_sha256=source_sha256
     )
+    return export_prepared(ADAPTER, prepared, Path(out), options, start=start)
 
 
 def training_only_parameters(model: YOLOv7) -> int:
@@ -130,46 +107,37 @@ def training_only_parameters(model: YOLOv7) -> int:
     return aux + sum(p.numel() for p in getattr(model.head, "m2", nn.ModuleList()).parameters())
 
 
-def _export(
+def prepare_model(
     model: YOLOv7,
-    out: Path,
-    options: ExportOptions,
     *,
-    class_names: list[str] | tuple[str, ...],
+    class_names: Sequence[str],
     input_size: tuple[int, int] | None,
-    source_sha256: str,
-    used_ema: bool | None,
-    source_format: str,
-    start: float,
-) -> ExportReport:
+    dynamic: bool | None,
+    source_sha256: str = "",
+    used_ema: bool | None = None,
+    source_format: str = "in-memory",
+) -> Prepared:
+    """The deploy model (lead head, reparameterized) of a training :class:`YOLOv7`, ready to trace."""
     head = model.head
     if len(class_names) != head.nc:
         raise InvalidArgumentError(
             f"{len(class_names)} class names given for a model with {head.nc} classes; give exactly one name per class"
         )
-    dynamic = True if options.dynamic is None else options.dynamic
+    dynamic = True if dynamic is None else dynamic
     strides = tuple(int(s) for s in model.stride.tolist())
     size = tuple(int(v) for v in (input_size or DEFAULT_INPUT_SIZE))
     check_input_multiple(size, max(strides), "the model's largest stride")
     wrapper = Predictions(to_deploy(model)).eval()
-    channels = (head.no,)
-    graph = onnx_export.trace_to_onnx(
-        wrapper,
-        size,
-        channels,
-        dynamic=dynamic,
-        opset=options.opset,
-        simplify=options.simplify,
-        output_names=(OUTPUT_NAME,),
-    )
-    num_params = onnx_export.check_deploy_parameters(graph, wrapper)
-    rows = onnx_export.output_dims(graph, size)[OUTPUT_NAME][1]
-    expected = head.na * sum((size[1] // s) * (size[0] // s) for s in strides)
-    if rows != expected:
-        raise ExportError(
-            f"the graph gives {rows} rows at W,H = {size[0]},{size[1]} but strides {list(strides)} with {head.na} "
-            f"anchors give {expected}; the network's levels do not match its head"
-        )
+
+    def check_rows(graph: onnx.ModelProto, size_wh: tuple[int, int]) -> None:
+        rows = onnx_export.output_dims(graph, size_wh)[OUTPUT_NAME][1]
+        expected = head.na * sum((size_wh[1] // s) * (size_wh[0] // s) for s in strides)
+        if rows != expected:
+            raise ExportError(
+                f"the graph gives {rows} rows at W,H = {size_wh[0]},{size_wh[1]} but strides {list(strides)} with "
+                f"{head.na} anchors give {expected}; the network's levels do not match its head"
+            )
+
     anchors = head.anchor_grid.view(head.nl, -1).tolist()
     metadata = ModelMetadata(
         model_family=NAME,
@@ -186,37 +154,20 @@ def _export(
         source_sha256=source_sha256,
         architecture=_architecture(model, wrapper),
     )
-    properties = metadata.to_properties()
-    onnx_export.embed_metadata(graph, properties)
-    written = write_checked(
-        graph,
-        properties,
-        out,
-        options,
-        reference=by_column_group(parity.torch_runner(wrapper, (OUTPUT_NAME,))),
-        samples=image_like_inputs(parity.input_shapes(size, dynamic=dynamic, multiple=max(strides))),
-        verify=lambda found: check_round_trip(metadata, found),
-        view=by_column_group,
-        tolerances=tolerances,
-        tolerance_rule=tolerance_rule,
-    )
-    return ExportReport(
-        paths=written.paths,
-        format=options.fmt,
+    return Prepared(
+        deploy=wrapper,
         metadata=metadata,
+        output_names=(OUTPUT_NAME,),
+        channels=(head.no,),
+        trace_size=size,
+        samples=image_like_inputs(parity.input_shapes(size, dynamic=dynamic, multiple=max(strides))),
         input_shape=["batch", 3, "height", "width"] if dynamic else [1, 3, size[1], size[0]],
-        output_shapes=onnx_export.output_shapes(graph),
-        max_abs_diff=written.max_abs_diff,
-        parity_cases=written.cases,
-        tolerance=written.tolerance,
-        tolerance_rule=written.tolerance_rule,
-        num_params=num_params,
+        dynamic=dynamic,
+        dynamic_hw=dynamic,
+        check_graph=check_rows,
         aux_params_dropped=training_only_parameters(model),
         used_ema=used_ema,
         source_format=source_format,
-        file_size=written.file_size,
-        seconds=time.perf_counter() - start,
-        family=NAME,
     )
 
 
@@ -250,17 +201,17 @@ def by_column_group(run: parity.Runner) -> parity.Runner:
     return split
 
 
-def tolerances(cases: list[parity.ParityCase], *, fp16: bool) -> dict[str, float]:
+def tolerances(cases: list[parity.ParityCase], *, fp16: bool, noise: None = None) -> dict[str, float]:
     """Max |Δ| allowed: boxes ``1e-4 x max(1, max |box|)`` pixels, probabilities ``1e-3`` (FP32);
-    FP16 weights: :func:`parity.tolerances`' FP16 rule."""
+    FP16 weights: :func:`parity.tolerances`' FP16 rule (``noise``: unused, PyTorch's own error is not measured)."""
     if fp16:
         return parity.tolerances(cases, fp16=True)
     scale = max((case.max_abs_reference[BOX_COLUMNS] for case in cases), default=1.0)
     return {BOX_COLUMNS: BOX_RELATIVE_TOLERANCE * max(1.0, scale), PROBABILITY_COLUMNS: PROBABILITY_TOLERANCE}
 
 
-def tolerance_rule(*, fp16: bool) -> str:
-    """:func:`tolerances`' rule in words."""
+def tolerance_rule(*, fp16: bool, noise: bool = False) -> str:
+    """:func:`tolerances`' rule in words (``noise``: unused, PyTorch's own error is not measured)."""
     if fp16:
         return parity.tolerance_rule(fp16=True)
     return (
@@ -282,9 +233,11 @@ def _architecture(model: YOLOv7, wrapper: Predictions) -> dict:
     }
 
 
-ADAPTER = FamilyAdapter(
+ADAPTER = ExportAdapter(
     name=NAME,
     description="YOLOv7 (WongKinYiu/yolov7): train.py / train_aux.py .pt checkpoints (pickled models)",
     recognise=recognise,
-    export_checkpoint=export_checkpoint,
+    prepare=prepare,
+    parity=ParityRule(view=by_column_group, tolerances=tolerances, rule=tolerance_rule),
+    ema_weights="EMA (ema)",
 )

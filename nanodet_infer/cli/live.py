@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 
 from ..errors import InvalidArgumentError
 from ..live import Frame, VideoSource, source_kind
+from ..paths import check_output_file, check_output_folder, real, temporary_name, write_json
 from ..safetext import safe_text
 from .arguments import PROG
-from .outputs import check_output_file, check_output_folder, real, temporary_name, write_json
 
 LIVE_OPTIONS = ("jsonl", "track", "max_frames", "duration")
 """Options that make a single video file run here too (they need the frame-by-frame loop)."""

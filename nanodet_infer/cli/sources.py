@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ImageReadError
+from ..paths import IMAGE_SUFFIXES
 from ..safetext import safe_text
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
 

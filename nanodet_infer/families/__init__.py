@@ -33,6 +33,7 @@ FAMILIES: dict[str, str] = {
     "yolov7": "yolov7",
     "ssd": "ssd",
     "retinanet": "retinanet",
+    "detr": "detr",
 }
 """``model_family`` string → the family's folder (a subpackage of this package)."""
 

@@ -1,4 +1,5 @@
-"""Output files of both command lines: checked before any work, written atomically or streamed.
+"""File and path rules the command lines and the exporter share: image suffixes, and output files checked
+before any work, written atomically or streamed.
 
 The rules (docs/robustness.md, "Outputs"):
 
@@ -23,8 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgumentError
-from ..safetext import safe_text
+from .errors import InvalidArgumentError
+from .safetext import safe_text
+
+#: File suffixes read as images (folder expansion of ``nanodet-infer``, calibration folders of ``--int8``).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
 def temporary_name(suffix: str = "") -> str:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from nanodet_infer.errors import CheckpointError, InvalidArgumentError
 
-from .writer import check_input_multiple
+from ..writer import check_input_multiple
 
 
 def resolve_config(

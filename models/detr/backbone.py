@@ -1,0 +1,108 @@
+"""DETR's backbone in the official layout: ``backbone.0.body.{conv1,bn1,layer1..4}.*``.
+
+torchvision ResNet-18/34 (``BasicBlock``) or ResNet-50/101 (``Bottleneck``, stride on the 3x3 conv, "v1.5")
+without ``avgpool``/``fc``, every norm a :class:`FrozenBatchNorm2d` (DETR's, eps 1e-5, no
+``num_batches_tracked``). ``dilation=True`` (DC5) replaces layer4's stride by dilation 2, as torchvision's
+``replace_stride_with_dilation=[False, False, True]``. Output: layer4's map, stride 32 (16 with DC5),
+``ceil(H / 32) x ceil(W / 32)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+"""Blocks per stage of each supported backbone."""
+BOTTLENECK = frozenset({"resnet50", "resnet101"})
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """DETR's ``FrozenBatchNorm2d``: ``y = x * w * rsqrt(rv + 1e-5) + (b - rm * scale)`` (buffers only)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.ones(n))
+        self.register_buffer("bias", torch.zeros(n))
+        self.register_buffer("running_mean", torch.zeros(n))
+        self.register_buffer("running_var", torch.ones(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + 1e-5).rsqrt()
+        bias = self.bias - self.running_mean * scale
+        return x * scale.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
+
+
+def _downsample(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), FrozenBatchNorm2d(cout))
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ``BasicBlock`` (expansion 1)."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, width: int, stride: int, dilation: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, width, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
+        self.bn1 = FrozenBatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = FrozenBatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _downsample(cin, width, stride) if stride != 1 or cin != width else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ``Bottleneck`` (expansion 4, stride and dilation on the 3x3 conv)."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int, dilation: int) -> None:
+        super().__init__()
+        cout = width * 4
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = FrozenBatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = FrozenBatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = FrozenBatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _downsample(cin, cout, stride) if stride != 1 or cin != cout else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+class ResNetBody(nn.Module):
+    """``x [B, 3, H, W]`` → layer4's map ``[B, C, H/32, W/32]`` (C = 512 for R18/34, 2048 for R50/101)."""
+
+    def __init__(self, name: str, dilation: bool = False) -> None:
+        super().__init__()
+        block = Bottleneck if name in BOTTLENECK else BasicBlock
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = FrozenBatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        cin, current_dilation = 64, 1
+        for index, (blocks, width) in enumerate(zip(BLOCKS[name], (64, 128, 256, 512), strict=True), start=1):
+            stride = 1 if index == 1 else 2
+            previous_dilation = current_dilation
+            if index == 4 and dilation:
+                current_dilation, stride = current_dilation * stride, 1
+            layer = [block(cin, width, stride, previous_dilation)]
+            cin = width * block.expansion
+            layer += [block(cin, width, 1, current_dilation) for _ in range(1, blocks)]
+            setattr(self, f"layer{index}", nn.Sequential(*layer))
+        self.num_channels = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
