@@ -12,6 +12,7 @@ from nanodet_models import ACTIVATIONS, ModelConfig, NanoDetPlus, build_model, l
 from nanodet_models.sniff import pickle_names
 from torch import nn
 
+from nanodet_infer.families.nanodet_plus.warp import ARITHMETICS, DEFAULT_ARITHMETIC, check_arithmetic
 from nanodet_infer.metadata import ModelMetadata
 
 from .. import onnx_export, parity
@@ -38,8 +39,10 @@ def prepare(
     preset: str | None = None,
     trust_checkpoint: bool = False,
     activation: str | None = None,
+    resize_arithmetic: str | None = None,
 ) -> Prepared:
     """Read an upstream NanoDet-Plus training checkpoint (EMA weights when present) and build its deploy model."""
+    arithmetic = check_arithmetic(resize_arithmetic or DEFAULT_ARITHMETIC)
     checkpoint = read_checkpoint(ckpt, trust=trust_checkpoint)
     cfg = resolve_config(
         checkpoint.state_dict,
@@ -58,6 +61,7 @@ def prepare(
         source_sha256=checkpoint.sha256,
         used_ema=checkpoint.used_ema,
         source_format=checkpoint.source_format,
+        resize_arithmetic=arithmetic,
     )
 
 
@@ -69,13 +73,17 @@ def prepare_model(
     source_sha256: str = "",
     used_ema: bool | None = None,
     source_format: str = "in-memory",
+    resize_arithmetic: str = DEFAULT_ARITHMETIC,
 ) -> Prepared:
-    """The deploy model (aux modules dropped) of an in-memory :class:`NanoDetPlus` built from ``cfg``."""
+    """The deploy model (aux modules dropped) of an in-memory :class:`NanoDetPlus` built from ``cfg``;
+    ``resize_arithmetic`` names the OpenCV warp arithmetic it was trained with (metadata ``resize_arithmetic``)."""
     size = tuple(cfg.input_size)
     check_input_size(size, cfg)
     deploy = model.deploy().eval()
     aux_dropped = sum(p.numel() for name, p in model.named_parameters() if name.startswith(onnx_export.AUX_PREFIXES))
-    metadata = _metadata(cfg, deploy, dynamic=dynamic, source_sha256=source_sha256)
+    metadata = _metadata(cfg, deploy, dynamic=dynamic, source_sha256=source_sha256).replace(
+        resize_arithmetic=resize_arithmetic
+    )
     channels = (metadata.num_classes, metadata.num_box_channels)
     return Prepared(
         deploy=deploy,
@@ -139,6 +147,14 @@ ADAPTER = ExportAdapter(
             "activation the checkpoint was trained with, when there is no --config/--preset (a checkpoint does "
             "not store it; default: PReLU if its weights hold PReLU slopes, else LeakyReLU assumed): "
             + ", ".join(ACTIVATIONS),
+            metavar="NAME",
+        ),
+        Option(
+            "resize_arithmetic",
+            str,
+            "the OpenCV warpPerspective arithmetic the model was trained with, which the runtime then reproduces "
+            f"whatever OpenCV is installed: {', '.join(ARITHMETICS)} (default {DEFAULT_ARITHMETIC}, the release "
+            "upstream's references were made with; opencv-4 for training under OpenCV 4.x)",
             metavar="NAME",
         ),
         TRUST_CHECKPOINT,
