@@ -111,13 +111,16 @@ class ParityRule:
 class Int8Rule:
     """Which nodes of the family's graph stay in float when quantized to INT8 (see :mod:`.quantize`).
 
-    ``head_tail``: every node between the outputs and the last convolutions, those convolutions included (a
-    head whose outputs share one activation scale can lose every score); ``first_conv``: the convolutions
+    ``head_tail``: every node between the outputs and the last layers of a ``tail_stops`` type, those layers
+    included (a head whose outputs share one activation scale can lose every score); ``first_conv``: the convolutions
     reading the image (ONNX only; NNCF keeps the first layer's input scale per channel itself).
     """
 
     head_tail: bool = True
     first_conv: bool = True
+    tail_stops: tuple[str, ...] = ("Conv",)
+    """ONNX op types that end the head tail (the last such layers are kept float, nothing before them);
+    e.g. ``("MatMul", "Gemm")`` for a head of linear layers."""
 
 
 @dataclass(frozen=True)
