@@ -50,7 +50,9 @@ def export_prepared(
         simplify=options.simplify,
         output_names=prepared.output_names,
     )
-    num_params = onnx_export.check_deploy_parameters(graph, prepared.deploy, elementwise=prepared.elementwise)
+    num_params = onnx_export.check_deploy_parameters(
+        graph, prepared.deploy, elementwise=prepared.elementwise, training_only=prepared.training_only
+    )
     if prepared.check_graph is not None:
         prepared.check_graph(graph, prepared.trace_size)
     properties = metadata.to_properties()
