@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from nanodet_infer.bench import STAGES, Measurement
 from nanodet_infer import paths
+from nanodet_infer.bench import STAGES, Measurement
 
 SCHEMA = "nanodet-infer.benchmark/1"
 

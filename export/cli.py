@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from nanodet_infer.cli.arguments import parse_size, read_class_names_file
-from nanodet_infer.paths import check_output_file, is_stream
 from nanodet_infer.cli.signals import exit_status, terminate_like_interrupt
 from nanodet_infer.errors import ExportError, InvalidArgumentError, NanoDetError
+from nanodet_infer.paths import check_output_file, is_stream
 from nanodet_infer.safetext import safe_text
 
 from .api import FORMATS, PRODUCER, ExportReport, export_checkpoint, family_options

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from nanodet_infer.paths import real, temporary_name
 from nanodet_infer.errors import InvalidArgumentError
+from nanodet_infer.paths import real, temporary_name
 
 
 def output_files(out: str | Path, suffixes: Sequence[str]) -> tuple[Path, ...]:

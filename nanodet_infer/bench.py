@@ -232,8 +232,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "nanodet-infer bench") -
     from tqdm import tqdm
 
     from .cli.arguments import parse_size
-    from .paths import check_output_file, write_json
     from .errors import InvalidArgumentError
+    from .paths import check_output_file, write_json
     from .safetext import safe_text
 
     args = _parser(prog).parse_args(argv)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from nanodet_export.adapter import CommonArgs, ExportAdapter, Option, Prepared
+from nanodet_export.writer import PRODUCER
 from nanodet_models.sniff import pickle_names
 from torch import nn
 
-from nanodet_export.adapter import CommonArgs, ExportAdapter, Option, Prepared
-from nanodet_export.writer import PRODUCER
 from nanodet_infer.metadata import ModelMetadata
 
 KEY = "toy_conv.weight"

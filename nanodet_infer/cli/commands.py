@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ImageReadError, InvalidArgumentError, NanoDetError
+from ..paths import atomic_path, check_output_file, check_output_folder, is_within, real, write_json
 from ..safetext import safe_text
 from . import arguments
 from .arguments import PROG, build_parser
 from .drawing import draw_detections
-from ..paths import atomic_path, check_output_file, check_output_folder, is_within, real, write_json
 from .signals import exit_status, terminate_like_interrupt
 from .sources import Source, collect_sources, output_paths, video_frames
 
