@@ -71,7 +71,8 @@ class Prepared:
     ``c`` the matching entry of ``channels``; it is traced at ``trace_size`` ``(W, H)``. ``samples`` are the
     parity inputs. ``check_graph(graph, trace_size)`` raises :class:`ExportError` when the graph's outputs do
     not fit the metadata (rows per level). ``elementwise`` counts parameters feeding element-wise nodes (not
-    counted in the graph's weights, e.g. SSD300's L2Norm scale).
+    counted in the graph's weights, e.g. SSD300's L2Norm scale); no initializer may start with a
+    ``training_only`` prefix.
     """
 
     deploy: nn.Module
@@ -85,6 +86,7 @@ class Prepared:
     dynamic_hw: bool
     check_graph: Callable[[onnx.ModelProto, tuple[int, int]], None] | None = None
     elementwise: int = 0
+    training_only: tuple[str, ...] = ()
     aux_params_dropped: int = 0
     used_ema: bool | None = None
     source_format: str = "in-memory"
@@ -115,13 +117,16 @@ class ParityRule:
 class Int8Rule:
     """Which nodes of the family's graph stay in float when quantized to INT8 (see :mod:`.quantize`).
 
-    ``head_tail``: every node between the outputs and the last convolutions, those convolutions included (a
-    head whose outputs share one activation scale can lose every score); ``first_conv``: the convolutions
+    ``head_tail``: every node between the outputs and the last layers of a ``tail_stops`` type, those layers
+    included (a head whose outputs share one activation scale can lose every score); ``first_conv``: the convolutions
     reading the image (ONNX only; NNCF keeps the first layer's input scale per channel itself).
     """
 
     head_tail: bool = True
     first_conv: bool = True
+    tail_stops: tuple[str, ...] = ("Conv",)
+    """ONNX op types that end the head tail (the last such layers are kept float, nothing before them);
+    e.g. ``("MatMul", "Gemm")`` for a head of linear layers."""
 
 
 @dataclass(frozen=True)

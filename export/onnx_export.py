@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -20,12 +19,8 @@ import torch
 from torch import nn
 
 from nanodet_infer.errors import ExportError
-from nanodet_infer.families.nanodet_plus.decode import num_priors
 
 INPUT_NAME = "images"
-SCORES_NAME = "scores"
-BOXES_NAME = "boxes"
-AUX_PREFIXES = ("aux_fpn", "aux_head")
 
 # What torch's legacy exporter announces on every call (it still works and is what we choose).
 _EXPORTER_WARNINGS = (
@@ -42,7 +37,7 @@ def trace_to_onnx(
     dynamic: bool,
     opset: int,
     simplify: bool,
-    output_names: tuple[str, ...] = (SCORES_NAME, BOXES_NAME),
+    output_names: tuple[str, ...],
     dynamic_hw: bool | None = None,
 ) -> onnx.ModelProto:
     """Trace ``deploy`` (``x -> outputs``, e.g. NanoDet's ``(scores, boxes)``) at ``size_wh`` and return
@@ -123,18 +118,20 @@ def folded_parameter_count(deploy: nn.Module) -> int:
     return count
 
 
-def check_deploy_parameters(model: onnx.ModelProto, deploy: nn.Module, *, elementwise: int = 0) -> int:
+def check_deploy_parameters(
+    model: onnx.ModelProto, deploy: nn.Module, *, elementwise: int = 0, training_only: tuple[str, ...] = ()
+) -> int:
     """Verify that the graph holds the deploy weights and nothing else; return the count.
 
     The float weights read by Conv/Gemm/MatMul nodes (counted per distinct set of weight tensors a node
     reads: the exporter stores equal tensors, e.g. the zero biases of a fresh model, once, and a head
     shared by several levels feeds one set to several nodes) must add up to
     :func:`folded_parameter_count` of ``deploy`` less ``elementwise`` (parameters that feed element-wise
-    nodes, e.g. SSD300's L2Norm scale), and no initializer may be named after the training-only
-    ``aux_fpn``/``aux_head``; otherwise :class:`ExportError`.
+    nodes, e.g. SSD300's L2Norm scale), and no initializer may start with a ``training_only`` prefix (e.g.
+    NanoDet-Plus's ``aux_fpn``/``aux_head``); otherwise :class:`ExportError`.
     """
     by_name = {init.name: init for init in model.graph.initializer}
-    aux = sorted(name for name in by_name if name.startswith(AUX_PREFIXES))
+    aux = sorted(name for name in by_name if training_only and name.startswith(training_only))
     if aux:
         raise ExportError(f"training-only weights leaked into the graph: {', '.join(aux[:3])}")
     alias = {node.output[0]: node.input[0] for node in model.graph.node if node.op_type == "Identity"}
@@ -167,28 +164,6 @@ def _numel(tensor: onnx.TensorProto) -> int:
     for dim in tensor.dims:
         count *= dim
     return count
-
-
-def check_output_layout(
-    model: onnx.ModelProto, size_wh: tuple[int, int], strides: Sequence[int], channels: tuple[int, int]
-) -> None:
-    """Raise :class:`ExportError` unless the graph's outputs at ``size_wh`` fit the metadata.
-
-    Each output must be ``[1, N, c]`` with ``N = Σ ceil(H/s)·ceil(W/s)`` over ``strides`` (what the
-    runtime decodes with) and ``c`` the matching entry of ``channels`` (``C``, ``4 * (reg_max + 1)``).
-    """
-    expected = num_priors(size_wh, strides)
-    for (name, dims), width in zip(output_dims(model, size_wh).items(), channels, strict=True):
-        if dims[1] != expected:
-            raise ExportError(
-                f"output {name!r} has {dims[1]} rows at W,H = {size_wh[0]},{size_wh[1]} but the strides "
-                f"{list(strides)} give {expected} priors; head.strides does not match the network's levels: "
-                "fix head.strides in the config"
-            )
-        if dims[2] != width:
-            raise ExportError(
-                f"output {name!r} has {dims[2]} channels but the metadata (num_classes, reg_max) gives {width}"
-            )
 
 
 def output_dims(model: onnx.ModelProto, size_wh: tuple[int, int]) -> dict[str, list[int]]:

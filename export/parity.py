@@ -12,7 +12,7 @@ from torch import nn
 
 from nanodet_infer.errors import ExportError
 
-from .onnx_export import BOXES_NAME, INPUT_NAME, SCORES_NAME
+from .onnx_export import INPUT_NAME
 
 #: Floor of the max |Δ| allowed between an FP32 export and PyTorch (onnxruntime / OpenVINO at f32).
 FP32_TOLERANCE = 1e-4
@@ -59,7 +59,7 @@ def inputs(size_wh: tuple[int, int], *, dynamic: bool) -> list[np.ndarray]:
     return [rng.standard_normal(shape, dtype=np.float32) for shape in input_shapes(size_wh, dynamic=dynamic)]
 
 
-def torch_runner(deploy: nn.Module, names: tuple[str, ...] = (SCORES_NAME, BOXES_NAME)) -> Runner:
+def torch_runner(deploy: nn.Module, names: tuple[str, ...]) -> Runner:
     """Run the PyTorch deploy module (``x -> outputs``, one tensor or a tuple, named ``names``)."""
 
     def run(x: np.ndarray) -> dict[str, np.ndarray]:
@@ -71,7 +71,7 @@ def torch_runner(deploy: nn.Module, names: tuple[str, ...] = (SCORES_NAME, BOXES
     return run
 
 
-def onnxruntime_runner(path: Path, names: tuple[str, ...] = (SCORES_NAME, BOXES_NAME)) -> Runner:
+def onnxruntime_runner(path: Path, names: tuple[str, ...]) -> Runner:
     """Run an ONNX file on onnxruntime's CPU provider with every graph optimisation on."""
     import onnxruntime as ort
 
@@ -86,7 +86,7 @@ def onnxruntime_runner(path: Path, names: tuple[str, ...] = (SCORES_NAME, BOXES_
     return run
 
 
-def openvino_runner(xml_path: Path, names: tuple[str, ...] = (SCORES_NAME, BOXES_NAME)) -> Runner:
+def openvino_runner(xml_path: Path, names: tuple[str, ...]) -> Runner:
     """Run an OpenVINO IR on the CPU plugin at f32 inference precision (its default here is bf16)."""
     import openvino as ov
 

@@ -51,7 +51,9 @@ def export_prepared(
         output_names=prepared.output_names,
     )
     if prepared.count_weights:
-        num_params = onnx_export.check_deploy_parameters(graph, prepared.deploy, elementwise=prepared.elementwise)
+        num_params = onnx_export.check_deploy_parameters(
+            graph, prepared.deploy, elementwise=prepared.elementwise, training_only=prepared.training_only
+        )
     else:
         num_params = onnx_export.folded_parameter_count(prepared.deploy)
     if prepared.check_graph is not None:

@@ -64,7 +64,7 @@ MIN_MATCHED_FRACTION = 0.5
 #: NanoDet-Plus upstream's evaluation settings (the benchmarks'; the mAP comparison uses each family's own).
 EVAL_SETTINGS = {"score_threshold": 0.05, "iou_threshold": 0.6, "max_detections": 100}
 
-ONNX_METHOD = "onnxruntime quantize_static QDQ, activations uint8 MinMax, weights int8 per-channel"
+ONNX_METHOD = "onnxruntime quantize_static QDQ, activations uint8 MinMax, weights int8 per-channel reduce_range"
 OPENVINO_METHOD = "nncf.quantize preset PERFORMANCE, fast bias correction"
 
 
@@ -323,13 +323,13 @@ def onnx_float_nodes(model: onnx.ModelProto, rule: Int8Rule | None = None) -> tu
         if node is None or node.name in kept:
             continue
         kept[node.name] = node.op_type
-        if node.op_type != "Conv":
+        if node.op_type not in rule.tail_stops:
             stack.extend(node.input)
     inputs = {value.name for value in model.graph.input} if rule.first_conv else set()
     for node in model.graph.node:
         if node.op_type == "Conv" and node.input[0] in inputs:
             kept[node.name] = node.op_type
-    return list(kept), [name for name, op in kept.items() if op == "Conv"]
+    return list(kept), [name for name, op in kept.items() if op in (*rule.tail_stops, "Conv")]
 
 
 def quantize_onnx(
@@ -369,6 +369,7 @@ def quantize_onnx(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
+                reduce_range=True,  # 7-bit weights: U8S8 without VNNI saturates its 16-bit pair sums
                 nodes_to_exclude=float_nodes,
             )
     return float_convs
@@ -383,10 +384,14 @@ def embed_onnx_metadata(path: Path, properties: dict[str, str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- OpenVINO
+#: ONNX op type → the OpenVINO operation it becomes (for :attr:`Int8Rule.tail_stops`).
+_OPENVINO_TYPES = {"Conv": "Convolution", "Gemm": "MatMul", "ConvTranspose": "ConvolutionBackpropData"}
+
 def openvino_float_nodes(model: Any, rule: Int8Rule | None = None) -> tuple[list[str], list[str]]:
     """``(all, convs)`` as :func:`onnx_float_nodes`, by friendly name, in an OpenVINO model (the head tail
     when ``rule.head_tail``; NNCF handles the first layer itself)."""
     rule = rule or Int8Rule()
+    stops = {_OPENVINO_TYPES.get(op, op) for op in rule.tail_stops}
     kept: dict[str, str] = {}
     stack = [result.input_value(0).get_node() for result in model.get_results()] if rule.head_tail else []
     while stack:
@@ -395,9 +400,9 @@ def openvino_float_nodes(model: Any, rule: Int8Rule | None = None) -> tuple[list
         if kind in ("Constant", "Parameter") or node.get_friendly_name() in kept:
             continue
         kept[node.get_friendly_name()] = kind
-        if kind != "Convolution":
+        if kind not in stops:
             stack.extend(value.get_node() for value in node.input_values())
-    return list(kept), [name for name, kind in kept.items() if kind == "Convolution"]
+    return list(kept), [name for name, kind in kept.items() if kind in stops]
 
 
 def quantize_openvino(

@@ -18,6 +18,7 @@ from nanodet_infer.metadata import ModelMetadata
 from .. import onnx_export, parity
 from ..adapter import TRUST_CHECKPOINT, CommonArgs, ExportAdapter, Option, Prepared
 from ..writer import PRODUCER
+from .graph import AUX_PREFIXES, BOXES_NAME, SCORES_NAME, check_output_layout
 from .resolve import architecture_summary, check_input_size, resolve_config
 
 NAME = "nanodet-plus"
@@ -80,7 +81,7 @@ def prepare_model(
     size = tuple(cfg.input_size)
     check_input_size(size, cfg)
     deploy = model.deploy().eval()
-    aux_dropped = sum(p.numel() for name, p in model.named_parameters() if name.startswith(onnx_export.AUX_PREFIXES))
+    aux_dropped = sum(p.numel() for name, p in model.named_parameters() if name.startswith(AUX_PREFIXES))
     metadata = _metadata(cfg, deploy, dynamic=dynamic, source_sha256=source_sha256).replace(
         resize_arithmetic=resize_arithmetic
     )
@@ -88,14 +89,15 @@ def prepare_model(
     return Prepared(
         deploy=deploy,
         metadata=metadata,
-        output_names=(onnx_export.SCORES_NAME, onnx_export.BOXES_NAME),
+        output_names=(SCORES_NAME, BOXES_NAME),
         channels=channels,
         trace_size=size,
         samples=parity.inputs(size, dynamic=dynamic),
         input_shape=["batch", 3, "height", "width"] if dynamic else [1, 3, size[1], size[0]],
         dynamic=dynamic,
         dynamic_hw=dynamic,
-        check_graph=lambda graph, size_wh: onnx_export.check_output_layout(graph, size_wh, metadata.strides, channels),
+        check_graph=lambda graph, size_wh: check_output_layout(graph, size_wh, metadata.strides, channels),
+        training_only=AUX_PREFIXES,
         aux_params_dropped=aux_dropped,
         used_ema=used_ema,
         source_format=source_format,
@@ -118,8 +120,8 @@ def _metadata(cfg: ModelConfig, deploy: nn.Module, *, dynamic: bool, source_sha2
         keep_ratio=cfg.keep_ratio,
         prior_offset=0.0,
         input_name=onnx_export.INPUT_NAME,
-        scores_output=onnx_export.SCORES_NAME,
-        boxes_output=onnx_export.BOXES_NAME,
+        scores_output=SCORES_NAME,
+        boxes_output=BOXES_NAME,
         scores_activation="sigmoid",
         box_side_order="ltrb",
         producer=PRODUCER,

@@ -18,8 +18,8 @@ RELEASES = ("4.12.0.88", "5.0.0.93", "5.1.0.95")
 TESTS = (
     "tests/families/nanodet_plus/test_warp.py",
     "tests/core/test_dependency_drift.py",
-    "tests/test_detector_exported.py",
-    "tests/test_preprocess.py",
+    "tests/families/nanodet_plus/test_detector_exported.py",
+    "tests/core/test_preprocess.py",
 )
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,7 @@ from nanodet_infer.scale_out import FAULT_MARKER_ENV, detect_with_ray, image_pat
 
 ray = pytest.importorskip("ray")
 
-DATA = Path(__file__).parent / "data" / "shapes-m-256"
+DATA = Path(__file__).parents[1] / "data" / "shapes-m-256"
 MODEL = DATA / "upstream_export.onnx"
 NAMES = ["circle", "rectangle", "triangle"]
 TIME_LIMIT_S = 120

@@ -24,7 +24,7 @@ from _tiny_models import fake_detector
 from conftest import PLUS320, SHAPES
 from nanodet_export import parity
 from nanodet_export.cli import main
-from nanodet_export.onnx_export import check_output_layout
+from nanodet_export.nanodet_plus.graph import check_output_layout
 from nanodet_models import build_model, load_config
 from nanodet_models.nanodet_plus.config import config_from_dict
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import SHAPES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import latency, report  # noqa: E402

@@ -8,8 +8,8 @@ match by order: labels equal, boxes ``|Δ| <= 0.01`` px, scores ``|Δ| <= 1e-5``
 
 * :data:`SCORE_EXCEPTIONS` — score bounds above 1e-5, with the measured max. The engines' float32
   convolutions differ from PyTorch's in the last bits; obj x cls carries that (the same rows' obj/cls
-  differ by up to 2.6e-4 from upstream's deploy output, tests/test_yolov7_export.py). Fed upstream's own
-  deploy rows, our NMS and ``scale_coords`` are exact (tests/test_yolov7_runtime.py).
+  differ by up to 2.6e-4 from upstream's deploy output, tests/families/yolov7/test_yolov7_export.py). Fed upstream's own
+  deploy rows, our NMS and ``scale_coords`` are exact (tests/families/yolov7/test_yolov7_runtime.py).
 * :data:`REORDERED` — positions where two or three near-tied detections (reference scores closer than the
   engine's score error) come out in another order; the same detections, each matched to its reference by
   label and box. The measured reference score gaps are in the comments.

@@ -4,7 +4,7 @@ Tolerance against the fixtures' ``deploy`` rows (upstream's fp32 PyTorch deploy 
 file: boxes ``|Δ| <= 2e-4 x max(1, |reference|)`` px, obj/class probabilities ``|Δ| <= 5e-4``. Measured
 on the 3 fixtures x 3 images: boxes <= 0.0121 px (relative 1.04e-4, yolov7-w6-aux-s val_00000), probabilities
 <= 2.6e-4 (onnxruntime); OpenVINO f32 <= 0.0106 px / 2.1e-4. Our PyTorch deploy model itself is
-bit-identical to upstream's (tests/test_yolov7_models.py): the rest is the engines' float32 rounding.
+bit-identical to upstream's (tests/families/yolov7/test_yolov7_models.py): the rest is the engines' float32 rounding.
 """
 
 from __future__ import annotations
