@@ -4,7 +4,8 @@ Each family is one folder here holding everything specific to that detector (see
 protocol and docs/DESIGN.md, "Adding a family"):
 
 * ``section.py`` — ``SECTION``: the family's metadata section (its own ``nanodet.*`` keys), a
-  :class:`~nanodet_infer.metadata.MetadataSection` subclass. Importing it must stay cheap (no OpenCV, no engine).
+  :class:`~nanodet_infer.metadata_section.MetadataSection` subclass. Importing it must stay cheap (no OpenCV,
+  no engine), and it imports ``metadata_section``, never ``metadata`` (which imports this registry).
 * ``family.py`` — ``FAMILY``: the :class:`~.base.Family` object (output-layout check, resize plan,
   preprocess, postprocess, default settings, foreign-model facts).
 
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 from ..errors import MetadataError
 
 if TYPE_CHECKING:
-    from ..metadata import MetadataSection
+    from ..metadata_section import MetadataSection
     from .base import Family
 
 FAMILIES: dict[str, str] = {

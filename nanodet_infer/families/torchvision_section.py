@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..errors import MetadataError
-from ..metadata import MetadataSection, check_number
+from ..metadata_section import MetadataSection, check_number
 
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 """torchvision's default ``BoxCoder`` clamp on ``dw``/``dh`` (``log(1000 / 16)``)."""

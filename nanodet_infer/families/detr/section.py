@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import MetadataError
-from ...metadata import MAX_INPUT_SIDE, MetadataSection, check_int_list
+from ...metadata_section import MAX_INPUT_SIDE, MetadataSection, check_int_list
 
 IMAGENET_MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)

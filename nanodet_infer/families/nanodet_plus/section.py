@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import MetadataError
-from ...metadata import MetadataSection, check_int, check_number, check_strides
+from ...metadata_section import MetadataSection, check_int, check_number, check_strides
 from .warp import ARITHMETICS, DEFAULT_ARITHMETIC
 
 UPSTREAM_MEAN_BGR = (103.53, 116.28, 123.675)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ...errors import MetadataError
-from ...metadata import MAX_INPUT_SIDE, check_int_list, check_strides
+from ...metadata_section import MAX_INPUT_SIDE, check_int_list, check_strides
 from ..torchvision_section import TorchvisionSection, check_float_lists
 
 TORCHVISION_ANCHOR_SIZES = tuple((x, int(x * 2 ** (1.0 / 3)), int(x * 2 ** (2.0 / 3))) for x in (32, 64, 128, 256, 512))

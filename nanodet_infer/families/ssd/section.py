@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import MetadataError
-from ...metadata import MAX_INPUT_SIDE, MAX_LEVELS, check_int_list, check_number
+from ...metadata_section import MAX_INPUT_SIDE, MAX_LEVELS, check_int_list, check_number
 from ..torchvision_section import TorchvisionSection, check_float_lists
 
 MAX_DEFAULT_BOXES = 10_000_000

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import MetadataError
-from ...metadata import MetadataSection, check_int_list, check_strides
+from ...metadata_section import MetadataSection, check_int_list, check_strides
 
 MAX_ANCHOR = 1e6  # pixels; finite, positive and below this
 LETTERBOX_COLOR = 114
