@@ -63,8 +63,9 @@ def int8_models(models: dict[str, Path], calib_dir: Path) -> dict[str, Path]:
     """INT8 copies of ``{"onnx": f32.onnx, "openvino": f32.xml}`` (either may be absent), calibrated on ``calib_dir``.
 
     Cached next to each f32 model under ``int8-<digest>/`` (of the calibration set and the quantizer's
-    settings); built with the exporter's own quantizer and agreement check (an export failure raises its
-    :class:`~nanodet_infer.errors.ExportError`).
+    settings); built with the exporter's own quantizer. Its agreement check is reported, not enforced: these
+    rows measure speed, and the built-in seeded model's scores sit near the 0.35 agreement threshold (ONNX INT8
+    keeps about half its detections there; the trained fixture keeps all, docs/export.md).
     """
     from nanodet_export.quantize import (
         ONNX_METHOD,
@@ -82,7 +83,10 @@ def int8_models(models: dict[str, Path], calib_dir: Path) -> dict[str, Path]:
         target = f32.parent / f"int8-{digest}" / f"{f32.stem}{f32.suffix}"
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            quantize_file(f32, target, Int8Request(calib_images=calib_dir))
+            report = quantize_file(f32, target, Int8Request(calib_images=calib_dir, force=True))
+            agreement = report.agreement
+            print(f"INT8 {fmt}: {agreement.matched} of {agreement.f32_detections} f32 detections kept at score "
+                  f"{agreement.score_threshold:g} (agreement reported, not enforced, for the speed rows)", flush=True)
         out[fmt] = target
     return out
 

@@ -105,7 +105,7 @@ def nanodet_pth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_family_is_recognised_from_content(small_ckpt: Path, nanodet_pth: Path, tmp_path: Path) -> None:
-    assert list(EXPORT_ADAPTERS) == ["nanodet-plus", "yolov7", "ssd", "retinanet"]
+    assert list(EXPORT_ADAPTERS) == ["nanodet-plus", "yolov7", "ssd", "retinanet", "detr"]
     assert recognise(small_ckpt) == "yolov7"
     assert recognise(nanodet_pth) == "nanodet-plus"
     report = export_checkpoint(small_ckpt, tmp_path / "t.onnx", input_size=(128, 96), dynamic=False)
