@@ -37,7 +37,7 @@ def checkpoint_models(checkpoint: Path, config: Path | None, cache: Path) -> tup
 
 def checkpoint_torch_model(checkpoint: Path, config: Path | None) -> Any:
     """The training-side PyTorch model of ``checkpoint`` (architecture from ``config`` or its tensors), eval mode."""
-    from nanodet_export.resolve import resolve_config
+    from nanodet_export.nanodet_plus.resolve import resolve_config
     from nanodet_models import build_model, load_weights, read_checkpoint
 
     state = read_checkpoint(checkpoint).state_dict

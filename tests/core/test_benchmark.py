@@ -147,3 +147,17 @@ def test_cli_bench_bad_options_are_one_line_exit_2(argv, capsys) -> None:
     assert main(["bench", "--model", str(SHAPES / "upstream_export.onnx"), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("nanodet-infer: error:") and "\n" not in err
+
+
+@pytest.mark.shared
+def test_checkpoint_torch_model_builds_the_trained_fixture(shared_fixtures: Path) -> None:
+    """``latency.py --checkpoint``'s PyTorch row: the training-side model of an upstream checkpoint."""
+    import torch
+
+    from benchmarks import speed
+
+    checkpoint = shared_fixtures / "shapes-m-256" / "nanodet_model_best.pth"
+    model = speed.checkpoint_torch_model(checkpoint, SHAPES / "config.yml")
+    with torch.inference_mode():
+        out = model(torch.zeros(1, 3, 256, 256))
+    assert tuple(out.shape) == (1, 1360, 35)
