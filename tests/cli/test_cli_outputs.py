@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import cv2
 import pytest
+from _slow_cli import start_stalled_detect
 from conftest import SHAPES
 
 from nanodet_infer.cli import main
@@ -250,39 +248,13 @@ def test_no_progress_video_reports_its_real_frame_count(tmp_path, capsys) -> Non
 
 
 # ---------------------------------------------------------------------------------------------- signals
-_SLOW_RUN = """
-import sys, time
-from pathlib import Path
-from nanodet_infer.cli import arguments, main
-marker = Path(sys.argv[1])
-make = arguments.make_detector
-class Slow:  # the 4th result of a stream waits, as a long inference would
-    def __init__(self, detector):
-        self.detector = detector
-    def stream(self, images, workers=None):
-        for n, result in enumerate(self.detector.stream(images, workers=workers)):
-            if n == 3:
-                marker.touch()
-                time.sleep(30)
-            yield result
-arguments.make_detector = lambda args: Slow(make(args))
-sys.exit(main(sys.argv[2:]))
-"""
-
-
 @pytest.mark.parametrize(("signum", "status", "word"), [(signal.SIGTERM, 143, "terminated"),
                                                         (signal.SIGINT, 130, "interrupted")])
 def test_sigterm_cleans_up_like_ctrl_c(tmp_path, signum, status, word) -> None:
     video = _video(tmp_path / "clip.avi", frames=40)
     out, out_json, marker = tmp_path / "out", tmp_path / "rows.json", tmp_path / "started"
-    argv = [str(marker), "detect", str(video), *FOREIGN, "--save-dir", str(out), "--json", str(out_json),
-            "--no-progress"]
-    process = subprocess.Popen([sys.executable, "-c", _SLOW_RUN, *argv], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert marker.exists(), process.communicate(timeout=60)
+    argv = ["detect", str(video), *FOREIGN, "--save-dir", str(out), "--json", str(out_json), "--no-progress"]
+    process = start_stalled_detect(marker, 3, argv)  # the 4th result waits
     process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == status

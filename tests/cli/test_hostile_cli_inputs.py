@@ -9,14 +9,13 @@ import os
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
 
 import cv2
 import pytest
+from _slow_cli import start_stalled_detect
 from conftest import SHAPES
 
 from nanodet_infer.cli import main
@@ -126,37 +125,12 @@ def test_a_ray_address_where_nothing_listens_fails_fast(tmp_path: Path, capsys) 
         check_ray_address(f"127.0.0.1:{silent.getsockname()[1]}", timeout=2)  # answered (queued): fine
 
 
-_SLOW = """
-import sys, time
-from pathlib import Path
-from nanodet_infer.cli import arguments, main
-marker = Path(sys.argv[1])
-make = arguments.make_detector
-class Slow:  # the 3rd result of a stream waits, as a long inference would
-    def __init__(self, detector):
-        self.detector = detector
-    def stream(self, images, workers=None):
-        for n, result in enumerate(self.detector.stream(images, workers=workers)):
-            if n == 2:
-                marker.touch()
-                time.sleep(60)
-            yield result
-arguments.make_detector = lambda args, **kw: Slow(make(args, **kw))
-sys.exit(main(sys.argv[2:]))
-"""
-
-
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_ends_the_run_within_2_s_with_outputs_finalised(tmp_path: Path, signum: int, status: int) -> None:
     out, out_json, marker = tmp_path / "out", tmp_path / "rows.json", tmp_path / "started"
-    argv = [str(marker), "detect", *map(str, IMAGES[:6]), *FOREIGN, "--save-dir", str(out), "--json",
-            str(out_json), "--no-progress", "--workers", "1"]
-    process = subprocess.Popen([sys.executable, "-c", _SLOW, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    deadline = time.monotonic() + 120
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert marker.exists(), process.communicate(timeout=60)
+    argv = ["detect", *map(str, IMAGES[:6]), *FOREIGN, "--save-dir", str(out), "--json", str(out_json),
+            "--no-progress", "--workers", "1"]
+    process = start_stalled_detect(marker, 2, argv)  # the 3rd result waits
     sent = time.monotonic()
     process.send_signal(signum)
     _, err = process.communicate(timeout=30)
