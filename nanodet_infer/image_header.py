@@ -31,30 +31,35 @@ def declared_size(path: str | Path) -> tuple[int, int] | None:
     file cannot be read.
     """
     with open(path, "rb") as f:
-        head = f.read(32)
-        if head.startswith(b"\x89PNG\r\n\x1a\n"):
-            return _png(head)
-        if head.startswith(b"\xff\xd8"):
-            return _jpeg(f)
-        if head.startswith(b"BM"):
-            return _bmp(head)
-        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-            return _tiff(f, head)
-        if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-            return _webp(head)
-        if head[:6] in (b"GIF87a", b"GIF89a"):
-            return _unpack("<HH", head, 6)
-        if head[:4] == b"\x59\xa6\x6a\x95":  # Sun raster
-            return _unpack(">II", head, 4)
-        if len(head) >= 2 and head[0:1] == b"P" and head[1:2] in b"123456fF":  # PBM/PGM/PPM, PFM
-            f.seek(0)
-            return _pnm(f.read(HEADER_BYTES))
-        if head.startswith(b"#?"):  # Radiance HDR
-            f.seek(0)
-            return _radiance(f.read(HEADER_BYTES))
-        if head[4:12] == b"jP  \r\n\x87\n" or head.startswith(b"\xff\x4f\xff\x51"):  # JPEG 2000 (JP2, J2K)
-            f.seek(0)
-            return _jpeg2000(f.read(HEADER_BYTES))
+        return declared_size_of(f)
+
+
+def declared_size_of(f: BinaryIO) -> tuple[int, int] | None:
+    """:func:`declared_size` of an open binary file positioned at its start (e.g. ``io.BytesIO(body)``)."""
+    head = f.read(32)
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return _png(head)
+    if head.startswith(b"\xff\xd8"):
+        return _jpeg(f)
+    if head.startswith(b"BM"):
+        return _bmp(head)
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return _tiff(f, head)
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return _webp(head)
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return _unpack("<HH", head, 6)
+    if head[:4] == b"\x59\xa6\x6a\x95":  # Sun raster
+        return _unpack(">II", head, 4)
+    if len(head) >= 2 and head[0:1] == b"P" and head[1:2] in b"123456fF":  # PBM/PGM/PPM, PFM
+        f.seek(0)
+        return _pnm(f.read(HEADER_BYTES))
+    if head.startswith(b"#?"):  # Radiance HDR
+        f.seek(0)
+        return _radiance(f.read(HEADER_BYTES))
+    if head[4:12] == b"jP  \r\n\x87\n" or head.startswith(b"\xff\x4f\xff\x51"):  # JPEG 2000 (JP2, J2K)
+        f.seek(0)
+        return _jpeg2000(f.read(HEADER_BYTES))
     return None
 
 

@@ -1,82 +1,37 @@
 """Encoded image bytes from a request → BGR ``uint8 [H, W, 3]``, with the pixel budget checked *before* decoding.
 
 A 50 KB PNG can declare 60000x60000 pixels (10 GiB once decoded): :func:`image_size_from_header` reads the
-width and height from the file header (JPEG SOFn, PNG IHDR, BMP, WebP VP8/VP8L/VP8X) without decoding, and
+width and height from the file header (the runtime's :mod:`nanodet_infer.image_header`) without decoding, and
 :func:`decode_image` refuses an image over ``max_pixels`` before OpenCV allocates anything. Formats whose size
 cannot be read from the header are refused (a typed :class:`ImageReadError` naming the formats accepted).
 """
 
 from __future__ import annotations
 
-import struct
+import io
 
 import cv2
 import numpy as np
 
 from ..errors import ImageReadError, InvalidImageError
+from ..image_header import declared_size_of
 
-FORMATS = "JPEG, PNG, BMP or WebP"
-"""The encodings the service decodes (the ones whose size the header gives)."""
-
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """Walk the JPEG markers up to the first SOFn segment; its height/width fields."""
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if marker in _JPEG_SOF:
-            if pos + 9 > len(data):
-                return None
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return width, height
-        pos += 2 + length
-    return None
-
-
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
-    if chunk == b"VP8X" and len(data) >= 30:
-        width = 1 + int.from_bytes(data[24:27], "little")
-        height = 1 + int.from_bytes(data[27:30], "little")
-        return width, height
-    if chunk == b"VP8 " and len(data) >= 30:
-        width, height = struct.unpack("<HH", data[26:30])
-        return width & 0x3FFF, height & 0x3FFF
-    if chunk == b"VP8L" and len(data) >= 25:
-        bits = int.from_bytes(data[21:25], "little")
-        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-    return None
+FORMATS = "JPEG, PNG, BMP, WebP, TIFF or another format OpenCV decodes"
+"""The encodings the service decodes (the ones whose size the header gives: :mod:`nanodet_infer.image_header`)."""
 
 
 def image_size_from_header(data: bytes) -> tuple[int, int] | None:
-    """``(W, H)`` an encoded JPEG / PNG / BMP / WebP declares in its header, or None when the header does not
-    say (another format, or truncated). Reads only the first bytes; never decodes."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", data[16:24])
-        return width, height
-    if data[:2] == b"\xff\xd8":
-        return _jpeg_size(data)
-    if data[:2] == b"BM" and len(data) >= 26:
-        width, height = struct.unpack("<ii", data[18:26])
-        return abs(width), abs(height)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return _webp_size(data)
-    return None
+    """``(W, H)`` an encoded image declares in its header (:func:`nanodet_infer.image_header.declared_size_of`,
+    the formats ``cv2.imread`` decodes), or None when the header does not say (another format, or a truncated or
+    malformed header). Reads only the first bytes; never decodes."""
+    try:
+        return declared_size_of(io.BytesIO(data))
+    except ValueError:
+        return None
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode ``data`` (JPEG, PNG, BMP or WebP bytes) into BGR ``uint8 [H, W, 3]``, exactly as ``cv2.imread``
+    """Decode ``data`` (encoded image bytes, :data:`FORMATS`) into BGR ``uint8 [H, W, 3]``, exactly as ``cv2.imread``
     reads the same file. Raises :class:`ImageReadError` when the header gives no size or the bytes do not
     decode, and :class:`InvalidImageError` when ``W * H`` exceeds ``max_pixels`` (checked before decoding)."""
     size = image_size_from_header(data)

@@ -34,7 +34,8 @@ def test_over_the_pixel_budget_is_refused_before_decoding() -> None:
         decode_image(png_header(100_000, 100_000), max_pixels=50_000_000)
 
 
-@pytest.mark.parametrize("data", [b"", b"GIF89a....", b"\xff\xd8\xff", png_header(4, 4), b"BM" + b"\0" * 40])
+# a Windows icon: a format whose size the header parser does not read (GIF's, like cv2.imread's formats, it does)
+@pytest.mark.parametrize("data", [b"", b"\0\0\1\0\1\0....", b"\xff\xd8\xff", png_header(4, 4), b"BM" + b"\0" * 40])
 def test_unreadable_bytes_are_image_read_errors(data) -> None:
     with pytest.raises(ImageReadError):
         decode_image(data, max_pixels=10**6)
