@@ -23,12 +23,13 @@ import cv2
 import numpy as np
 
 from .errors import ImageReadError
+from .paths import IMAGE_SUFFIXES
+from .safetext import safe_text
 
 STAGES = ("preprocess", "inference", "postprocess", "end_to_end")
 """Stage names, in pipeline order, used as keys in every result."""
 
 SYNTHETIC_SIZE = (1280, 720)  # (W, H), a 720p camera frame
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -67,7 +68,7 @@ def load_images(path: Path) -> list[np.ndarray]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not files:
-            raise ImageReadError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {path}")
+            raise ImageReadError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {safe_text(path)}")
         files = files[:MAX_BENCH_IMAGES]
     else:
         files = [path]
@@ -275,7 +276,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "nanodet-infer bench") -
     from .cli.arguments import parse_size
     from .errors import InvalidArgumentError
     from .paths import check_output_file, write_json
-    from .safetext import safe_text
 
     args = _parser(prog).parse_args(argv)
     if args.iters < 1 or args.warmup < 0 or args.batch < 1 or args.threads < 1:

@@ -400,18 +400,22 @@ class Detector:
             return future.result()
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nanodet-stream") as pool:
+            source = iter(images)
             try:
-                try:
-                    for image in images:
-                        size = image.nbytes if isinstance(image, np.ndarray) else 0
-                        pending.append((pool.submit(detect, image), size))
-                        held += size
-                        while len(pending) >= 2 * workers or (held > MAX_STREAM_BYTES and len(pending) > 1):
+                while True:
+                    try:
+                        image = next(source)
+                    except StopIteration:
+                        break
+                    except Exception:  # the source failed: first deliver every image it did give, then its error
+                        while pending:
                             yield oldest()
-                except Exception:  # the source failed: first deliver every image it did give, then its error
-                    while pending:
-                        yield oldest()
-                    raise
+                        raise
+                    size = image.nbytes if isinstance(image, np.ndarray) else 0
+                    pending.append((pool.submit(detect, image), size))
+                    held += size
+                    while len(pending) >= 2 * workers or (held > MAX_STREAM_BYTES and len(pending) > 1):
+                        yield oldest()  # an image's own error is raised here, in its turn
                 while pending:
                     yield oldest()
             finally:

@@ -89,7 +89,7 @@ def test_the_budget_is_a_detector_argument(tmp_path: Path) -> None:
     small = Detector(MODEL, num_threads=1, class_names=NAMES, max_image_pixels=7999)
     with pytest.raises(ImageTooLargeError, match="200x40"):
         small(image)
-    assert len(small(np.zeros((40, 200, 3), np.uint8))) >= 0  # arrays are not limited
+    assert small(np.zeros((40, 200, 3), np.uint8)).image_size == (200, 40)  # arrays are not limited
     assert pickle.loads(pickle.dumps(small))._arguments.max_image_pixels == 7999
     assert Detector(MODEL, num_threads=1, class_names=NAMES, max_image_pixels=8000)(image).image_size == (200, 40)
     for bad in (0, -1, 2.5, True, "10"):
@@ -133,6 +133,16 @@ def test_stream_yields_every_finished_result_before_the_source_error(detector: D
     assert len(got) == 5
     assert all(np.array_equal(a.xyxy, b.xyxy) for a, b in zip(got, expected, strict=True))
     assert threading.active_count() == before  # no worker thread outlives the call
+
+
+def test_an_image_error_is_raised_in_its_turn_not_after_later_results(detector: Detector, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    got = []
+    with pytest.raises(ImageReadError):
+        for result in detector.stream([IMAGES[0], bad, IMAGES[1], IMAGES[2], IMAGES[3]], workers=2):
+            got.append(result)
+    assert len(got) == 1  # the image before it, and none of the ones after
 
 
 def test_stream_read_ahead_is_bounded_by_bytes(detector: Detector) -> None:
