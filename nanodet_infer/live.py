@@ -30,7 +30,8 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from .arguments import check_positive_int
-from .errors import InvalidArgumentError, StreamError
+from .errors import ImageReadError, InvalidArgumentError, StreamError
+from .images import MAX_IMAGE_PIXELS
 from .safetext import safe_text
 
 STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt"})
@@ -94,21 +95,22 @@ class SourceStats:
 class _GlobCapture:
     """The files a glob matches, sorted by name, read like a ``cv2.VideoCapture`` (undecodable files skipped)."""
 
-    def __init__(self, pattern: str, stats: SourceStats) -> None:
+    def __init__(self, pattern: str, stats: SourceStats, max_pixels: int) -> None:
         self._files = deque(sorted(glob.glob(pattern)))
         self._stats = stats
+        self._max_pixels = max_pixels
 
     def isOpened(self) -> bool:  # noqa: N802 - the cv2.VideoCapture interface
         return bool(self._files)
 
     def read(self) -> tuple[bool, Any]:
-        import cv2
+        from .images import load_image
 
         while self._files:
-            image = cv2.imread(self._files.popleft(), cv2.IMREAD_COLOR)
-            if image is not None:
-                return True, image
-            self._stats.unreadable += 1
+            try:  # the header's pixel budget first, as for any image file (a decoder bomb counts as unreadable)
+                return True, load_image(self._files.popleft(), self._max_pixels)
+            except ImageReadError:
+                self._stats.unreadable += 1
         return False, None
 
     def get(self, prop: int) -> float:
@@ -156,6 +158,7 @@ class VideoSource:
         max_frames: int | None = None,
         duration: float | None = None,
         rtsp_transport: str | None = None,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         spec = str(source)
         kind = source_kind(spec) or ("file" if os.path.isfile(spec) else None)
@@ -173,6 +176,7 @@ class VideoSource:
         if rtsp_transport not in (None, "tcp", "udp"):
             raise InvalidArgumentError(f"rtsp_transport must be 'tcp' or 'udp', got {rtsp_transport!r}")
         self.spec, self.kind = spec, kind
+        self.max_image_pixels = max_image_pixels
         self.name = redact(spec) if kind == "stream" else safe_text(spec)
         self.live = kind not in ("pattern", "file")
         self.realtime = self.live if realtime is None else bool(realtime)
@@ -191,6 +195,15 @@ class VideoSource:
     # ------------------------------------------------------------------ consumer side
     def __iter__(self) -> Iterator[np.ndarray]:
         return (frame.image for frame in self.frames())
+
+    def input_files(self) -> list[str]:
+        """The files this source reads, which no output may overwrite: a video file, or every file an image
+        pattern can match (``%04d`` read as ``*``); none for a camera or stream."""
+        if self.kind == "file":
+            return [self.spec]
+        if self.kind == "pattern":
+            return sorted(glob.glob(_PRINTF.sub("*", self.spec)))
+        return []
 
     def __enter__(self) -> VideoSource:
         return self
@@ -282,7 +295,7 @@ class VideoSource:
         import cv2
 
         if self.kind == "pattern" and not _PRINTF.search(self.spec):
-            return _GlobCapture(self.spec, self.stats)
+            return _GlobCapture(self.spec, self.stats, self.max_image_pixels)
         timeout_ms = int(self.read_timeout * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
         if self.kind == "camera":

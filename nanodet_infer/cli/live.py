@@ -113,7 +113,7 @@ class _VideoOut:
 def _check_outputs(args: argparse.Namespace, source: VideoSource, video: Path | None) -> None:
     from .commands import model_inputs
 
-    read = [*model_inputs(args), *([Path(source.spec)] if source.kind == "file" else [])]
+    read = [*model_inputs(args), *map(Path, source.input_files())]
     if args.json is not None:
         if source.live:
             raise InvalidArgumentError(f"--json keeps a whole run in memory; for the {source.kind} {source.name} "
@@ -162,7 +162,7 @@ def open_source(args: argparse.Namespace) -> VideoSource:
         raise InvalidArgumentError("--ray reads image files only; drop it for a camera, stream or sequence")
     return VideoSource(args.paths[0], realtime=args.realtime, read_timeout=args.read_timeout,
                        reconnects=args.reconnects, max_frames=args.max_frames, duration=args.duration,
-                       rtsp_transport="tcp" if args.rtsp_tcp else None)
+                       rtsp_transport="tcp" if args.rtsp_tcp else None, max_image_pixels=args.max_image_pixels)
 
 
 def _quiet_video_logs() -> None:

@@ -14,6 +14,7 @@ import threading
 import time
 
 import cv2
+import numpy as np
 import pytest
 from _loopback import MjpegServer, SilentServer, ffmpeg_mpegts, free_port, moving_shapes, stop
 from conftest import SHAPES
@@ -195,6 +196,28 @@ def test_image_patterns(pattern, tmp_path) -> None:
     out = tmp_path / "rows.json"
     assert main(["detect", str(tmp_path / pattern), *MODEL_ARGS, "--json", str(out)]) == 0
     assert sorted({row["frame"] for row in json.loads(out.read_text())}) == list(range(6))
+
+
+@pytest.mark.parametrize("pattern", ["f_%03d.png", "*.png"])
+def test_an_output_never_overwrites_a_frame_of_the_pattern(pattern, tmp_path, capsys) -> None:
+    for index in range(3):
+        cv2.imwrite(str(tmp_path / f"f_{index:03d}.png"), moving_shapes(index))
+    frame = tmp_path / "f_001.png"
+    before = frame.read_bytes()
+    assert main(["detect", str(tmp_path / pattern), *MODEL_ARGS, "--jsonl", str(frame), "--overwrite"]) == 2
+    assert "--jsonl" in capsys.readouterr().err and frame.read_bytes() == before
+
+
+def test_a_pattern_frame_over_the_pixel_budget_is_unreadable(tmp_path, capsys) -> None:
+    for index in range(3):
+        cv2.imwrite(str(tmp_path / f"f_{index:03d}.png"), moving_shapes(index))
+    cv2.imwrite(str(tmp_path / "f_003.png"), np.zeros((300, 300, 3), np.uint8))  # 90000 pixels
+    out = tmp_path / "rows.json"
+    pixels = moving_shapes(0).shape[0] * moving_shapes(0).shape[1]
+    assert pixels < 90_000, "the test needs frames below the big one's size"
+    code = main(["detect", str(tmp_path / "*.png"), *MODEL_ARGS, "--json", str(out), "--max-image-pixels",
+                 str(pixels)])
+    assert code == 2 and "could not be read" in capsys.readouterr().err
 
 
 _RUN = "import sys; from nanodet_infer.cli import main; sys.exit(main(sys.argv[1:]))"
