@@ -9,6 +9,7 @@ sees a file, :func:`check_archive` bounds what it can make us inflate.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import pickle
 import pickletools
@@ -256,6 +257,23 @@ def _likely_cause(expected: Mapping[str, torch.Tensor], given: Mapping[str, torc
         "The checkpoint was trained with another architecture (backbone size, fpn channels, ...); pass "
         "its training --config, or omit --config to infer the architecture from the checkpoint."
     )
+
+
+def load_training_archive(path: Path, *, trust: bool = False) -> Any:
+    """``torch.load`` of ``path`` after :func:`check_archive`, weights only with one class admitted beyond torch's
+    allowlist: ``argparse.Namespace`` (the ``args`` torchvision's and DETR's training scripts pickle: plain
+    attributes, nothing called). The typed errors of :func:`read_checkpoint`."""
+    check_archive(path)  # missing file, zip bombs, odd member names: refused before torch reads anything
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return _load(path, trust)
+
+
+def float32_weights(state_dict: Mapping[str, torch.Tensor], source: object) -> tuple[dict[str, torch.Tensor], str]:
+    """``state_dict`` with floating tensors cast to float32, after :func:`~.tensor_bounds.check_tensors` (so a
+    view that declares more than its storage never allocates), and the stored float dtypes joined by ``/``."""
+    check_tensors(state_dict, source)
+    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state_dict.values() if v.is_floating_point()})
+    return {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}, "/".join(dtypes)
 
 
 def file_sha256(path: Path) -> str:

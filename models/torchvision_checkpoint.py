@@ -16,7 +16,6 @@ names what was found.
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,8 +27,7 @@ from torch import nn
 
 from nanodet_infer.errors import CheckpointError
 
-from .checkpoint import _load, check_archive, file_sha256, key_problems
-from .tensor_bounds import check_tensors
+from .checkpoint import file_sha256, float32_weights, key_problems, load_training_archive
 from .torchvision_common import NormChoice
 from .torchvision_retinanet import RetinaNet
 from .torchvision_ssd import ssd300_vgg16, ssdlite320_mobilenet_v3_large
@@ -93,20 +91,9 @@ def read_torchvision_checkpoint(path: str | Path, *, trust: bool = False) -> Tor
     is False, and :class:`CheckpointError` when it holds no torchvision state dict.
     """
     path = Path(path)
-    obj = _load_object(path, trust=trust)
-    state_dict, source_format = _extract(obj, path)
-    check_tensors(state_dict, path)  # before the float32 cast allocates what the views declare
-    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state_dict.values() if v.is_floating_point()})
-    weights = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
-    return TorchvisionCheckpoint(weights, source_format, "/".join(dtypes), file_sha256(path))
-
-
-def _load_object(path: Path, *, trust: bool = False) -> Any:
-    """``torch.load`` of ``path`` (weights only, ``argparse.Namespace`` allowed) after
-    :func:`~.checkpoint.check_archive`, with the typed errors of :func:`~.checkpoint.read_checkpoint`."""
-    check_archive(path)  # missing file, zip bombs, odd member names: refused before torch reads anything
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return _load(path, trust)
+    state_dict, source_format = _extract(load_training_archive(path, trust=trust), path)
+    weights, dtypes = float32_weights(state_dict, path)
+    return TorchvisionCheckpoint(weights, source_format, dtypes, file_sha256(path))
 
 
 def _extract(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], Literal["state_dict", "train.py"]]:

@@ -5,7 +5,7 @@ Layouts: the hub / release layout ``{'model': state_dict}`` (fp32 or fp16) and t
 ``argparse.Namespace``. Both are read with ``torch.load(weights_only=True)``; the one class admitted beyond
 torch's own allowlist is ``argparse.Namespace`` (rebuilt from its attribute dict, nothing is called), so a
 payload hidden in ``args`` (any other global) is refused, never run. :func:`~..checkpoint.check_archive`
-bounds the file first.
+bounds the file first (:func:`~..checkpoint.load_training_archive`).
 
 Architecture (:class:`~.model.DetrArchitecture`) from the tensors: the backbone from the layer block counts and
 block type, DC5 from ``args.dilation`` (it changes no tensor shape: default False without ``args``), hidden size
@@ -28,7 +28,7 @@ import torch
 
 from nanodet_infer.errors import CheckpointError
 
-from ..checkpoint import _load, check_archive, file_sha256, key_problems
+from ..checkpoint import file_sha256, float32_weights, key_problems, load_training_archive
 from .backbone import BLOCKS, BOTTLENECK
 from .model import DETR, DetrArchitecture, build_detr
 
@@ -36,8 +36,6 @@ SUPPORTED = (
     "supported: facebookresearch/detr detection checkpoints (hub {'model': ...} or main.py's checkpoint.pth) "
     "with a ResNet-18/34/50/101 backbone (DC5 included)"
 )
-ADMITTED_GLOBALS = (argparse.Namespace,)
-"""Classes the unpickler may build beyond torch's weights-only allowlist: ``main.py``'s ``args`` only."""
 
 
 @dataclass(frozen=True)
@@ -83,14 +81,10 @@ class DetrCheckpoint:
 def read_detr_checkpoint(path: str | Path, *, trust: bool = False) -> DetrCheckpoint:
     """Read a DETR checkpoint onto the CPU and infer its architecture (see the module docstring)."""
     path = Path(path)
-    check_archive(path)
-    with torch.serialization.safe_globals(list(ADMITTED_GLOBALS)):
-        obj = _load(path, trust)
-    weights, fmt, args = _extract(obj, path)
-    config = infer_config(weights, args, path)
-    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in weights.values() if v.is_floating_point()})
-    state_dict = {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
-    return DetrCheckpoint(state_dict, config, fmt, "/".join(dtypes), args, file_sha256(path))
+    weights, fmt, args = _extract(load_training_archive(path, trust=trust), path)
+    state_dict, dtypes = float32_weights(weights, path)  # the views checked against their storage first
+    config = infer_config(state_dict, args, path)
+    return DetrCheckpoint(state_dict, config, fmt, dtypes, args, file_sha256(path))
 
 
 def _extract(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], Literal["hub", "main.py"], dict[str, Any] | None]:

@@ -60,6 +60,16 @@ def test_stride_0_bomb_is_refused_before_the_cast(tmp_path: Path, reader, monkey
     assert time.perf_counter() - start < 5
 
 
+def test_detr_stride_0_bomb_is_refused_before_the_cast(tmp_path: Path, monkeypatch) -> None:
+    from nanodet_models.detr.checkpoint import read_detr_checkpoint
+
+    path = tmp_path / "detr_bomb.pth"
+    torch.save({"model": OrderedDict({"class_embed.weight": _bomb(), "query_embed.weight": torch.zeros(3)})}, path)
+    monkeypatch.setattr(torch.Tensor, "float", lambda self: pytest.fail("a declared size was allocated"))
+    with pytest.raises(CheckpointError, match="stride-0"):
+        read_detr_checkpoint(path)
+
+
 def test_torchvision_head_declaring_200000_classes_is_refused_before_building(tmp_path: Path) -> None:
     path = tmp_path / "huge_head.pth"
     torch.save({"head.classification_head.cls_logits.weight": torch.zeros(1).expand(9 * 200_000, 256, 3, 3)}, path)
