@@ -1,7 +1,7 @@
 """DETR's backbone in the official layout: ``backbone.0.body.{conv1,bn1,layer1..4}.*``.
 
 torchvision ResNet-18/34 (``BasicBlock``) or ResNet-50/101 (``Bottleneck``, stride on the 3x3 conv, "v1.5")
-without ``avgpool``/``fc``, every norm a :class:`FrozenBatchNorm2d` (DETR's, eps 1e-5, no
+without ``avgpool``/``fc``, every norm a :class:`~..torchvision_common.FrozenBatchNorm2d` (eps 1e-5, as DETR's; no
 ``num_batches_tracked``). ``dilation=True`` (DC5) replaces layer4's stride by dilation 2, as torchvision's
 ``replace_stride_with_dilation=[False, False, True]``. Output: layer4's map, stride 32 (16 with DC5),
 ``ceil(H / 32) x ceil(W / 32)``.
@@ -12,25 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..torchvision_common import FrozenBatchNorm2d
+
 BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 """Blocks per stage of each supported backbone."""
 BOTTLENECK = frozenset({"resnet50", "resnet101"})
-
-
-class FrozenBatchNorm2d(nn.Module):
-    """DETR's ``FrozenBatchNorm2d``: ``y = x * w * rsqrt(rv + 1e-5) + (b - rm * scale)`` (buffers only)."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.register_buffer("weight", torch.ones(n))
-        self.register_buffer("bias", torch.zeros(n))
-        self.register_buffer("running_mean", torch.zeros(n))
-        self.register_buffer("running_var", torch.ones(n))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.weight * (self.running_var + 1e-5).rsqrt()
-        bias = self.bias - self.running_mean * scale
-        return x * scale.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
 
 
 def _downsample(cin: int, cout: int, stride: int) -> nn.Sequential:
