@@ -129,15 +129,16 @@ def _check_outputs(args: argparse.Namespace, source: VideoSource, video: Path | 
 
 def _results(detector: Any, source: VideoSource, workers: int | None) -> Iterator[tuple[Frame, Any]]:
     """``(frame, Detections)``: synchronously on the newest frame in real-time mode, else through
-    ``Detector.stream`` (frames in order, ``workers`` at once)."""
+    ``Detector.stream`` (frames in order, ``workers`` at once); background detections dropped, as ``detect``
+    does for files (:func:`.commands.foreground`), so neither the tracker nor the outputs see them."""
+    from .commands import _detect_in_order, foreground
+
     if source.realtime:
         for frame in source.frames():
-            yield frame, detector(frame.image)
+            yield frame, foreground(detector(frame.image))
         return
-    from .commands import _detect_in_order
-
     for frame, _image, result in _detect_in_order(detector, ((f, f.image) for f in source.frames()), workers):
-        yield frame, result
+        yield frame, foreground(result)
 
 
 def _tracked(results: Iterator[tuple[Frame, Any]], source: VideoSource) -> Iterator[tuple[Frame, Any]]:

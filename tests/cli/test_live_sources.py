@@ -261,3 +261,19 @@ def test_detector_stream_takes_a_video_source(tmp_path) -> None:
     expected = [detector(moving_shapes(index)) for index in range(4)]
     assert [r.xyxy.tolist() for r in results] == [e.xyxy.tolist() for e in expected]
     assert source.stats.delivered == 4 and not source.realtime
+
+
+def test_live_results_never_carry_the_background_class(tmp_path) -> None:
+    from nanodet_infer.cli.live import _results
+    from nanodet_infer.results import Detections
+
+    for index in range(2):
+        cv2.imwrite(str(tmp_path / f"f_{index:03d}.png"), moving_shapes(index))
+
+    def detector(image):  # a torchvision-style model: class 0 is the background
+        return Detections(np.array([[0, 0, 5, 5], [1, 1, 6, 6]], np.float32), np.array([0.9, 0.8], np.float32),
+                          np.array([0, 1]), ("__background__", "person"), (image.shape[1], image.shape[0]))
+
+    with VideoSource(str(tmp_path / "*.png"), realtime=True) as source:  # real time: may drop a frame
+        labels = [result.labels for _frame, result in _results(detector, source, workers=1)]
+    assert labels and all(found == ["person"] for found in labels)
