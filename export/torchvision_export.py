@@ -34,8 +34,7 @@ from nanodet_infer.metadata import ModelMetadata
 
 from . import onnx_export, parity
 from .adapter import TRUST_CHECKPOINT, CommonArgs, ExportAdapter, Option, ParityRule, Prepared
-from .pipeline import export_file
-from .writer import PRODUCER, ExportOptions, ExportReport
+from .writer import PRODUCER
 
 SCHEMA_VERSION = 2
 SCORES_NAME = TorchvisionSection.scores_output  # the runtime's default output names: the metadata's, too
@@ -101,23 +100,6 @@ def prepare(
         used_ema=False,
         source_format=f"torchvision {checkpoint.source_format} (stored as {checkpoint.stored_dtype})",
     )
-
-
-def export_checkpoint(
-    ckpt: str | Path,
-    out: str | Path,
-    *,
-    options: ExportOptions,
-    input_size: tuple[int, int] | None = None,
-    class_names: Sequence[str] | None = None,
-    bn_eps: float | None = None,
-    trust_checkpoint: bool = False,
-) -> ExportReport:
-    """Export a torchvision detection checkpoint of either family (recognised from its keys; :func:`prepare`)."""
-    family = torchvision_family(Path(ckpt))
-    adapter = RETINANET_ADAPTER if family == "retinanet" else SSD_ADAPTER
-    common = CommonArgs(input_size, class_names, options.dynamic, options.fp16, options.check)
-    return export_file(adapter, ckpt, out, options, common, bn_eps=bn_eps, trust_checkpoint=trust_checkpoint)
 
 
 def _class_names(built: TorchvisionModel, given: Sequence[str] | None) -> tuple[str, ...]:

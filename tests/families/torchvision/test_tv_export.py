@@ -17,9 +17,8 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+from nanodet_export import export_checkpoint  # noqa: E402
 from nanodet_export.cli import EXIT_BAD_INPUT, main  # noqa: E402
-from nanodet_export.torchvision_export import export_checkpoint  # noqa: E402
-from nanodet_export.writer import ExportOptions  # noqa: E402
 from nanodet_models.torchvision_ssd import ssd300_vgg16  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -122,8 +121,8 @@ def test_ssd300_vgg16_exports_through_the_same_path(tmp_path):
     ckpt = tmp_path / "ssd300.pth"
     torch.save({"model": model.state_dict(), "epoch": 1}, ckpt)
     # the built-in parity check is exercised by the SSDLite and RetinaNet exports; here one direct comparison
-    options = ExportOptions(simplify=False, check=False)
-    report = export_checkpoint(ckpt, tmp_path / "ssd300.onnx", options=options, class_names=["bg", "a", "b", "c"])
+    report = export_checkpoint(ckpt, tmp_path / "ssd300.onnx", simplify=False, check=False,
+                               class_names=["bg", "a", "b", "c"])
     arch = report.metadata.architecture
     assert (report.family, arch["builder"], arch["assumed"], arch["norm"]) == ("ssd", "ssd300_vgg16", [], "none")
     assert report.output_shapes == {"cls_logits": ["batch", "priors", 4], "bbox_regression": ["batch", "priors", 4]}
