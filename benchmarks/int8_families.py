@@ -45,15 +45,20 @@ def _model(text: str) -> tuple[str, Path, dict[str, Any]]:
     name, _, rest = text.partition("=")
     ckpt, *extras = rest.split(",")
     options: dict[str, Any] = {}
-    for extra in extras:
+    for extra in extras:  # a file option (config=...) as a Path, a number as a number, else the text
         key, _, value = extra.partition("=")
-        options[key] = Path(value)
+        options[key] = Path(value) if key == "config" else int(value) if value.isdigit() else value
     return name, Path(ckpt), options
 
 
-def bare_times(paths: dict[str, Path], backend: str, x: np.ndarray, runs: int) -> dict[str, float]:
-    """Median milliseconds of one inference per file on ``backend`` (1 thread), runs interleaved."""
-    run = {name: _runner(path, backend) for name, path in paths.items()}
+def bare_times(paths: dict[str, Path], backend: str, x: np.ndarray, runs: int,
+               names: tuple[str, ...]) -> dict[str, float]:
+    """Median milliseconds of one inference per file on ``backend`` (the exporter's own 1-thread f32 runners,
+    :mod:`nanodet_export.parity`), runs interleaved."""
+    from nanodet_export.parity import onnxruntime_runner, openvino_runner
+
+    runner = onnxruntime_runner if backend == "onnxruntime" else openvino_runner
+    run = {name: runner(path, names) for name, path in paths.items()}
     for _ in range(3):
         for call in run.values():
             call(x)
@@ -64,24 +69,6 @@ def bare_times(paths: dict[str, Path], backend: str, x: np.ndarray, runs: int) -
             call(x)
             times[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(values) for name, values in times.items()}
-
-
-def _runner(path: Path, backend: str) -> Any:
-    if backend == "onnxruntime":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})
-    import openvino as ov
-
-    core = ov.Core()
-    compiled = core.compile_model(
-        core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1"}
-    )
-    return lambda x: compiled(x)
 
 
 def measure(name: str, ckpt: Path, options: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -111,7 +98,7 @@ def measure(name: str, ckpt: Path, options: dict[str, Any], args: argparse.Names
             int8 = export_checkpoint(ckpt, target, fmt=fmt, int8=replace(request, force=True), **options)
         backend = "onnxruntime" if fmt == "onnx" else "openvino"
         x = Detector(f32.path, backend=backend, num_threads=1).network_input(image)[None]
-        ms = bare_times({"f32": f32.path, "int8": int8.path}, backend, x, args.runs)
+        ms = bare_times({"f32": f32.path, "int8": int8.path}, backend, x, args.runs, tuple(f32.output_shapes))
         agreement = int8.int8.agreement
         entry = {
             "family": int8.family,
