@@ -15,7 +15,7 @@ from typing import Any
 
 from ..arguments import check_positive_int
 from ..errors import InvalidArgumentError
-from ..families import family_names
+from ..families import family_names, foreign_fact_options
 from ..images import MAX_IMAGE_PIXELS
 
 PROG = "nanodet-infer"
@@ -100,6 +100,57 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise InvalidArgumentError(f"expected comma-separated integers such as 8,16,32,64, got {text!r}") from None
 
 
+def _number_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise InvalidArgumentError(f"expected comma-separated numbers such as 0.5,1,2, got {text!r}") from None
+
+
+def _levels(text: str) -> tuple[tuple[float, ...], ...]:
+    return tuple(_number_list(level) for level in text.split(";") if level.strip())
+
+
+#: How each :data:`~nanodet_infer.families.facts.FactKind` is read from the command line (``names`` stays text:
+#: a names file is read when the detector is built; ``flag`` facts are settings on the command line).
+_FACT_PARSERS: dict[str, tuple[Any, str]] = {
+    "int": (int, "N"), "ints": (_argparse_type(_int_list), "N,N,..."),
+    "numbers": (_argparse_type(_number_list), "X,X,..."), "levels": (_argparse_type(_levels), "X,X,...;X,X,..."),
+    "size": (_argparse_type(parse_size), "W,H"), "names": (None, "NAMES"),
+}
+
+
+def add_foreign_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model-family`` and one option per foreign-model fact any family declares
+    (:func:`~nanodet_infer.families.foreign_fact_options`: ``reg_max`` → ``--reg-max``), each help naming
+    the families that take it."""
+    foreign = parser.add_argument_group("foreign models (no nanodet metadata, e.g. upstream's export_onnx.py output)")
+    foreign.add_argument("--model-family", default=None, choices=family_names(),
+                         help="the family of a model without metadata (default: nanodet-plus)")
+    for name, declared in foreign_fact_options().items():
+        kind = declared[0][1].kind
+        if kind == "flag":
+            continue
+        helps = {fact.help: [] for _, fact in declared}
+        for family, fact in declared:
+            helps[fact.help].append(family)
+        text = "; ".join(f"{'/'.join(families)}: {help_text}" for help_text, families in helps.items())
+        parse, metavar = _FACT_PARSERS[kind]
+        foreign.add_argument(f"--{name.replace('_', '-')}", type=parse, default=None, metavar=metavar,
+                             help=text.replace("%", "%%"))
+
+
+def foreign_facts(args: argparse.Namespace) -> dict[str, Any]:
+    """The foreign-model facts given on the command line (:func:`add_foreign_model_options`), as
+    :class:`~nanodet_infer.Detector` keywords; a names option is read here (a names file)."""
+    facts: dict[str, Any] = {}
+    for name, declared in foreign_fact_options().items():
+        value = getattr(args, name, None)
+        if value is not None:
+            facts[name] = class_names_option(value) if declared[0][1].kind == "names" else value
+    return facts
+
+
 def _max_image_pixels(text: str) -> int:
     try:
         return check_positive_int("--max-image-pixels", int(text.replace("_", "")))
@@ -150,15 +201,7 @@ def _add_model_options(parser: argparse.ArgumentParser, *, defaults: str) -> Non
                        f"skipped with a warning before it is decoded (default {MAX_IMAGE_PIXELS:_})")
     group.add_argument("--allow-control-flow", action="store_true",
                        help="accept a model with Loop/Scan/TensorIterator (refused by default: can hang the engine)")
-    foreign = parser.add_argument_group("foreign models (no nanodet metadata, e.g. upstream's export_onnx.py output)")
-    foreign.add_argument("--model-family", default=None, choices=family_names(),
-                         help="the family of a model without metadata (default: nanodet-plus)")
-    foreign.add_argument("--num-classes", type=int, default=None)
-    foreign.add_argument("--class-names", default=None,
-                         help="comma-separated names, or a UTF-8 text file: one name per line, or a JSON list")
-    foreign.add_argument("--reg-max", type=int, default=None)
-    foreign.add_argument("--strides", type=_argparse_type(_int_list), default=None, help="e.g. 8,16,32,64")
-    foreign.add_argument("--input-size", type=_argparse_type(parse_size), default=None, help="W,H")
+    add_foreign_model_options(parser)
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -281,14 +324,6 @@ def detector_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~nanodet_infer.Detector` keyword arguments (model file aside) that the options give; a
     setting not given is None (the model family's default); ``num_threads`` defaults to 1, since the commands
     run several images at once (``--workers``) rather than one image on every core."""
-    facts: dict[str, Any] = {}
-    names = class_names_option(args.class_names)
-    if names is not None:
-        facts["class_names"] = names
-    for key in ("num_classes", "reg_max", "strides", "input_size"):
-        value = getattr(args, key)
-        if value is not None:
-            facts[key] = value
     return {
         "backend": args.backend,
         "num_threads": 1 if args.threads is None else args.threads,
@@ -298,7 +333,7 @@ def detector_options(args: argparse.Namespace) -> dict[str, Any]:
         "allow_control_flow": args.allow_control_flow,
         "max_image_pixels": args.max_image_pixels,
         **{name: getattr(args, name) for name in SETTING_OPTIONS},
-        **facts,
+        **foreign_facts(args),
     }
 
 

@@ -28,6 +28,7 @@ from ..errors import MetadataError
 if TYPE_CHECKING:
     from ..metadata_section import MetadataSection
     from .base import Family
+    from .facts import Fact
 
 FAMILIES: dict[str, str] = {
     "nanodet-plus": "nanodet_plus",
@@ -67,3 +68,13 @@ def get_family(name: str) -> Family:
 def get_section(name: str) -> type[MetadataSection]:
     """The metadata section class of family ``name`` (imports only its ``section`` module)."""
     return import_module(f".{FAMILIES[check_family_name(name)]}.section", __name__).SECTION
+
+
+def foreign_fact_options() -> dict[str, list[tuple[str, Fact]]]:
+    """Every family's foreign-model facts, by fact name: ``{name: [(family, Fact), ...]}`` in registry and
+    declaration order (imports every family). A name several families declare has one kind in all of them."""
+    options: dict[str, list[tuple[str, Fact]]] = {}
+    for family in FAMILIES:
+        for fact in get_family(family).foreign_facts:
+            options.setdefault(fact.name, []).append((family, fact))
+    return options

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from .facts import Fact, check_facts
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -60,13 +62,14 @@ class Family(ABC):
 
     Class attributes: :attr:`name` (the ``model_family`` string), :attr:`default_settings` (``score_threshold``,
     ``iou_threshold``, ``max_detections``, ``multi_label`` used when the caller gives none: the family's detection
-    defaults, e.g. upstream's demo / ``detect.py``) and :attr:`foreign_facts` (keyword arguments accepted for a
-    model without metadata).
+    defaults, e.g. upstream's demo / ``detect.py``) and :attr:`foreign_facts` (the :class:`~.facts.Fact`
+    declarations of the keyword arguments accepted for a model without metadata; ``nanodet-infer``'s
+    foreign-model options are built from them).
     """
 
     name: ClassVar[str]
     default_settings: ClassVar[Mapping[str, Any]]
-    foreign_facts: ClassVar[tuple[str, ...]]
+    foreign_facts: ClassVar[tuple[Fact, ...]]
 
     @abstractmethod
     def check_facts(self, facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,14 +131,14 @@ class Family(ABC):
 
 class LayoutModuleFamily(Family):
     """A :class:`Family` whose model-facing checks live in one ``layout`` module of its folder
-    (``check_facts``, ``foreign_metadata``, ``resolve_layout``) and whose evaluator runs with fixed settings
-    (:attr:`evaluation`, the four keys of :attr:`default_settings`)."""
+    (``foreign_metadata``, ``resolve_layout``; the facts are checked by their declarations) and whose
+    evaluator runs with fixed settings (:attr:`evaluation`, the four keys of :attr:`default_settings`)."""
 
     layout: ClassVar[ModuleType]
     evaluation: ClassVar[Mapping[str, Any]]
 
     def check_facts(self, facts: Mapping[str, Any]) -> dict[str, Any]:
-        return self.layout.check_facts(facts)
+        return check_facts(self.foreign_facts, facts, self.name)
 
     def foreign_metadata(self, backend: Backend, facts: Mapping[str, Any]) -> ModelMetadata:
         return self.layout.foreign_metadata(backend, facts)

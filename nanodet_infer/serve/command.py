@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..arguments import check_positive_int
+from ..cli.arguments import add_foreign_model_options, foreign_facts
 from ..errors import BackendUnavailableError, InvalidArgumentError
 
 PROG = "nanodet-infer serve"
@@ -39,9 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--precision", default="f32", choices=("f32", "bf16", "f16"))
     models.add_argument("--allow-control-flow", action="store_true",
                         help="accept a model with Loop/Scan/TensorIterator (refused by default)")
-    models.add_argument("--model-family", default=None, help="the family of a model without metadata")
-    models.add_argument("--class-names", default=None, help="class names of a model without metadata: a,b,c or a file")
-    models.add_argument("--num-classes", type=int, default=None)
+    add_foreign_model_options(parser)
     network = parser.add_argument_group("network")
     network.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     network.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed at start)")
@@ -86,16 +85,11 @@ def _limits(args: argparse.Namespace) -> Any:
 
 def load_models(args: argparse.Namespace, limits: Any, on_batch: Any) -> dict[str, Any]:
     """One :class:`ServedModel` (a Detector and its Batcher) per ``--model``."""
-    from ..cli.arguments import class_names_option
     from ..detector import Detector
     from .app import ServedModel
     from .batching import Batcher
 
-    facts: dict[str, Any] = {}
-    if args.class_names is not None:
-        facts["class_names"] = class_names_option(args.class_names)
-    if args.num_classes is not None:
-        facts["num_classes"] = args.num_classes
+    facts = foreign_facts(args)
     served = {}
     for name, path in zip(_names(args), args.model, strict=True):
         detector = Detector(path, backend=args.backend, num_threads=args.threads, precision=args.precision,

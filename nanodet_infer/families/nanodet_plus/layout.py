@@ -13,7 +13,7 @@ dimensions ``C`` and ``4*(reg_max+1)``, raising :class:`IncompatibleModelError` 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,11 +24,9 @@ from ...backends.base import Backend, format_shape
 from ...errors import IncompatibleModelError, InvalidArgumentError, MetadataError
 from ...metadata import ModelMetadata
 from ...model_spec import output_index, static_input_size
+from ..facts import Fact
 from .decode import num_priors
 from .section import UPSTREAM_MEAN_BGR, UPSTREAM_STD_BGR
-
-FOREIGN_FACTS = ("num_classes", "class_names", "reg_max", "strides", "input_size", "mean", "std", "keep_ratio")
-"""Keyword arguments that describe a NanoDet-Plus model without embedded metadata."""
 
 
 @dataclass(frozen=True)
@@ -105,22 +103,6 @@ def other_family_hint(rows: int | None, canvas_size: Sequence[int]) -> str:
             "--model-family yolov7 (model_family='yolov7')")
 
 
-def check_facts(facts: Mapping[str, Any]) -> dict[str, Any]:
-    """Foreign-model facts (:data:`FOREIGN_FACTS`) checked and normalised to plain ``int`` / ``float`` / tuples.
-
-    A fact given as ``None`` counts as not given. Raises :class:`InvalidArgumentError` naming the keyword and
-    the fix for an unknown keyword or a value of the wrong type or length (``class_names="abc"``,
-    ``num_classes=3.0``, ``strides=8``, ...); ranges and agreement between facts are checked when the
-    metadata is built.
-    """
-    unknown = sorted(set(facts) - set(FOREIGN_FACTS))
-    if unknown:
-        raise InvalidArgumentError(
-            f"unknown keyword argument(s) {unknown}; model facts for a model without metadata are {list(FOREIGN_FACTS)}"
-        )
-    return {name: _FACT_CHECKS[name](name, value) for name, value in facts.items() if value is not None}
-
-
 def _strides(name: str, value: Any) -> tuple[int, ...]:
     fix = "pass the head's strides, e.g. strides=(8, 16, 32, 64)"
     return tuple(check_positive_int(f"{name} entry", v) for v in check_items(name, value, fix))
@@ -137,16 +119,19 @@ def _three_numbers(name: str, value: Any) -> tuple[float, ...]:
     return check_numbers(name, value, fix, 3)
 
 
-_FACT_CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "num_classes": check_positive_int,
-    "class_names": check_names,
-    "reg_max": check_positive_int,
-    "strides": _strides,
-    "input_size": _input_size,
-    "mean": _three_numbers,
-    "std": _three_numbers,
-    "keep_ratio": check_flag,
-}
+FOREIGN_FACTS = (
+    Fact("num_classes", "int", "classes (default: from the output's last dimension)", check_positive_int),
+    Fact("class_names", "names", "comma-separated names, or a UTF-8 text file: one name per line, or a JSON list",
+         check_names),
+    Fact("reg_max", "int", "the box distribution has reg_max+1 bins (default 7)", check_positive_int),
+    Fact("strides", "ints", "the head's strides (default 8,16,32,64)", _strides),
+    Fact("input_size", "size", "W,H (default: from a static input)", _input_size),
+    Fact("mean", "numbers", f"per-channel mean, in the model's channel order (default BGR "
+         f"{','.join(map(str, UPSTREAM_MEAN_BGR))})", _three_numbers),
+    Fact("std", "numbers", f"per-channel std (default {','.join(map(str, UPSTREAM_STD_BGR))})", _three_numbers),
+    Fact("keep_ratio", "flag", "the resize the model was trained with", check_flag),
+)
+"""Keyword arguments that describe a NanoDet-Plus model without embedded metadata."""
 
 
 def resolve_layout(backend: Backend, meta: ModelMetadata) -> OutputLayout:

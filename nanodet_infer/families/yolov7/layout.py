@@ -22,10 +22,8 @@ from ...backends.base import Backend, format_shape
 from ...errors import IncompatibleModelError, InvalidArgumentError, MetadataError
 from ...metadata import ModelMetadata
 from ...model_spec import output_index
+from ..facts import Fact
 from .section import LETTERBOX_COLOR, UPSTREAM_ANCHORS
-
-FOREIGN_FACTS = ("num_classes", "class_names", "strides", "anchors", "input_size", "letterbox_color")
-"""Keyword arguments that describe a YOLOv7 model without embedded metadata."""
 
 DETECT_INPUT_SIZE = (640, 640)
 """detect.py's ``--img-size``: the letterbox target of a dynamic-H/W model without metadata."""
@@ -68,21 +66,6 @@ def predictions(
     return rows
 
 
-def check_facts(facts: Mapping[str, Any]) -> dict[str, Any]:
-    """Foreign-model facts (:data:`FOREIGN_FACTS`) checked and normalised; ``None`` counts as not given.
-
-    Raises :class:`InvalidArgumentError` naming the keyword and the fix for an unknown keyword or a value of
-    the wrong type or length; ranges and agreement between facts are checked when the metadata is built.
-    """
-    unknown = sorted(set(facts) - set(FOREIGN_FACTS))
-    if unknown:
-        raise InvalidArgumentError(
-            f"unknown keyword argument(s) {unknown}; model facts for a YOLOv7 model without metadata are "
-            f"{list(FOREIGN_FACTS)}"
-        )
-    return {name: _FACT_CHECKS[name](name, value) for name, value in facts.items() if value is not None}
-
-
 def _positive_ints(fix: str, length: int | None = None) -> Callable[[str, Any], tuple[int, ...]]:
     def check(name: str, value: Any) -> tuple[int, ...]:
         return tuple(check_positive_int(f"{name} entry", v) for v in check_items(name, value, fix, length))
@@ -101,14 +84,20 @@ def _colour(name: str, value: Any) -> int:
     return int(value)
 
 
-_FACT_CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "num_classes": check_positive_int,
-    "class_names": check_names,
-    "strides": _positive_ints("pass the head's strides, e.g. strides=(8, 16, 32)"),
-    "anchors": _anchors,
-    "input_size": _positive_ints("pass input_size=(W, H), e.g. (640, 640)", 2),
-    "letterbox_color": _colour,
-}
+FOREIGN_FACTS = (
+    Fact("num_classes", "int", "classes (default: from the output's last dimension)", check_positive_int),
+    Fact("class_names", "names", "comma-separated names, or a UTF-8 text file: one name per line, or a JSON list",
+         check_names),
+    Fact("strides", "ints", "the detection strides (default 8,16,32; the P6 models w6/e6/d6/e6e: 8,16,32,64)",
+         _positive_ints("pass the head's strides, e.g. strides=(8, 16, 32)")),
+    Fact("anchors", "levels", "w,h pixel pairs per stride, ';' between strides (default: upstream's anchors of the "
+         "strides)", _anchors),
+    Fact("input_size", "size", f"W,H (default: from a static input, else detect.py's "
+         f"{DETECT_INPUT_SIZE[0]},{DETECT_INPUT_SIZE[1]})",
+         _positive_ints("pass input_size=(W, H), e.g. (640, 640)", 2)),
+    Fact("letterbox_color", "int", f"the letterbox border's grey level (default {LETTERBOX_COLOR})", _colour),
+)
+"""Keyword arguments that describe a YOLOv7 model without embedded metadata."""
 
 
 def resolve_layout(backend: Backend, meta: ModelMetadata) -> OutputLayout:
