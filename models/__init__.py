@@ -7,7 +7,8 @@ upstream's checkpoint layouts.
   RetinaNet-ResNet50-FPN in torchvision's key layout; :mod:`.torchvision_checkpoint` reads, recognises
   and strictly loads their checkpoints (:func:`~.torchvision_checkpoint.build_torchvision_model`).
 
-:mod:`.checkpoint` reads state-dict checkpoints (NanoDet-Plus's ``.ckpt``/``.pth``) safely.
+:mod:`.checkpoint` holds what every family's checkpoint reader shares (archive bounds, the weights-only load,
+the strict-fit check); :mod:`.nanodet_plus.checkpoint` reads NanoDet-Plus's ``.ckpt``/``.pth``.
 
 Typical use (NanoDet-Plus)::
 
@@ -18,7 +19,6 @@ Typical use (NanoDet-Plus)::
     deployed = model.deploy()                               # (scores, boxes), no aux modules
 """
 
-from .checkpoint import Checkpoint, load_weights, read_checkpoint
 from .nanodet_plus import (
     ACTIVATIONS,
     PRESETS,
@@ -32,6 +32,7 @@ from .nanodet_plus import (
     load_config,
     preset,
 )
+from .nanodet_plus.checkpoint import Checkpoint, load_weights, read_checkpoint
 
 __all__ = [
     "ACTIVATIONS",

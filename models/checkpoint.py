@@ -1,10 +1,11 @@
-"""Reading upstream training checkpoints safely, and strict weight loading.
+"""Reading training checkpoints safely, for every family's reader: the archive bounds, the weights-only load,
+the strict-fit check and the float32 cast.
 
-Formats: a Lightning ``.ckpt`` (``state_dict`` with ``model.*`` and, with EMA, ``avg_model.*`` keys),
-upstream's ``.pth`` (``{"state_dict": weights}`` without prefix) and a bare state dict; a ``module.``
-(DataParallel) prefix is tolerated. Files are read with ``torch.load(weights_only=True)``; a checkpoint
-that needs full unpickling (which can run arbitrary code) is refused unless ``trust=True``. Before torch
-sees a file, :func:`check_archive` bounds what it can make us inflate.
+:func:`load_archive` is ``torch.load(weights_only=True)`` after :func:`check_archive` has bounded what the file can
+make us inflate; a checkpoint that needs full unpickling (which can run arbitrary code) is refused with
+:class:`~nanodet_infer.errors.UnsafeCheckpointError` unless ``trust=True``. The family readers
+(``nanodet_plus/checkpoint.py``, ``yolov7/checkpoint.py``, ``torchvision_checkpoint.py``, ``detr/checkpoint.py``)
+take the weights out of what it returns.
 """
 
 from __future__ import annotations
@@ -15,24 +16,22 @@ import pickle
 import pickletools
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 import torch
-from torch import nn
 
 from nanodet_infer.errors import CheckpointError, ModelLoadError, UnsafeCheckpointError
 
 from .tensor_bounds import check_tensors
 
-AUX_PREFIXES = ("aux_fpn.", "aux_head.")
-PROJECT_KEY = "head.distribution_project.project"  # linspace(0, reg_max, reg_max + 1), a constant
-EMA_PREFIX = "avg_model."
-MODEL_PREFIX = "model."
 _CODE_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"})
-_SHOWN = 5
+SCRIPT_ARGS: tuple[type, ...] = (argparse.Namespace,)
+"""What torchvision's and DETR's training scripts pickle beside the weights (their ``args``: plain attributes,
+nothing called): the ``allowed`` of :func:`load_archive` for those checkpoints."""
+SHOWN = 5
+"""Keys named per problem in an error message."""
 
 MAX_CHECKPOINT_BYTES = 4 << 30
 """Largest checkpoint accepted: total uncompressed size of a zip's entries, or a legacy file's size (4 GiB)."""
@@ -48,42 +47,6 @@ _MAX_NAME = 1024
 _MAX_NAME_PARTS = 8
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """Weights read from a checkpoint file.
-
-    ``state_dict``: tensors keyed like :class:`~.detector.NanoDetPlus` (``backbone.*``, ``fpn.*``, ...;
-    prefixes stripped). ``source_format``: ``'lightning'`` (``model.``/``avg_model.`` keys), ``'pth'``
-    (``{"state_dict": ...}`` without prefix) or ``'state_dict'`` (the file is the mapping itself).
-    ``used_ema``: the EMA weights (``avg_model.*``) were chosen over ``model.*``, as upstream does.
-    ``sha256``: hex digest of the file.
-    """
-
-    state_dict: dict[str, torch.Tensor]
-    source_format: Literal["lightning", "pth", "state_dict"]
-    used_ema: bool
-    sha256: str
-
-
-def read_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
-    """Read the weights of an upstream NanoDet checkpoint (``.ckpt``/``.pth``) onto the CPU.
-
-    Raises :class:`ModelLoadError` when the file is missing or unreadable, :class:`UnsafeCheckpointError`
-    when it can only be read by full unpickling and ``trust`` is False, and :class:`CheckpointError` when
-    it is not a checkpoint (truncated, corrupt, or holding no tensors) or :func:`check_archive` refuses it.
-    """
-    path = Path(path)
-    check_archive(path)
-    try:
-        digest = file_sha256(path)
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read checkpoint {path}: {exc}") from exc
-    obj = _load(path, trust)
-    state_dict, source_format, used_ema = _extract(obj, path)
-    check_tensors(state_dict, path)
-    return Checkpoint(state_dict, source_format, used_ema, digest)
-
-
 def check_archive(path: str | Path) -> None:
     """Refuse a checkpoint file that would make ``torch.load`` inflate or hold too much, before torch reads it.
 
@@ -97,7 +60,7 @@ def check_archive(path: str | Path) -> None:
     its size is bounded by :data:`MAX_CHECKPOINT_BYTES`.
 
     Raises :class:`ModelLoadError` when the file is missing or unreadable and :class:`CheckpointError`
-    naming the first limit exceeded. Used by :func:`read_checkpoint`; other families' readers call it too.
+    naming the first limit exceeded. :func:`load_archive` calls it; readers that sniff a file first call it too.
     """
     path = Path(path)
     if not path.is_file():
@@ -193,22 +156,6 @@ def _refused(path: Path, reason: str) -> CheckpointError:
     )
 
 
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Copy ``state_dict`` into ``model`` strictly.
-
-    Every key of the model must be present with the same shape, and no other key may be present, except
-    the keys :func:`is_optional` allows to be absent (the model keeps its own values for those). Raises
-    :class:`CheckpointError` listing the offending keys and the likely cause.
-    """
-    expected = model.state_dict()
-    problems = key_problems(expected, state_dict, optional=lambda key: is_optional(key, state_dict))
-    if problems:
-        raise CheckpointError(
-            f"checkpoint does not fit the model: {'; '.join(problems)}. {_likely_cause(expected, state_dict)}"
-        )
-    model.load_state_dict(dict(state_dict), strict=False)  # completeness was checked above
-
-
 def key_problems(
     expected: Mapping[str, torch.Tensor],
     given: Mapping[str, torch.Tensor],
@@ -228,44 +175,37 @@ def key_problems(
         if k in given and given[k].shape != expected[k].shape
     ]
     return [
-        f"{label} {len(keys)} key(s): {', '.join(keys[:_SHOWN])}{', ...' if len(keys) > _SHOWN else ''}"
+        f"{label} {len(keys)} key(s): {', '.join(keys[:SHOWN])}{', ...' if len(keys) > SHOWN else ''}"
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch in", mismatched))
         if keys
     ]
 
 
-def is_optional(key: str, state_dict: Mapping[str, torch.Tensor]) -> bool:
-    """Whether the model may keep its own value for ``key`` when ``state_dict`` lacks it.
+def load_archive(path: Path, *, trust: bool = False, allowed: Sequence[type] = ()) -> Any:
+    """``torch.load`` of ``path`` onto the CPU after :func:`check_archive`: weights only, with the classes in
+    ``allowed`` admitted beyond torch's allowlist (e.g. ``argparse.Namespace``, the ``args`` torchvision's and
+    DETR's training scripts pickle: plain attributes, nothing called); everything with ``trust``.
 
-    True for the constant ``head.distribution_project.project`` buffer, and for every aux key when
-    ``state_dict`` holds no aux key at all (deploy-only checkpoints).
+    Raises :class:`ModelLoadError` when the file is missing or unreadable, :class:`UnsafeCheckpointError` when it
+    can only be read by full unpickling and ``trust`` is False, and :class:`CheckpointError` when it is truncated,
+    corrupt or refused by :func:`check_archive`.
     """
-    if key == PROJECT_KEY:
-        return True
-    return key.startswith(AUX_PREFIXES) and not any(k.startswith(AUX_PREFIXES) for k in state_dict)
-
-
-def _likely_cause(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> str:
-    if any(k.startswith("head.gfl_cls.") and k in given and given[k].shape != v.shape for k, v in expected.items()):
-        return (
-            "The head's output channels differ: the number of classes (or reg_max) is not the one the "
-            "checkpoint was trained with; pass its training --config or omit --config to infer it."
-        )
-    if any(k.startswith(("model.", "avg_model.", "module.")) and k not in expected for k in given):
-        return "The keys still carry a prefix; read the file with read_checkpoint()."
-    return (
-        "The checkpoint was trained with another architecture (backbone size, fpn channels, ...); pass "
-        "its training --config, or omit --config to infer the architecture from the checkpoint."
-    )
-
-
-def load_training_archive(path: Path, *, trust: bool = False) -> Any:
-    """``torch.load`` of ``path`` after :func:`check_archive`, weights only with one class admitted beyond torch's
-    allowlist: ``argparse.Namespace`` (the ``args`` torchvision's and DETR's training scripts pickle: plain
-    attributes, nothing called). The typed errors of :func:`read_checkpoint`."""
     check_archive(path)  # missing file, zip bombs, odd member names: refused before torch reads anything
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return _load(path, trust)
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(list(allowed)):
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols it reads fine
+            return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        if not trust and (" GLOBAL " in str(exc) or _is_code_pickle(path)):
+            raise UnsafeCheckpointError(
+                f"checkpoint {path} can only be read by full unpickling, which can run arbitrary code; "
+                "if you trust its source, pass --trust-checkpoint (Python: trust=True)"
+            ) from exc
+        raise _corrupt(path, exc) from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # torch/zipfile raise many types for damaged files
+        raise _corrupt(path, exc) from exc
 
 
 def float32_weights(state_dict: Mapping[str, torch.Tensor], source: object) -> tuple[dict[str, torch.Tensor], str]:
@@ -285,24 +225,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load(path: Path, trust: bool) -> Any:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about pickle protocols it reads fine
-            return torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as exc:
-        if not trust and (" GLOBAL " in str(exc) or _is_code_pickle(path)):
-            raise UnsafeCheckpointError(
-                f"checkpoint {path} can only be read by full unpickling, which can run arbitrary code; "
-                "if you trust its source, pass --trust-checkpoint (Python: trust=True)"
-            ) from exc
-        raise _corrupt(path, exc) from exc
-    except MemoryError:
-        raise
-    except Exception as exc:  # torch/zipfile raise many types for damaged files
-        raise _corrupt(path, exc) from exc
-
-
 def _corrupt(path: Path, exc: BaseException) -> CheckpointError:
     text = str(exc).strip()
     if "WeightsUnpickler error:" in text:  # torch's weights-only boilerplate: keep only its actual finding
@@ -310,7 +232,7 @@ def _corrupt(path: Path, exc: BaseException) -> CheckpointError:
     reason = text.splitlines()[0][:160] if text else type(exc).__name__
     return CheckpointError(
         f"{path} is not a readable PyTorch checkpoint (truncated, corrupt or another kind of file: {reason}); "
-        "pass the .ckpt or .pth written by NanoDet training"
+        "pass the checkpoint file written by training"
     )
 
 
@@ -330,25 +252,3 @@ def _is_code_pickle(path: Path) -> bool:
         return False
 
 
-def _extract(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], Literal["lightning", "pth", "state_dict"], bool]:
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        weights, fmt = obj["state_dict"], "pth"
-    elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        weights, fmt = obj, "state_dict"
-    else:
-        raise CheckpointError(
-            f"{path} holds no state_dict of tensors; pass the .ckpt or .pth written by NanoDet training"
-        )
-    used_ema = any(str(k).startswith(EMA_PREFIX) for k in weights)
-    if used_ema or any(str(k).startswith(MODEL_PREFIX) for k in weights):
-        prefix = EMA_PREFIX if used_ema else MODEL_PREFIX
-        weights = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
-        fmt = "lightning"
-    weights = {k.removeprefix("module."): v for k, v in weights.items()}
-    bad = [k for k, v in weights.items() if not isinstance(v, torch.Tensor)]
-    if not weights or bad:
-        raise CheckpointError(
-            f"{path}: the state_dict {'is empty' if not weights else f'has non-tensor entries ({bad[:_SHOWN]})'}; "
-            "pass the .ckpt or .pth written by NanoDet training"
-        )
-    return weights, fmt, used_ema

@@ -27,7 +27,7 @@ from torch import nn
 
 from nanodet_infer.errors import CheckpointError
 
-from .checkpoint import file_sha256, float32_weights, key_problems, load_training_archive
+from .checkpoint import SCRIPT_ARGS, file_sha256, float32_weights, key_problems, load_archive
 from .torchvision_common import NormChoice
 from .torchvision_retinanet import RetinaNet
 from .torchvision_ssd import ssd300_vgg16, ssdlite320_mobilenet_v3_large
@@ -91,7 +91,7 @@ def read_torchvision_checkpoint(path: str | Path, *, trust: bool = False) -> Tor
     is False, and :class:`CheckpointError` when it holds no torchvision state dict.
     """
     path = Path(path)
-    state_dict, source_format = _extract(load_training_archive(path, trust=trust), path)
+    state_dict, source_format = _extract(load_archive(path, trust=trust, allowed=SCRIPT_ARGS), path)
     weights, dtypes = float32_weights(state_dict, path)
     return TorchvisionCheckpoint(weights, source_format, dtypes, file_sha256(path))
 

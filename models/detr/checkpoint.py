@@ -5,7 +5,7 @@ Layouts: the hub / release layout ``{'model': state_dict}`` (fp32 or fp16) and t
 ``argparse.Namespace``. Both are read with ``torch.load(weights_only=True)``; the one class admitted beyond
 torch's own allowlist is ``argparse.Namespace`` (rebuilt from its attribute dict, nothing is called), so a
 payload hidden in ``args`` (any other global) is refused, never run. :func:`~..checkpoint.check_archive`
-bounds the file first (:func:`~..checkpoint.load_training_archive`).
+bounds the file first (:func:`~..checkpoint.load_archive`).
 
 Architecture (:class:`~.model.DetrArchitecture`) from the tensors: the backbone from the layer block counts and
 block type, DC5 from ``args.dilation`` (it changes no tensor shape: default False without ``args``), hidden size
@@ -28,7 +28,7 @@ import torch
 
 from nanodet_infer.errors import CheckpointError
 
-from ..checkpoint import file_sha256, float32_weights, key_problems, load_training_archive
+from ..checkpoint import SCRIPT_ARGS, file_sha256, float32_weights, key_problems, load_archive
 from .backbone import BLOCKS, BOTTLENECK
 from .model import DETR, DetrArchitecture, build_detr
 
@@ -81,7 +81,7 @@ class DetrCheckpoint:
 def read_detr_checkpoint(path: str | Path, *, trust: bool = False) -> DetrCheckpoint:
     """Read a DETR checkpoint onto the CPU and infer its architecture (see the module docstring)."""
     path = Path(path)
-    weights, fmt, args = _extract(load_training_archive(path, trust=trust), path)
+    weights, fmt, args = _extract(load_archive(path, trust=trust, allowed=SCRIPT_ARGS), path)
     state_dict, dtypes = float32_weights(weights, path)  # the views checked against their storage first
     config = infer_config(state_dict, args, path)
     return DetrCheckpoint(state_dict, config, fmt, dtypes, args, file_sha256(path))

@@ -1,7 +1,7 @@
 """``ModelConfig``: the architecture and data facts of one NanoDet-Plus model.
 
 Sources: an upstream training YAML (:func:`load_config`), a named preset stored as upstream YAML in
-``configs/`` (:func:`preset`), or the checkpoint tensors themselves (:func:`~.infer.config_from_state_dict`).
+``configs/`` (:func:`preset`), or the checkpoint tensors themselves (:func:`~.architecture.config_from_state_dict`).
 """
 
 from __future__ import annotations

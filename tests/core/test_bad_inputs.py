@@ -827,6 +827,7 @@ ARCHIVE_ERRORS: dict[str, tuple[Callable[[Path], Path], str]] = {
 @pytest.mark.parametrize("case", list(ARCHIVE_ERRORS))
 def test_checkpoint_archives_are_checked_before_torch_reads_them(case, tmp_path, monkeypatch):
     from nanodet_models import checkpoint
+    from nanodet_models.nanodet_plus.checkpoint import read_checkpoint
 
     make, fragment = ARCHIVE_ERRORS[case]
     path = make(tmp_path)
@@ -836,7 +837,7 @@ def test_checkpoint_archives_are_checked_before_torch_reads_them(case, tmp_path,
 
     monkeypatch.setattr(checkpoint.torch, "load", never)
     with pytest.raises(CheckpointError) as info:
-        checkpoint.read_checkpoint(path)
+        read_checkpoint(path)
     assert fragment.replace("{}", "small") in str(info.value) and "\n" not in str(info.value)
     assert path.stat().st_size < 100_000
 
@@ -853,10 +854,11 @@ def test_archive_limits(tmp_path, monkeypatch):
     """Entry count and (legacy, non-zip) file size caps; a deflated re-zip within the ratio is accepted."""
     import torch
     from nanodet_models import checkpoint
+    from nanodet_models.nanodet_plus.checkpoint import read_checkpoint
 
     small = _torch_zip(tmp_path)
     deflated = _rezip(small, tmp_path / "deflated.pth", compression=zipfile.ZIP_DEFLATED)
-    assert checkpoint.read_checkpoint(deflated).state_dict["w"].shape == (6,)
+    assert read_checkpoint(deflated).state_dict["w"].shape == (6,)
     monkeypatch.setattr(checkpoint, "MAX_ENTRIES", len(zipfile.ZipFile(small).namelist()) - 1)
     with pytest.raises(CheckpointError, match="entries"):
         checkpoint.check_archive(small)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 from _yolov7 import save_upstream_checkpoint, seeded, small_yaml
-from nanodet_models.checkpoint import read_checkpoint
+from nanodet_models.nanodet_plus.checkpoint import read_checkpoint
 from nanodet_models.tensor_bounds import check_tensors
 from nanodet_models.torchvision_checkpoint import read_torchvision_checkpoint
 from nanodet_models.yolov7 import YOLOv7, read_yolov7_checkpoint

@@ -19,11 +19,11 @@ import torch
 
 from nanodet_infer.errors import CheckpointError, InvalidArgumentError
 
-from ..checkpoint import AUX_PREFIXES, is_optional
+from .checkpoint import AUX_PREFIXES, is_optional
 from .config import ModelConfig, default_class_names
-from .detector import build_model
 from .ghostnet import BLOCK_STRIDES, block_channels
 from .layers import check_activation
+from .network import build_model
 from .registry import resolve
 from .shufflenetv2 import STAGE_CHANNELS, STAGE_STRIDES
 
