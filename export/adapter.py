@@ -142,6 +142,9 @@ class ExportAdapter:
     int8: Int8Rule = field(default_factory=Int8Rule)
     ema_weights: str = "EMA"
     """How the summary names the checkpoint's EMA weights when they were used (e.g. ``EMA (avg_model.*)``)."""
+    assumption_fix: str = "state them with the family's options"
+    """The summary's fix when the metadata's ``architecture["assumed"]`` lists facts the checkpoint does not
+    store (e.g. ``pass --config to use the training YAML``)."""
 
     @property
     def option_names(self) -> frozenset[str]:

@@ -230,10 +230,9 @@ def summary(report: ExportReport, *, verbose: bool = False) -> str:
         f"  outputs      {outputs}",
         f"  parity       {parity}",
     ]
-    if arch.get("inferred"):
-        lines.insert(2, f"  warning      {assumptions_line(arch.get('assumed', ()))}")
-    elif arch.get("assumed"):  # torchvision: the backbone norm's eps
-        lines.insert(2, f"  warning      {assumptions_line(arch['assumed'], fix='pass --bn-eps to state it')}")
+    if arch.get("inferred") or arch.get("assumed"):
+        fix = EXPORT_ADAPTERS[report.family].assumption_fix
+        lines.insert(2, f"  warning      {assumptions_line(arch.get('assumed', ()), fix)}")
     if verbose:
         for case in report.parity_cases:
             deltas = ", ".join(f"{name} {value:.3e}" for name, value in case.max_abs_diff.items())
@@ -267,8 +266,8 @@ def _int8_lines(report: Int8Report, facts: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def assumptions_line(assumed: Sequence[str], fix: str = "pass --config to use the training YAML") -> str:
-    """The warning for an architecture inferred from the checkpoint: what was assumed, and the fix."""
+def assumptions_line(assumed: Sequence[str], fix: str) -> str:
+    """The warning for an architecture (partly) inferred from the checkpoint: what was assumed, and the fix."""
     facts = ", ".join(assumed) or "nothing"
     return f"assumed (not stored in the checkpoint): {facts}; {fix}"
 

@@ -224,6 +224,7 @@ def _adapter(family: str, description: str) -> ExportAdapter:
         prepare=prepare,
         options=_OPTIONS,
         parity=_PARITY,
+        assumption_fix="pass --bn-eps to state it",
     )
 
 

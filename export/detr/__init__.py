@@ -104,7 +104,7 @@ def prepare(
             **dataclasses.asdict(arch),
             "summary": _summary(arch),
             "stored_dtype": checkpoint.stored_dtype,
-            "defaults_assumed": list(checkpoint.config.assumed),  # facts no tensor shape shows (args absent)
+            "assumed": list(checkpoint.config.assumed),  # facts no tensor shape shows (args absent)
         },
         **section,
     )
@@ -161,4 +161,6 @@ ADAPTER = ExportAdapter(
         TRUST_CHECKPOINT,
     ),
     parity=ParityRule(measure_noise=True),
+    assumption_fix="a hub checkpoint does not store them; export main.py's checkpoint.pth (its args do) if the "
+    "model was trained otherwise",
 )

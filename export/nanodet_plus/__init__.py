@@ -162,4 +162,5 @@ ADAPTER = ExportAdapter(
         TRUST_CHECKPOINT,
     ),
     ema_weights="EMA (avg_model.*)",
+    assumption_fix="pass --config to use the training YAML",
 )

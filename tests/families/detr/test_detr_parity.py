@@ -5,6 +5,7 @@ exported ONNX / OpenVINO IR files at 800 and 512, and batches. Tolerances are th
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,27 +29,42 @@ def checkpoint(shared_fixtures: Path):
 
 
 @pytest.fixture(scope="module")
-def exported(shared_fixtures: Path, tmp_path_factory) -> dict[tuple[str, str], Path]:
-    """``(engine, size) -> file``: ONNX at 800 with the export's parity check; the others traced unchecked
-    (each is checked against the official outputs below, which is stricter)."""
+def reports(shared_fixtures: Path, tmp_path_factory) -> dict[tuple[str, str], Any]:
+    """``(engine, size) -> ExportReport`` of the fixture's hub-layout ``model.pth``: ONNX at 800 with the export's
+    parity check; the others traced unchecked (each is checked against the official outputs below, which is
+    stricter)."""
     from nanodet_export.api import export_checkpoint
 
     out = tmp_path_factory.mktemp("detr")
     ckpt = shared_fixtures / "detr-r18-s" / "model.pth"
-    files = {}
+    done = {}
     for size, (min_size, max_size, _) in SIZES.items():
         for engine, suffix, fmt in (("onnxruntime", "onnx", "onnx"), ("openvino", "xml", "openvino")):
-            path = out / f"detr_{size}.{suffix}"
-            export_checkpoint(
+            done[engine, size] = export_checkpoint(
                 ckpt,
-                path,
+                out / f"detr_{size}.{suffix}",
                 fmt=fmt,
                 check=(engine, size) == ("onnxruntime", "800"),
                 min_size=min_size,
                 max_size=max_size,
             )
-            files[engine, size] = path
-    return files
+    return done
+
+
+@pytest.fixture(scope="module")
+def exported(reports) -> dict[tuple[str, str], Path]:
+    """``(engine, size) -> file`` of :func:`reports`."""
+    return {key: report.paths[0] for key, report in reports.items()}
+
+
+def test_summary_warns_of_what_a_hub_checkpoint_does_not_store(reports):
+    from nanodet_export.cli import summary
+
+    report = reports["onnxruntime", "800"]
+    assert report.metadata.architecture["assumed"] == ["dilation=False (DETR's default)", "nheads=8 (DETR's default)"]
+    warning = next(line for line in summary(report).splitlines() if line.lstrip().startswith("warning"))
+    assert "assumed (not stored in the checkpoint): dilation=False (DETR's default), nheads=8" in warning
+    assert "export main.py's checkpoint.pth" in warning and "--bn-eps" not in warning
 
 
 def _image(stem: str) -> np.ndarray:
@@ -196,7 +212,7 @@ def test_cli_exports_the_training_layout_with_no_other_flag(shared_fixtures: Pat
     )
     assert meta.model_family == "detr" and meta.num_classes == 91 and meta.class_names[:2] == ("N/A", "person")
     assert (meta.min_size, meta.max_size, meta.no_object_index, meta.num_queries) == (800, 1333, 91, 100)
-    assert meta.architecture["defaults_assumed"] == [] and meta.architecture["backbone"] == "resnet18"
+    assert meta.architecture["assumed"] == [] and meta.architecture["backbone"] == "resnet18"
 
 
 def test_eval_maps_labels_to_coco_category_ids(exported, tmp_path):
