@@ -40,7 +40,7 @@ STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "http", "https", "udp", "tc
 BACKOFF_S = (0.5, 8.0)
 """First and largest wait before a reconnect attempt; each attempt doubles the wait."""
 
-_PRINTF = re.compile(r"%0?\d*d")
+_PRINTF = re.compile(r"%0?(\d*)d")
 _OPEN_LOCK = threading.Lock()  # OPENCV_FFMPEG_CAPTURE_OPTIONS is process-wide: one open at a time sets it
 
 
@@ -92,11 +92,34 @@ class SourceStats:
     unreadable: int = 0
 
 
-class _GlobCapture:
-    """The files a glob matches, sorted by name, read like a ``cv2.VideoCapture`` (undecodable files skipped)."""
+def pattern_files(pattern: str) -> list[str]:
+    """The files an image pattern names, in reading order: a printf pattern (``f_%04d.png``: ``%04d`` matches 4 or
+    more digits, ``%d`` any digits) in numeric order of its numbers, gaps allowed; a glob (``frames/*.jpg``) sorted
+    by name."""
+    if not _PRINTF.search(pattern):
+        return sorted(glob.glob(pattern))
+    regex, wildcard, end = "", "", 0
+    for number in _PRINTF.finditer(pattern):
+        literal = pattern[end:number.start()]
+        regex += re.escape(literal) + rf"(\d{{{int(number.group(1) or 1)},}})"
+        wildcard += glob.escape(literal) + "*"
+        end = number.end()
+    regex += re.escape(pattern[end:])
+    wildcard += glob.escape(pattern[end:])
+    found = []
+    for path in glob.glob(wildcard):
+        match = re.fullmatch(regex, path)
+        if match:
+            found.append((tuple(int(n) for n in match.groups()), path))
+    return [path for _, path in sorted(found)]
+
+
+class _FileSequence:
+    """The files of an image pattern (:func:`pattern_files`), read like a ``cv2.VideoCapture``: each through
+    :func:`~nanodet_infer.images.load_image` with the pixel budget (undecodable or oversized files skipped)."""
 
     def __init__(self, pattern: str, stats: SourceStats, max_pixels: int) -> None:
-        self._files = deque(sorted(glob.glob(pattern)))
+        self._files = deque(pattern_files(pattern))
         self._stats = stats
         self._max_pixels = max_pixels
 
@@ -202,7 +225,7 @@ class VideoSource:
         if self.kind == "file":
             return [self.spec]
         if self.kind == "pattern":
-            return sorted(glob.glob(_PRINTF.sub("*", self.spec)))
+            return pattern_files(self.spec)
         return []
 
     def __enter__(self) -> VideoSource:
@@ -294,16 +317,14 @@ class VideoSource:
         """An opened capture, or ``None``."""
         import cv2
 
-        if self.kind == "pattern" and not _PRINTF.search(self.spec):
-            return _GlobCapture(self.spec, self.stats, self.max_image_pixels)
+        if self.kind == "pattern":  # read here, never by OpenCV's image-sequence reader (no pixel budget there)
+            return _FileSequence(self.spec, self.stats, self.max_image_pixels)
         timeout_ms = int(self.read_timeout * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
         if self.kind == "camera":
             capture = cv2.VideoCapture(int(self.spec), cv2.CAP_ANY, params)
         elif self.kind == "device":
             capture = cv2.VideoCapture(self.spec, cv2.CAP_V4L2, params)
-        elif self.kind == "pattern":
-            capture = cv2.VideoCapture(self.spec, cv2.CAP_IMAGES)
         elif self.kind == "file":
             capture = cv2.VideoCapture(self.spec)
         else:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -198,6 +199,18 @@ def test_image_patterns(pattern, tmp_path) -> None:
     assert sorted({row["frame"] for row in json.loads(out.read_text())}) == list(range(6))
 
 
+def test_printf_patterns_read_in_numeric_order_across_gaps(tmp_path) -> None:
+    from nanodet_infer.live import pattern_files
+
+    for name in ("f_2.png", "f_10.png", "f_1.png", "f_x.png", "g_3.png", "f_0007.png"):
+        (tmp_path / name).write_bytes(b"")
+    assert [Path(p).name for p in pattern_files(str(tmp_path / "f_%d.png"))] == [
+        "f_1.png", "f_2.png", "f_0007.png", "f_10.png"]
+    assert [Path(p).name for p in pattern_files(str(tmp_path / "f_%04d.png"))] == ["f_0007.png"]
+    assert [Path(p).name for p in pattern_files(str(tmp_path / "f_*.png"))] == [
+        "f_0007.png", "f_1.png", "f_10.png", "f_2.png", "f_x.png"]
+
+
 @pytest.mark.parametrize("pattern", ["f_%03d.png", "*.png"])
 def test_an_output_never_overwrites_a_frame_of_the_pattern(pattern, tmp_path, capsys) -> None:
     for index in range(3):
@@ -208,14 +221,16 @@ def test_an_output_never_overwrites_a_frame_of_the_pattern(pattern, tmp_path, ca
     assert "--jsonl" in capsys.readouterr().err and frame.read_bytes() == before
 
 
-def test_a_pattern_frame_over_the_pixel_budget_is_unreadable(tmp_path, capsys) -> None:
+@pytest.mark.parametrize("pattern", ["f_%03d.png", "*.png"])
+def test_a_pattern_frame_over_the_pixel_budget_is_unreadable(pattern, tmp_path, capsys) -> None:
+    """Both kinds of pattern are read through the header check (never by OpenCV's image-sequence reader)."""
     for index in range(3):
         cv2.imwrite(str(tmp_path / f"f_{index:03d}.png"), moving_shapes(index))
     cv2.imwrite(str(tmp_path / "f_003.png"), np.zeros((300, 300, 3), np.uint8))  # 90000 pixels
     out = tmp_path / "rows.json"
     pixels = moving_shapes(0).shape[0] * moving_shapes(0).shape[1]
     assert pixels < 90_000, "the test needs frames below the big one's size"
-    code = main(["detect", str(tmp_path / "*.png"), *MODEL_ARGS, "--json", str(out), "--max-image-pixels",
+    code = main(["detect", str(tmp_path / pattern), *MODEL_ARGS, "--json", str(out), "--max-image-pixels",
                  str(pixels)])
     assert code == 2 and "could not be read" in capsys.readouterr().err
 
