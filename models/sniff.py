@@ -9,6 +9,7 @@ from __future__ import annotations
 import pickletools
 import zipfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from .checkpoint import check_archive
@@ -26,9 +27,26 @@ class PickleNames:
     strings: frozenset[str]
 
 
+_NONE = PickleNames(frozenset(), frozenset())
+
+
 def pickle_names(path: str | Path) -> PickleNames:
     """The names in ``path``'s pickle (a torch zip checkpoint's ``data.pkl``, or a plain pickle file);
-    empty when the file is missing, refused by :func:`~.checkpoint.check_archive`, or not a pickle that parses."""
+    empty when the file is missing, refused by :func:`~.checkpoint.check_archive`, or not a pickle that parses.
+
+    Each family's ``recognise`` asks for the same file: the answer is kept for the last few files, keyed by
+    resolved path, size and modification time (a changed file is read again)."""
+    try:
+        stat = Path(path).stat()
+        resolved = str(Path(path).resolve())
+    except (OSError, ValueError):
+        return _NONE
+    return _read_names(resolved, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _read_names(path: str, size: int, mtime_ns: int) -> PickleNames:
+    """:func:`pickle_names` of ``path`` (``size`` and ``mtime_ns`` only key the cache)."""
     found: set[str] = set()
     strings: list[str] = []
     try:
@@ -39,7 +57,7 @@ def pickle_names(path: str | Path) -> PickleNames:
                 data = archive.read(member) if member else b""
         else:
             if Path(path).stat().st_size > MAX_PLAIN_PICKLE:
-                return PickleNames(frozenset(), frozenset())
+                return _NONE
             data = Path(path).read_bytes()
         for op, arg, _ in pickletools.genops(data):
             if isinstance(arg, str):
@@ -49,5 +67,5 @@ def pickle_names(path: str | Path) -> PickleNames:
             elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
                 found.add(f"{strings[-2]}.{strings[-1]}")
     except Exception:  # refused, not a pickle, truncated, unreadable: nothing recognisable
-        return PickleNames(frozenset(), frozenset())
+        return _NONE
     return PickleNames(frozenset(found), frozenset(strings))
