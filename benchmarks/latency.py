@@ -6,7 +6,9 @@
 * our :class:`~nanodet_infer.Detector` per backend (ONNX Runtime, OpenVINO f32, OpenVINO bf16 where the
   CPU has it) at 1 thread and all threads: preprocess, inference, postprocess and end-to-end;
 * bare ``backend.run`` on a pre-made tensor (overhead = end-to-end / bare);
-* the training-side PyTorch model + an upstream-style torch post-process (when torch is installed);
+* the family's PyTorch reference (when torch is installed): for NanoDet-Plus the training-side model + an
+  upstream-style torch post-process (:mod:`benchmarks.torch_reference`), for a ``--checkpoint`` of another family
+  its PyTorch deploy model + its reference post-process in torch (:mod:`benchmarks.family_reference`);
 * the post-process alone: ours (candidate-first) vs an all-priors decode vs the torch post-process, at
   the deployment threshold and at 0.05 (the ~45k-candidate worst case), checking the results agree;
 * INT8 rows for both backends (the measured f32 models quantized by the exporter's own code, calibrated on
@@ -14,8 +16,8 @@
 * throughput: ``Detector.stream`` with one worker per core against synchronous calls, 1-thread detectors;
 * with ``--ann/--images``: an accuracy column, COCO mAP per engine at upstream's evaluation settings.
 
-``--checkpoint/--config`` measures a trained upstream checkpoint (exported and cached first) instead of
-the built-in model.
+``--checkpoint`` (with ``--config`` for NanoDet-Plus) measures a checkpoint of any family (exported and cached
+first) instead of the built-in model.
 
 It prints Markdown (stdout) and shows a progress bar (stderr). The JSON schema is in docs/benchmark.md.
 """
@@ -76,8 +78,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the Detector's score threshold (default: the model family's detection default)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="upstream training checkpoint: export (cached) and measure it instead of the built-in one")
-    parser.add_argument("--config", type=Path, default=None, help="the checkpoint's training YAML")
+                        help="a checkpoint of any family: export (cached) and measure it instead of the built-in one")
+    parser.add_argument("--config", type=Path, default=None, help="a NanoDet-Plus checkpoint's training YAML")
     parser.add_argument("--int8-calib", type=Path, default=None,
                         help="calibration images for the INT8 rows (built-in model default: its synthetic image)")
     parser.add_argument("--no-int8", action="store_true", help="skip the INT8 rows")
@@ -207,11 +209,16 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
     ov_model = None
     if args.checkpoint is not None:
         from benchmarks.default_model import cache_root
+        from nanodet_export.families import recognise
 
         model_path, ov_model = speed.checkpoint_models(args.checkpoint, args.config, cache_root())
         name = args.checkpoint.name
-        if torch is not None:
+        if torch is not None and recognise(args.checkpoint) in (None, POSTPROCESS_STUDY_FAMILY):
             torch_model = speed.checkpoint_torch_model(args.checkpoint, args.config)
+        elif torch is not None:
+            from benchmarks.family_reference import deploy_model
+
+            torch_model = deploy_model(args.checkpoint)
     elif args.model is None:
         from benchmarks.default_model import PRESET, ensure_default_model, load_torch_model
 
@@ -258,10 +265,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
             first_detector = first_detector or runs[0].detector
             phase = _Phase(threads, runs, entries)
             if torch_model is not None:
-                from benchmarks.torch_reference import TorchPipeline
-
                 torch.set_num_threads(threads)
-                phase.pipeline = TorchPipeline(torch_model, first_detector.metadata, first_detector.score_threshold)
+                phase.pipeline = _reference_pipeline(torch_model, first_detector)
                 phase.reference = Measurement(f"PyTorch, {threads} thr", "pytorch", {"threads": threads})
                 cycle = itertools.cycle(images)
                 entries.append(Entry(phase.reference,
@@ -336,12 +341,24 @@ class _Phase:
             out.append(row)
         if reference is not None:
             out.append({
-                "engine": "PyTorch (training model) + torch post-process", "backend": "torch", "precision": "f32",
+                "engine": self.pipeline.label, "backend": "torch", "precision": "f32",
                 "threads": self.threads, "stages_ms": reference.stats(), "bare_inference_ms": None,
                 "overhead": None, "images_per_s": 1e3 * batch / torch_e2e, "speedup_vs_pytorch": 1.0,
                 "detections": len(self.pipeline([image])[0][0][0]),
             })
         return out
+
+
+def _reference_pipeline(model: Any, detector: Any) -> Any:
+    """The PyTorch row's pipeline: NanoDet-Plus's training model + upstream's post-process, else the family's own
+    (:mod:`benchmarks.family_reference`); both return ``(results, stage_ms)``."""
+    if detector.metadata.model_family == POSTPROCESS_STUDY_FAMILY:
+        from benchmarks.torch_reference import TorchPipeline
+
+        return TorchPipeline(model, detector.metadata, detector.score_threshold)
+    from benchmarks.family_reference import FamilyPipeline
+
+    return FamilyPipeline(model, detector)
 
 
 def _speed_columns(

@@ -1,7 +1,8 @@
 """The benchmark's "speed past f32" parts: INT8 models, a trained checkpoint, accuracy and throughput.
 
-* :func:`checkpoint_models` — f32 ONNX + IR of an upstream checkpoint (``--checkpoint/--config``), cached;
-  :func:`checkpoint_torch_model` — its PyTorch model for the PyTorch row;
+* :func:`checkpoint_models` — f32 ONNX + IR of a checkpoint of any family (``--checkpoint`` [``--config``]), cached;
+  :func:`checkpoint_torch_model` — a NanoDet-Plus checkpoint's training-side PyTorch model for the PyTorch row
+  (other families: :mod:`benchmarks.family_reference`);
 * :func:`int8_models` — INT8 copies of the measured f32 models (``nanodet_export.quantize.quantize_file``),
   cached per calibration set;
 * :func:`accuracy` — COCO mAP of one engine at upstream's evaluation settings (``--ann/--images``);
@@ -21,17 +22,19 @@ import numpy as np
 
 
 def checkpoint_models(checkpoint: Path, config: Path | None, cache: Path) -> tuple[Path, Path]:
-    """``(model.onnx, model.xml)`` exported from ``checkpoint`` (with ``config``), built once per file pair."""
+    """``(model.onnx, model.xml)`` exported from ``checkpoint`` (with ``config``, NanoDet-Plus's training YAML), built
+    once per file pair; the family is the exporter's recognition of the file."""
     from nanodet_export import export_checkpoint
 
     digest = hashlib.sha256(checkpoint.read_bytes() + (config.read_bytes() if config else b"")).hexdigest()[:16]
     folder = cache / f"checkpoint-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
     onnx_path, xml_path = folder / "model.onnx", folder / "model.xml"
+    options = {"config": config} if config is not None else {}
     if not onnx_path.is_file():
-        export_checkpoint(checkpoint, onnx_path, config=config)
+        export_checkpoint(checkpoint, onnx_path, **options)
     if not xml_path.is_file():
-        export_checkpoint(checkpoint, xml_path, config=config, fmt="openvino")
+        export_checkpoint(checkpoint, xml_path, fmt="openvino", **options)
     return onnx_path, xml_path
 
 

@@ -145,6 +145,9 @@ class TorchPipeline:
     ``results`` holds one ``(xyxy, scores, class_ids)`` per image.
     """
 
+    label = "PyTorch (training model) + torch post-process"
+    """The benchmark row's name."""
+
     def __init__(self, model: torch.nn.Module, metadata: ModelMetadata, score_threshold: float,
                  iou_threshold: float = 0.6, max_detections: int = 100) -> None:
         self.model = model.eval()
