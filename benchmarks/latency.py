@@ -208,8 +208,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
     torch_model = None
     ov_model = None
     if args.checkpoint is not None:
-        from benchmarks.default_model import cache_root
         from nanodet_export.families import recognise
+
+        from benchmarks.default_model import cache_root
 
         model_path, ov_model = speed.checkpoint_models(args.checkpoint, args.config, cache_root())
         name = args.checkpoint.name

@@ -25,9 +25,9 @@ CHECKPOINTS = {
 @pytest.mark.parametrize("family", sorted(CHECKPOINTS))
 def test_reference_pipeline_matches_the_runtime(family: str, shared_fixtures: Path, tmp_path: Path,
                                                 one_torch_thread) -> None:
-    from benchmarks.family_reference import FamilyPipeline, deploy_model
     from nanodet_export import export_checkpoint
 
+    from benchmarks.family_reference import FamilyPipeline, deploy_model
     from nanodet_infer import Detector
     from nanodet_infer.images import load_image
 
