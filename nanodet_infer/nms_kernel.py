@@ -19,7 +19,9 @@ try:
 except ImportError:  # not built (no compiler at install time): the numpy path runs
     _nms_kernel = None
 
-AVAILABLE = _nms_kernel is not None and os.environ.get("NANODET_NO_KERNEL", "") in ("", "0")
+ENABLED = os.environ.get("NANODET_NO_KERNEL", "") in ("", "0")
+"""Whether compiled kernels may run (``NANODET_NO_KERNEL=1`` turns this one and the bilinear resize's off)."""
+AVAILABLE = _nms_kernel is not None and ENABLED
 """Whether :func:`greedy_nms_ordered` runs (the extension is built and not turned off)."""
 
 

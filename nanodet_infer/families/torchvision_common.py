@@ -29,7 +29,13 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from ..nms import greedy_nms, max_coordinate
+from ..nms_kernel import ENABLED
 from .torchvision_section import BBOX_XFORM_CLIP
+
+try:
+    from .. import _transform_kernel
+except ImportError:  # not built (no compiler at install time): the numpy path runs
+    _transform_kernel = None
 
 COORDINATE_TRICK_MAX_BOXES = 1000
 """CPU ``batched_nms`` uses the coordinate trick up to this many boxes (``boxes.numel() <= 4000``)."""
@@ -162,7 +168,13 @@ def bilinear_resize(planes: np.ndarray, size: Sequence[int], out: np.ndarray | N
 
 
 def transform(
-    image: np.ndarray, plan: ResizePlan, mean: Sequence[float], std: Sequence[float], out: np.ndarray | None = None
+    image: np.ndarray,
+    plan: ResizePlan,
+    mean: Sequence[float],
+    std: Sequence[float],
+    out: np.ndarray | None = None,
+    *,
+    compiled: bool = ENABLED,
 ) -> np.ndarray:
     """BGR ``uint8 [H, W, 3]`` (as :func:`..images.load_image` returns it) → float32 ``[3, Hc, Wc]``,
     torchvision's ``images.tensors`` bit for bit.
@@ -170,7 +182,9 @@ def transform(
     ``rgb / 255`` (float32), normalised per channel with torchvision's ``mean``/``std`` (0-1 scale, RGB),
     *then* resized bilinearly to ``plan.resized_size`` (:func:`bilinear_resize`), then zero-padded to
     ``plan.canvas_size`` (the padding is 0 after normalisation). With ``out`` (float32 ``[3, Hc, Wc]``,
-    e.g. one batch slot) the result is written there.
+    e.g. one batch slot) the result is written there. With ``compiled`` (default: unless ``NANODET_NO_KERNEL=1``)
+    and the C kernel ``_transform_kernel`` built, the table lookup and the resize run fused in C, with the same
+    arithmetic (the tests compare the two paths bit for bit).
     """
     if (image.shape[1], image.shape[0]) != plan.src_size:
         raise InvalidArgumentError(
@@ -183,12 +197,18 @@ def transform(
     elif out.shape != (3, ch, cw) or out.dtype != np.float32:
         raise InvalidArgumentError(f"out must be float32 [3, {ch}, {cw}], got {out.dtype} {out.shape}")
     tables = _lookup_tables(tuple(float(v) for v in mean), tuple(float(v) for v in std))
-    blue, green, red = cv2.split(image)
-    planes = np.stack([cv2.LUT(plane, table) for plane, table in zip((red, green, blue), tables, strict=True)])
-    if plan.resized_size == plan.src_size:  # torch's kernel copies when in == out (scale 1, weights 0/1)
-        out[:, :rh, :rw] = planes
+    resize = plan.resized_size != plan.src_size  # torch's kernel copies when in == out (scale 1, weights 0/1)
+    if resize and compiled and _transform_kernel is not None and out.flags.c_contiguous:
+        in_w, in_h = plan.src_size
+        _transform_kernel.transform(np.ascontiguousarray(image), in_h, in_w, tables, *_axis_weights(in_w, rw),
+                                    *_axis_weights(in_h, rh), out, ch, cw)
     else:
-        bilinear_resize(planes, plan.resized_size, out=out[:, :rh, :rw])
+        blue, green, red = cv2.split(image)
+        planes = np.stack([cv2.LUT(plane, table) for plane, table in zip((red, green, blue), tables, strict=True)])
+        if resize:
+            bilinear_resize(planes, plan.resized_size, out=out[:, :rh, :rw])
+        else:
+            out[:, :rh, :rw] = planes
     out[:, rh:, :] = 0
     out[:, :rh, rw:] = 0
     return out

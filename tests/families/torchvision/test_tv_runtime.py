@@ -94,12 +94,13 @@ def _ssdlite_boxes() -> np.ndarray:
 
 
 @pytest.mark.shared
+@pytest.mark.parametrize("compiled", [True, False], ids=["C kernel", "numpy"])
 @pytest.mark.parametrize("name", IMAGES)
-def test_ssdlite_transform_is_bit_exact(ssdlite, name):
+def test_ssdlite_transform_is_bit_exact(ssdlite, name, compiled):
     root, _ = ssdlite
     image = _image(name)
     plan = tv.fixed_size_plan(_src_size(image), SSDLITE["size"])
-    got = tv.transform(image, plan, SSDLITE["mean"], SSDLITE["std"])
+    got = tv.transform(image, plan, SSDLITE["mean"], SSDLITE["std"], compiled=compiled)
     np.testing.assert_array_equal(got, np.load(root / name / "input.npy")[0])
 
 
@@ -190,15 +191,16 @@ def _dense_head(sparse) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.shared
+@pytest.mark.parametrize("compiled", [True, False], ids=["C kernel", "numpy"])
 @pytest.mark.parametrize("name", IMAGES)
-def test_retinanet_transform_is_bit_exact(retinanet, name):
+def test_retinanet_transform_is_bit_exact(retinanet, name, compiled):
     root, _ = retinanet
     record = json.loads((root / name / "detections.json").read_text())
     sample = np.load(root / name / "input_sample.npz")
     image = _image(name)
     plan = tv.min_max_size_plan(_src_size(image), RETINA["min"], RETINA["max"], 32)
     assert plan.resized_size == tuple(record["image_size_hw"][::-1])
-    got = tv.transform(image, plan, RETINA["mean"], RETINA["std"])
+    got = tv.transform(image, plan, RETINA["mean"], RETINA["std"], compiled=compiled)
     assert got.shape == tuple(sample["input_shape"][1:])
     np.testing.assert_array_equal(got[:, sample["rows"]][:, :, sample["cols"]], sample["values"])
 
@@ -266,6 +268,33 @@ def test_bilinear_resize_agrees_with_cv2_and_keeps_identity():
         want = np.stack([cv2.resize(p, size, interpolation=cv2.INTER_LINEAR) for p in planes])
         np.testing.assert_allclose(got, want, rtol=0, atol=3e-5)
     np.testing.assert_array_equal(tv.bilinear_resize(planes, (53, 37)), planes)
+
+
+def test_transform_kernel_is_built():
+    # Not a skip: an install that silently lost its kernel would preprocess 5-8x slower with every other test green.
+    assert tv._transform_kernel is not None, "nanodet_infer._transform_kernel is not built: run pip install -e ."
+
+
+def test_compiled_transform_is_the_numpy_transform_bit_for_bit():
+    """Random sizes, both plan kinds, up- and down-scaling, 1-pixel sides, a padded canvas, a batch slot."""
+    rng = np.random.default_rng(7)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    for case in range(120):
+        h, w = (int(v) for v in rng.integers(1, 260, 2))
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        if case % 2:
+            plan = tv.fixed_size_plan((w, h), tuple(int(v) for v in rng.integers(1, 330, 2)))
+        else:
+            plan = tv.min_max_size_plan((w, h), int(rng.integers(1, 400)), int(rng.integers(1, 700)), 32)
+        want = tv.transform(image, plan, mean, std, compiled=False)
+        got = tv.transform(image, plan, mean, std, compiled=True)
+        assert got.tobytes() == want.tobytes(), (case, plan)
+    batch = np.full((2, 3, *plan.canvas_size[::-1]), np.nan, np.float32)  # a slot of a batch, stale values
+    tv.transform(image, plan, mean, std, out=batch[1], compiled=True)
+    assert batch[1].tobytes() == want.tobytes() and np.isnan(batch[0]).all()
+    strided = np.full((3, plan.canvas_size[1], plan.canvas_size[0] * 2), np.nan, np.float32)[:, :, ::2]
+    tv.transform(image, plan, mean, std, out=strided, compiled=True)  # not contiguous: the numpy path
+    assert strided.tobytes() == want.tobytes()
 
 
 def test_transform_pads_with_zeros_after_normalising():
