@@ -106,7 +106,42 @@ done:
     return result;
 }
 
+/* lookup(image u8 [H*W*3] BGR, tables f32 [3*256] (RGB planes), out f32 [3*H*W]) -> None:
+ * out[c, y, x] = tables[c][image[y, x, 2 - c]], the numpy path's cv2.split + cv2.LUT per plane. */
+static PyObject *lookup(PyObject *self, PyObject *args) {
+    Py_buffer image, tables, out;
+    if (!PyArg_ParseTuple(args, "y*y*w*", &image, &tables, &out))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t pixels = image.len / 3;
+    if (image.len % 3 || tables.len != 3 * 256 * (Py_ssize_t)sizeof(float) ||
+        out.len != 3 * pixels * (Py_ssize_t)sizeof(float)) {
+        PyErr_SetString(PyExc_ValueError, "lookup: inconsistent buffer sizes");
+        goto done;
+    }
+    const uint8_t *src = image.buf;
+    const float *table = tables.buf;
+    float *dst = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t c = 0; c < 3; c++) {
+        const uint8_t *channel = src + (2 - c);
+        const float *plane_table = table + 256 * c;
+        float *plane = dst + c * pixels;
+        for (Py_ssize_t i = 0; i < pixels; i++)
+            plane[i] = plane_table[channel[3 * i]];
+    }
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&image);
+    PyBuffer_Release(&tables);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"lookup", lookup, METH_VARARGS, "BGR uint8 pixels through per-channel tables into RGB float32 planes."},
     {"transform", transform, METH_VARARGS, "torchvision's normalise + bilinear resize (see torchvision_common)."},
     {NULL, NULL, 0, NULL},
 };

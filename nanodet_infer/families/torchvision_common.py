@@ -101,15 +101,27 @@ def min_max_size_plan(
 
 
 @lru_cache(maxsize=16)
-def _lookup_tables(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+def normalisation_tables(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """float32 ``[3, 256, 1]`` (cv2.LUT's shape): ``(float32(v) / 255 - mean[c]) / std[c]`` in torch's float32
-    order, per RGB channel."""
+    order (``ToTensor`` + ``Normalize``), per RGB channel."""
     values = np.arange(256, dtype=np.float32) / np.float32(255)
     mean32 = np.asarray(mean, dtype=np.float32)[:, None, None]
     std32 = np.asarray(std, dtype=np.float32)[:, None, None]
     tables = (values[None, :, None] - mean32) / std32
     tables.flags.writeable = False
     return tables
+
+
+def normalise_planes(image: np.ndarray, tables: np.ndarray, *, compiled: bool = ENABLED) -> np.ndarray:
+    """BGR ``uint8 [H, W, 3]`` → float32 RGB planes ``[3, H, W]`` through :func:`normalisation_tables`'s
+    ``tables``: plane ``c`` is ``tables[c][image[..., 2 - c]]`` (cv2.LUT per plane, or the C kernel's ``lookup``
+    with ``compiled``, the same values)."""
+    if compiled and _transform_kernel is not None:
+        out = np.empty((3, image.shape[0], image.shape[1]), dtype=np.float32)
+        _transform_kernel.lookup(np.ascontiguousarray(image), tables, out)
+        return out
+    blue, green, red = cv2.split(image)
+    return np.stack([cv2.LUT(plane, table) for plane, table in zip((red, green, blue), tables, strict=True)])
 
 
 def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -196,19 +208,16 @@ def transform(
         out = np.empty((3, ch, cw), dtype=np.float32)
     elif out.shape != (3, ch, cw) or out.dtype != np.float32:
         raise InvalidArgumentError(f"out must be float32 [3, {ch}, {cw}], got {out.dtype} {out.shape}")
-    tables = _lookup_tables(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+    tables = normalisation_tables(tuple(float(v) for v in mean), tuple(float(v) for v in std))
     resize = plan.resized_size != plan.src_size  # torch's kernel copies when in == out (scale 1, weights 0/1)
     if resize and compiled and _transform_kernel is not None and out.flags.c_contiguous:
         in_w, in_h = plan.src_size
         _transform_kernel.transform(np.ascontiguousarray(image), in_h, in_w, tables, *_axis_weights(in_w, rw),
                                     *_axis_weights(in_h, rh), out, ch, cw)
+    elif resize:
+        bilinear_resize(normalise_planes(image, tables, compiled=compiled), plan.resized_size, out=out[:, :rh, :rw])
     else:
-        blue, green, red = cv2.split(image)
-        planes = np.stack([cv2.LUT(plane, table) for plane, table in zip((red, green, blue), tables, strict=True)])
-        if resize:
-            bilinear_resize(planes, plan.resized_size, out=out[:, :rh, :rw])
-        else:
-            out[:, :rh, :rw] = planes
+        out[:, :rh, :rw] = normalise_planes(image, tables, compiled=compiled)
     out[:, rh:, :] = 0
     out[:, :rh, rw:] = 0
     return out

@@ -4,7 +4,8 @@
 even, for the bounded size; ``int()`` truncation for the long side): 245x482 → 678x1333, 288x509 →
 754x1332, 580x616 → 800x849 (H x W). :func:`preprocess` resizes with **Pillow**'s bilinear filter on the
 uint8 RGB image (the reference's own library and kernel: antialiased when downscaling, rounded to uint8),
-then ``(u8 / 255 - mean) / std`` in float32 through a per-channel 256-entry table of exactly that arithmetic.
+then ``(u8 / 255 - mean) / std`` in float32 through a per-channel 256-entry table of exactly that arithmetic
+(torchvision's, :func:`~..torchvision_common.normalisation_tables`).
 Pillow's kernel is a dependency fact: the drift test in tests/families/detr names its version when it moves.
 """
 
@@ -12,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from PIL import Image
 
 from ...errors import InvalidArgumentError
+from ..torchvision_common import normalisation_tables, normalise_planes
 
 
 @dataclass(frozen=True)
@@ -46,30 +47,17 @@ def eval_size(src_size: Sequence[int], size: int, max_size: int | None) -> tuple
     return max(ow, 1), max(oh, 1)
 
 
-@lru_cache(maxsize=8)
-def _table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """float32 ``[3, 256]``: ``(float32(v) / 255 - mean[c]) / std[c]`` (torch's ToTensor + Normalize order)."""
-    values = np.arange(256, dtype=np.float32) / np.float32(255)
-    m = np.asarray(mean, dtype=np.float32)[:, None]
-    s = np.asarray(std, dtype=np.float32)[:, None]
-    table = (values[None, :] - m) / s
-    table.flags.writeable = False
-    return table
-
-
-def resize_rgb(rgb: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Pillow ``Image.resize(size (W, H), BILINEAR)`` of uint8 RGB ``[H, W, 3]`` → uint8 ``[h, w, 3]``."""
-    if (rgb.shape[1], rgb.shape[0]) == tuple(size):
-        return rgb
-    return np.asarray(Image.fromarray(rgb, "RGB").resize(tuple(int(v) for v in size), Image.BILINEAR))
+def resize_u8(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Pillow ``Image.resize(size (W, H), BILINEAR)`` of uint8 ``[H, W, 3]`` → uint8 ``[h, w, 3]``. Pillow resizes
+    each channel on its own, so the channel order (RGB as the reference has it, or BGR) does not matter."""
+    if (image.shape[1], image.shape[0]) == tuple(size):
+        return image
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image), "RGB").resize(tuple(int(v) for v in size),
+                                                                                 Image.BILINEAR))
 
 
 def preprocess(bgr: np.ndarray, plan: DetrPlan, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """BGR uint8 ``[H, W, 3]`` → float32 ``[3, h, w]`` (``plan.canvas_size``); ``mean``/``std`` on the 0-1 scale."""
-    rgb = np.ascontiguousarray(bgr[..., ::-1])
-    resized = resize_rgb(rgb, plan.canvas_size)
-    table = _table(tuple(float(v) for v in mean), tuple(float(v) for v in std))
-    out = np.empty((3, resized.shape[0], resized.shape[1]), dtype=np.float32)
-    for c in range(3):
-        np.take(table[c], resized[..., c], out=out[c])
-    return out
+    """BGR uint8 ``[H, W, 3]`` → float32 RGB ``[3, h, w]`` (``plan.canvas_size``); ``mean``/``std`` on the 0-1 scale.
+    The BGR image is resized as it is (:func:`resize_u8`), then each plane goes through its channel's table."""
+    resized = resize_u8(bgr, plan.canvas_size)
+    return normalise_planes(resized, normalisation_tables(tuple(float(v) for v in mean), tuple(float(v) for v in std)))

@@ -14,7 +14,7 @@ import PIL
 import pytest
 
 from nanodet_infer.families.detr.postprocess import post_process, select
-from nanodet_infer.families.detr.preprocess import DetrPlan, eval_size, preprocess, resize_rgb
+from nanodet_infer.families.detr.preprocess import DetrPlan, eval_size, preprocess, resize_u8
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "detr-r18-s"
 IMAGES = Path(__file__).resolve().parents[2] / "data" / "shapes-m-256" / "images"
@@ -46,11 +46,25 @@ def test_eval_size_rounds_half_to_even_and_truncates():
     assert eval_size((100, 50), 800, None) == (1600, 800)
 
 
+def test_preprocess_is_the_reference_transform_on_the_rgb_image():
+    """The reference's order: BGR→RGB, Pillow resize, ToTensor + Normalize; ours resizes the BGR image as it is."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    for src, size in (((61, 43), (90, 64)), ((97, 71), (40, 29))):
+        bgr = rng.integers(0, 256, (src[1], src[0], 3), dtype=np.uint8)
+        rgb = np.asarray(Image.fromarray(np.ascontiguousarray(bgr[..., ::-1]), "RGB").resize(size, Image.BILINEAR))
+        want = ((rgb.astype(np.float32) / np.float32(255) - np.float32(mean)) / np.float32(std)).transpose(2, 0, 1)
+        got = preprocess(bgr, DetrPlan(src, size), mean, std)
+        assert got.tobytes() == np.ascontiguousarray(want).tobytes()
+
+
 def test_pillow_resize_matches_stored_reference_bytes():
     """Drift guard: Pillow's bilinear kernel is what the reference used; a new Pillow that moves it fails here."""
     stored = np.load(DATA / "pillow_resize.npz")
     for name, size in (("up", (97, 71)), ("down", (17, 13))):
-        got = resize_rgb(stored["source"], size)
+        got = resize_u8(stored["source"], size)
         diff = int(np.abs(got.astype(int) - stored[name]).max())
         assert np.array_equal(got, stored[name]), (
             f"Pillow {PIL.__version__} bilinear resize ({name}scale) differs from the reference bytes made with "

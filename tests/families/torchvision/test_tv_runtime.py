@@ -297,6 +297,14 @@ def test_compiled_transform_is_the_numpy_transform_bit_for_bit():
     assert strided.tobytes() == want.tobytes()
 
 
+def test_compiled_lookup_is_cv2_lut_per_plane():
+    image = np.random.default_rng(1).integers(0, 256, (31, 47, 3), dtype=np.uint8)
+    tables = tv.normalisation_tables((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    want = tv.normalise_planes(image, tables, compiled=False)
+    assert tv.normalise_planes(image, tables, compiled=True).tobytes() == want.tobytes()
+    assert want[0].tobytes() == tables[0][image[..., 2], 0].tobytes()  # plane 0 is red: BGR channel 2
+
+
 def test_transform_pads_with_zeros_after_normalising():
     image = np.full((10, 20, 3), 255, np.uint8)
     plan = tv.ResizePlan((20, 10), (20, 10), (32, 32))
