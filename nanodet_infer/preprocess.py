@@ -20,20 +20,46 @@ import cv2
 import numpy as np
 
 from .errors import InvalidArgumentError, InvalidImageError
+from .nms_kernel import ENABLED
+
+try:
+    from . import _preprocess_kernel
+except ImportError:  # not built (no compiler at install time): the OpenCV / numpy paths run
+    _preprocess_kernel = None
 
 
 @lru_cache(maxsize=16)
-def _lookup_tables(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, ...]:
-    """Per channel, float32 ``[256, 1]``: ``(v / 255 - mean / 255) / (std / 255)`` in upstream's float32 order."""
+def _lookup_tables(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """float32 ``[3, 256, 1]`` (cv2.LUT's shape per channel): ``(v / 255 - mean / 255) / (std / 255)`` in upstream's
+    float32 order."""
     values = np.arange(256, dtype=np.float32) / 255
-    mean32 = np.asarray(mean, dtype=np.float32) / 255
-    std32 = np.asarray(std, dtype=np.float32) / 255
-    tables = []
-    for m, s in zip(mean32, std32, strict=True):
-        table = ((values - m) / s).reshape(256, 1)
-        table.flags.writeable = False
-        tables.append(table)
-    return tuple(tables)
+    mean32 = np.asarray(mean, dtype=np.float32)[:, None, None] / 255
+    std32 = np.asarray(std, dtype=np.float32)[:, None, None] / 255
+    tables = (values[None, :, None] - mean32) / std32
+    tables.flags.writeable = False
+    return tables
+
+
+def lookup_into(image: np.ndarray, tables: np.ndarray, reverse: bool, out: np.ndarray, *,
+                compiled: bool = ENABLED) -> np.ndarray:
+    """uint8 ``image`` ``[h, w, 3]`` through per-plane ``tables`` (float32 ``[3, 256, 1]``) into the top-left of
+    ``out`` (float32 ``[3, Hc, Wc]``): plane ``c`` is ``tables[c][image[..., 2 - c if reverse else c]]``; the rest of
+    ``out`` is left as it is. With ``compiled`` the C kernel ``_preprocess_kernel.lookup`` writes the same values
+    (a lookup has no arithmetic), else cv2.LUT per plane. Returns ``out``."""
+    h, w = image.shape[:2]
+    if compiled and _preprocess_kernel is not None and out.flags.c_contiguous:
+        _preprocess_kernel.lookup(np.ascontiguousarray(image), h, w, tables, reverse, out, out.shape[1], out.shape[2])
+        return out
+    planes = cv2.split(image)
+    if reverse:
+        planes = planes[::-1]
+    for c in range(3):
+        region = out[c, :h, :w]
+        in_place = region.strides[-1] == region.itemsize  # cv2 writes rows of adjacent pixels only
+        written = cv2.LUT(planes[c], tables[c], dst=region if in_place else None)
+        if written is not region:  # cv2 allocated (strided canvas, or it could not write in place): copy
+            region[...] = written
+    return out
 
 
 def check_image(image: np.ndarray) -> None:
@@ -69,15 +95,8 @@ def normalize_into(
         raise InvalidArgumentError(f"channel_order must be 'BGR' or 'RGB', got {channel_order!r}")
     ch, cw = content.shape[:2]
     h, w = out.shape[1:]
-    planes = cv2.split(content)
-    if channel_order == "RGB":
-        planes = planes[::-1]
-    tables = _lookup_tables(tuple(float(v) for v in mean), tuple(float(v) for v in std))
-    for c in range(3):
-        region = out[c, :ch, :cw]
-        written = cv2.LUT(planes[c], tables[c], dst=region)
-        if written is not region:  # cv2 could not write in place (unusual strides): copy its result
-            region[...] = written
+    lookup_into(content, _lookup_tables(tuple(float(v) for v in mean), tuple(float(v) for v in std)),
+                channel_order == "RGB", out)
     if ch < h:
         out[:, ch:, :] = 0.0
     if cw < w:

@@ -24,18 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-import cv2
 import numpy as np
 
 from ..errors import InvalidArgumentError
 from ..nms import greedy_nms, max_coordinate
 from ..nms_kernel import ENABLED
+from ..preprocess import _preprocess_kernel, lookup_into
 from .torchvision_section import BBOX_XFORM_CLIP
-
-try:
-    from .. import _transform_kernel
-except ImportError:  # not built (no compiler at install time): the numpy path runs
-    _transform_kernel = None
 
 COORDINATE_TRICK_MAX_BOXES = 1000
 """CPU ``batched_nms`` uses the coordinate trick up to this many boxes (``boxes.numel() <= 4000``)."""
@@ -114,14 +109,9 @@ def normalisation_tables(mean: tuple[float, ...], std: tuple[float, ...]) -> np.
 
 def normalise_planes(image: np.ndarray, tables: np.ndarray, *, compiled: bool = ENABLED) -> np.ndarray:
     """BGR ``uint8 [H, W, 3]`` → float32 RGB planes ``[3, H, W]`` through :func:`normalisation_tables`'s
-    ``tables``: plane ``c`` is ``tables[c][image[..., 2 - c]]`` (cv2.LUT per plane, or the C kernel's ``lookup``
-    with ``compiled``, the same values)."""
-    if compiled and _transform_kernel is not None:
-        out = np.empty((3, image.shape[0], image.shape[1]), dtype=np.float32)
-        _transform_kernel.lookup(np.ascontiguousarray(image), tables, out)
-        return out
-    blue, green, red = cv2.split(image)
-    return np.stack([cv2.LUT(plane, table) for plane, table in zip((red, green, blue), tables, strict=True)])
+    ``tables``: plane ``c`` is ``tables[c][image[..., 2 - c]]`` (:func:`~nanodet_infer.preprocess.lookup_into`)."""
+    out = np.empty((3, image.shape[0], image.shape[1]), dtype=np.float32)
+    return lookup_into(image, tables, True, out, compiled=compiled)
 
 
 def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -195,7 +185,7 @@ def transform(
     *then* resized bilinearly to ``plan.resized_size`` (:func:`bilinear_resize`), then zero-padded to
     ``plan.canvas_size`` (the padding is 0 after normalisation). With ``out`` (float32 ``[3, Hc, Wc]``,
     e.g. one batch slot) the result is written there. With ``compiled`` (default: unless ``NANODET_NO_KERNEL=1``)
-    and the C kernel ``_transform_kernel`` built, the table lookup and the resize run fused in C, with the same
+    and the C kernel ``_preprocess_kernel`` built, the table lookup and the resize run fused in C, with the same
     arithmetic (the tests compare the two paths bit for bit).
     """
     if (image.shape[1], image.shape[0]) != plan.src_size:
@@ -210,9 +200,9 @@ def transform(
         raise InvalidArgumentError(f"out must be float32 [3, {ch}, {cw}], got {out.dtype} {out.shape}")
     tables = normalisation_tables(tuple(float(v) for v in mean), tuple(float(v) for v in std))
     resize = plan.resized_size != plan.src_size  # torch's kernel copies when in == out (scale 1, weights 0/1)
-    if resize and compiled and _transform_kernel is not None and out.flags.c_contiguous:
+    if resize and compiled and _preprocess_kernel is not None and out.flags.c_contiguous:
         in_w, in_h = plan.src_size
-        _transform_kernel.transform(np.ascontiguousarray(image), in_h, in_w, tables, *_axis_weights(in_w, rw),
+        _preprocess_kernel.transform(np.ascontiguousarray(image), in_h, in_w, tables, *_axis_weights(in_w, rw),
                                     *_axis_weights(in_h, rh), out, ch, cw)
     elif resize:
         bilinear_resize(normalise_planes(image, tables, compiled=compiled), plan.resized_size, out=out[:, :rh, :rw])

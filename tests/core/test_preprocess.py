@@ -133,3 +133,30 @@ def test_boxes_to_original_clips_to_the_image() -> None:
     plan = InputPlan((100, 50), (200, 200), (200, 200), np.diag([2.0, 4.0, 1.0]))
     out = boxes_to_original(np.array([[-10, -10, 250, 250], [20, 40, 60, 80]], np.float32), plan)
     np.testing.assert_array_equal(out, [[0, 0, 100, 50], [10, 10, 30, 20]])
+
+
+def test_lookup_kernel_is_built() -> None:
+    # Not a skip: an install that silently lost its kernel would normalise 2-4x slower with every other test green.
+    from nanodet_infer import preprocess as shared
+
+    assert shared._preprocess_kernel is not None, "nanodet_infer._preprocess_kernel is not built: run pip install -e ."
+
+
+@pytest.mark.parametrize("channel_order", ["BGR", "RGB"])
+def test_normalisation_kernel_gives_cv2_luts_values(channel_order: str) -> None:
+    """The C lookup writes what cv2.LUT writes, into the top-left of a larger canvas; a strided canvas takes cv2."""
+    from nanodet_infer import preprocess as shared
+
+    rng = np.random.default_rng(5)
+    content = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    tables = shared._lookup_tables(UPSTREAM_MEAN_BGR, UPSTREAM_STD_BGR)
+    want = np.full((3, 40, 64), np.nan, np.float32)
+    shared.lookup_into(content, tables, channel_order == "RGB", want, compiled=False)
+    got = np.full((3, 40, 64), np.nan, np.float32)
+    shared.lookup_into(content, tables, channel_order == "RGB", got, compiled=True)
+    assert got.tobytes() == want.tobytes() and np.isnan(got[:, 37:]).all() and np.isnan(got[:, :, 53:]).all()
+    source = 2 if channel_order == "RGB" else 0
+    assert want[0, :37, :53].tobytes() == tables[0][content[..., source], 0].tobytes()
+    strided = np.full((3, 40, 128), np.nan, np.float32)[:, :, ::2]
+    shared.lookup_into(content, tables, channel_order == "RGB", strided, compiled=True)
+    assert np.array_equal(strided, want, equal_nan=True)

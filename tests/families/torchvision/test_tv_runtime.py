@@ -270,9 +270,9 @@ def test_bilinear_resize_agrees_with_cv2_and_keeps_identity():
     np.testing.assert_array_equal(tv.bilinear_resize(planes, (53, 37)), planes)
 
 
-def test_transform_kernel_is_built():
+def test_preprocess_kernel_is_built():
     # Not a skip: an install that silently lost its kernel would preprocess 5-8x slower with every other test green.
-    assert tv._transform_kernel is not None, "nanodet_infer._transform_kernel is not built: run pip install -e ."
+    assert tv._preprocess_kernel is not None, "nanodet_infer._preprocess_kernel is not built: run pip install -e ."
 
 
 def test_compiled_transform_is_the_numpy_transform_bit_for_bit():

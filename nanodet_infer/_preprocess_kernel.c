@@ -1,5 +1,6 @@
-/* torchvision's transform of a BGR uint8 image: the per-channel normalisation table, then torch's bilinear resize
- * (F.interpolate, align_corners=False, no antialias), fused: the compiled kernel of
+/* Preprocessing kernels: lookup (nanodet_infer.preprocess: a uint8 image through per-channel tables into float32
+ * planes, cv2.LUT's values) and transform (torchvision's transform of a BGR uint8 image, the per-channel normalisation table, then torch's bilinear resize
+ * (F.interpolate, align_corners=False, no antialias), fused), the compiled kernels of
  * nanodet_infer.families.torchvision_common.transform (which holds the docs and the numpy path, where the
  * table is applied first to whole planes and bilinear_resize follows).
  *
@@ -106,16 +107,19 @@ done:
     return result;
 }
 
-/* lookup(image u8 [H*W*3] BGR, tables f32 [3*256] (RGB planes), out f32 [3*H*W]) -> None:
- * out[c, y, x] = tables[c][image[y, x, 2 - c]], the numpy path's cv2.split + cv2.LUT per plane. */
+/* lookup(image u8 [h*w*3], h, w, tables f32 [3*256], reverse, out f32 [3*Hc*Wc], Hc, Wc) -> None: plane c of the
+ * canvas, top-left h x w, is tables[c][image[y, x, reverse ? 2 - c : c]] (the padding is left as it is): the values
+ * of cv2.LUT per plane (a table lookup has no arithmetic). */
 static PyObject *lookup(PyObject *self, PyObject *args) {
     Py_buffer image, tables, out;
-    if (!PyArg_ParseTuple(args, "y*y*w*", &image, &tables, &out))
+    Py_ssize_t h, w, canvas_h, canvas_w;
+    int reverse;
+    if (!PyArg_ParseTuple(args, "y*nny*pw*nn", &image, &h, &w, &tables, &reverse, &out, &canvas_h, &canvas_w))
         return NULL;
     PyObject *result = NULL;
-    Py_ssize_t pixels = image.len / 3;
-    if (image.len % 3 || tables.len != 3 * 256 * (Py_ssize_t)sizeof(float) ||
-        out.len != 3 * pixels * (Py_ssize_t)sizeof(float)) {
+    if (h < 0 || w < 0 || h > canvas_h || w > canvas_w || image.len != h * w * 3 ||
+        tables.len != 3 * 256 * (Py_ssize_t)sizeof(float) ||
+        out.len != 3 * canvas_h * canvas_w * (Py_ssize_t)sizeof(float)) {
         PyErr_SetString(PyExc_ValueError, "lookup: inconsistent buffer sizes");
         goto done;
     }
@@ -124,11 +128,14 @@ static PyObject *lookup(PyObject *self, PyObject *args) {
     float *dst = out.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t c = 0; c < 3; c++) {
-        const uint8_t *channel = src + (2 - c);
+        const uint8_t *channel = src + (reverse ? 2 - c : c);
         const float *plane_table = table + 256 * c;
-        float *plane = dst + c * pixels;
-        for (Py_ssize_t i = 0; i < pixels; i++)
-            plane[i] = plane_table[channel[3 * i]];
+        for (Py_ssize_t y = 0; y < h; y++) {
+            const uint8_t *row = channel + 3 * w * y;
+            float *line = dst + (c * canvas_h + y) * canvas_w;
+            for (Py_ssize_t x = 0; x < w; x++)
+                line[x] = plane_table[row[3 * x]];
+        }
     }
     Py_END_ALLOW_THREADS
     Py_INCREF(Py_None);
@@ -141,11 +148,11 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"lookup", lookup, METH_VARARGS, "BGR uint8 pixels through per-channel tables into RGB float32 planes."},
+    {"lookup", lookup, METH_VARARGS, "uint8 pixels through per-channel tables into float32 canvas planes."},
     {"transform", transform, METH_VARARGS, "torchvision's normalise + bilinear resize (see torchvision_common)."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_transform_kernel", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_preprocess_kernel", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__transform_kernel(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__preprocess_kernel(void) { return PyModule_Create(&module); }
