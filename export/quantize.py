@@ -14,7 +14,8 @@ Flow (driven by :func:`nanodet_export.api.export_checkpoint` with ``int8=``):
    correction. The nodes kept in float are the family's :class:`~.adapter.Int8Rule` (default: the first conv and
    the head tail).
 4. :func:`agreement` — detections of the INT8 model against the f32 model on the calibration images, at
-   the family's default score threshold; a collapse fails the export unless forced
+   the family's default score threshold, judged on the f32 detections that survive a one-grey-level change
+   of the images (:func:`perturb_image`; near-ties flip under any change); a collapse fails the export unless forced
    (:func:`check_agreement`). The optional mAP comparison runs at the family's evaluation settings.
 
 The head tail is every node between the outputs and the last convolutions (the class/box convs
