@@ -2,8 +2,8 @@
 
 For each checkpoint given (``--model NAME=CKPT[,config=YML]``), one run exports it four times through
 ``nanodet_export.export_checkpoint``: f32 and ``--int8`` (calibrated on ``--calib-images``), each as ONNX
-and as OpenVINO IR. It reports per format the INT8 step's own agreement check (INT8 vs f32 detections on
-the calibration images, at the family's default threshold), the bare-inference time of the f32 and INT8
+and as OpenVINO IR. It reports per format the INT8 step's own agreement check (INT8 vs the stable f32 detections
+on the calibration images, at the family's default threshold), the bare-inference time of the f32 and INT8
 files on the same network input (ONNX files on ONNX Runtime, IR files on OpenVINO at f32 inference
 precision; 1 thread, runs interleaved, median; a file the agreement check refuses is written with
 ``force`` and marked ``passed: false``) and, with ``--eval-ann/--eval-images``, the f32 and INT8
@@ -104,7 +104,8 @@ def measure(name: str, ckpt: Path, options: dict[str, Any], args: argparse.Names
             "family": int8.family,
             "passed": not int8.int8.forced,
             "export_int8_s": round(time.perf_counter() - start, 1),
-            "matched": f"{agreement.matched}/{agreement.f32_detections}",
+            "matched": f"{agreement.matched}/{agreement.stable}",
+            "f32_detections": agreement.f32_detections,
             "matched_fraction": round(agreement.matched_fraction, 3),
             "mean_iou": round(agreement.mean_iou, 3),
             "score_delta_mean": round(agreement.mean_score_delta, 3),

@@ -14,7 +14,8 @@ Flow (driven by :func:`nanodet_export.api.export_checkpoint` with ``int8=``):
    correction. The nodes kept in float are the family's :class:`~.adapter.Int8Rule` (default: the first conv and
    the head tail).
 4. :func:`agreement` — detections of the INT8 model against the f32 model on the calibration images, at
-   the family's default score threshold; a collapse fails the export unless forced
+   the family's default score threshold, judged on the f32 detections that survive a one-grey-level change
+   of the images (:func:`perturb_image`; near-ties flip under any change); a collapse fails the export unless forced
    (:func:`check_agreement`). The optional mAP comparison runs at the family's evaluation settings.
 
 The head tail is every node between the outputs and the last convolutions (the class/box convs
@@ -58,7 +59,7 @@ AGREEMENT_SCORE = 0.35
 #: quantization noise still counts as found).
 MATCH_IOU = 0.5
 MATCH_FACTOR = 0.5
-#: Below this fraction of matched f32 detections the INT8 model counts as collapsed.
+#: Below this fraction of matched stable f32 detections the INT8 model counts as collapsed.
 MIN_MATCHED_FRACTION = 0.5
 
 #: NanoDet-Plus upstream's evaluation settings (the benchmarks'; the mAP comparison uses each family's own).
@@ -94,14 +95,17 @@ class Calibration:
 class Agreement:
     """INT8 vs f32 detections (score > :data:`AGREEMENT_SCORE`) on the calibration images.
 
-    ``matched``: f32 detections with an INT8 detection (score > :data:`MATCH_SCORE`) of the same class at
-    IoU >= :data:`MATCH_IOU` (greedy, best f32 score first); ``int8_detections`` counts INT8 detections
-    above :data:`AGREEMENT_SCORE`; ``mean_iou`` / ``mean_score_delta`` / ``max_score_delta`` over
-    those pairs (``|INT8 score - f32 score|``); ``nan`` when nothing matched.
+    ``stable``: the f32 detections the f32 model itself keeps when each image changes by one grey level
+    (:func:`perturb_image`; all of them on a trained model, about half on a seeded one whose scores are
+    near-ties); only those are judged. ``matched``: stable f32 detections with an INT8 detection (score >
+    :attr:`match_score`) of the same class at IoU >= :data:`MATCH_IOU` (greedy, best f32 score first);
+    ``int8_detections`` counts INT8 detections above the threshold; ``mean_iou`` / ``mean_score_delta`` /
+    ``max_score_delta`` over those pairs (``|INT8 score - f32 score|``); ``nan`` when nothing matched.
     """
 
     images: int
     f32_detections: int
+    stable: int
     int8_detections: int
     matched: int
     mean_iou: float
@@ -117,13 +121,13 @@ class Agreement:
 
     @property
     def matched_fraction(self) -> float:
-        """``matched / f32_detections`` (0 when the f32 model found nothing)."""
-        return self.matched / self.f32_detections if self.f32_detections else 0.0
+        """``matched / stable`` (0 when no f32 detection is stable)."""
+        return self.matched / self.stable if self.stable else 0.0
 
     @property
     def collapsed(self) -> bool:
-        """True when the f32 model found nothing or fewer than :data:`MIN_MATCHED_FRACTION` were matched."""
-        return self.f32_detections == 0 or self.matched_fraction < MIN_MATCHED_FRACTION
+        """True when no f32 detection is stable or fewer than :data:`MIN_MATCHED_FRACTION` of them were matched."""
+        return self.stable == 0 or self.matched_fraction < MIN_MATCHED_FRACTION
 
 
 @dataclass(frozen=True)
@@ -246,10 +250,12 @@ def quantize_export(
             openvino_export.set_properties(ov_model, quantized.to_properties())
             openvino_export.save(ov_model, int8[0], fp16=False)
         score = reference.score_threshold
+        low = load_detector(f32[0], backend, score_threshold=score * MATCH_FACTOR)
         result = agreement(
             [reference(image) for image in calibration.paths],
             run_detector(int8[0], backend, calibration.paths, score_threshold=score * MATCH_FACTOR),
             score_threshold=score,
+            perturbed=[low(perturb_image(load_image(path), seed)) for seed, path in enumerate(calibration.paths)],
         )
         forced = check_agreement(result, force=request.force)
         mean_ap, settings = {}, None
@@ -431,28 +437,38 @@ def quantize_openvino(
 
 # ---------------------------------------------------------------------------------------------- checks
 def agreement(
-    reference: list[Detections], candidate: list[Detections], *, score_threshold: float = AGREEMENT_SCORE
+    reference: list[Detections],
+    candidate: list[Detections],
+    *,
+    score_threshold: float = AGREEMENT_SCORE,
+    perturbed: list[Detections] | None = None,
 ) -> Agreement:
     """Compare per-image detections of the f32 (``reference``, scores above ``score_threshold``) and INT8
-    (``candidate``) models."""
+    (``candidate``) models.
+
+    ``perturbed``: the f32 model's detections on the same images changed by one grey level
+    (:func:`perturb_image`); only the f32 detections it keeps (matched as INT8 ones are) are judged — the
+    others are near-ties that flip under any perturbation. None: every f32 detection is judged.
+    """
     ious: list[float] = []
     deltas: list[float] = []
-    for want, got in zip(reference, candidate, strict=True):
-        taken = np.zeros(len(got), dtype=bool)
-        for i in np.argsort(-want.scores, kind="stable"):
-            same = (got.class_ids == want.class_ids[i]) & ~taken
-            if not same.any():
-                continue
-            overlap = np.where(same, _iou(want.xyxy[i], got.xyxy), -1.0)
-            j = int(np.argmax(overlap))
-            if overlap[j] >= MATCH_IOU:
-                taken[j] = True
-                ious.append(float(overlap[j]))
+    stable = 0
+    for index, (want, got) in enumerate(zip(reference, candidate, strict=True)):
+        judged = np.ones(len(want), dtype=bool)
+        if perturbed is not None:
+            judged[:] = False
+            for i, _, _ in _matches(want, perturbed[index]):
+                judged[i] = True
+        stable += int(judged.sum())
+        for i, j, overlap in _matches(want, got):
+            if judged[i]:
+                ious.append(overlap)
                 deltas.append(abs(float(got.scores[j]) - float(want.scores[i])))
     nan = float("nan")
     return Agreement(
         images=len(reference),
         f32_detections=sum(len(d) for d in reference),
+        stable=stable,
         int8_detections=sum(int((d.scores > score_threshold).sum()) for d in candidate),
         matched=len(ious),
         mean_iou=float(np.mean(ious)) if ious else nan,
@@ -460,6 +476,30 @@ def agreement(
         max_score_delta=float(np.max(deltas)) if deltas else nan,
         score_threshold=score_threshold,
     )
+
+
+def _matches(want: Detections, got: Detections) -> list[tuple[int, int, float]]:
+    """``(i, j, IoU)``: f32 detection ``want[i]`` matched by ``got[j]`` (same class, IoU >= :data:`MATCH_IOU`;
+    greedy, best ``want`` score first, each ``got`` used once)."""
+    pairs = []
+    taken = np.zeros(len(got), dtype=bool)
+    for i in np.argsort(-want.scores, kind="stable"):
+        same = (got.class_ids == want.class_ids[i]) & ~taken
+        if not same.any():
+            continue
+        overlap = np.where(same, _iou(want.xyxy[i], got.xyxy), -1.0)
+        j = int(np.argmax(overlap))
+        if overlap[j] >= MATCH_IOU:
+            taken[j] = True
+            pairs.append((int(i), j, float(overlap[j])))
+    return pairs
+
+
+def perturb_image(image: np.ndarray, seed: int) -> np.ndarray:
+    """``image`` (uint8, any layout) with a seeded change of -1, 0 or +1 grey level per value (clipped to
+    [0, 255]): the smallest change an 8-bit image can take, for :func:`agreement`'s ``perturbed``."""
+    noise = np.random.default_rng(seed).integers(-1, 2, image.shape, dtype=np.int16)
+    return np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -476,9 +516,9 @@ def agreement_line(result: Agreement) -> str:
     """One line for the export summary."""
     return (
         f"INT8 vs f32 on {result.images} calibration images (score > {result.score_threshold:g}): "
-        f"{result.matched}/{result.f32_detections} f32 detections matched ({result.matched_fraction:.1%}, "
-        f"IoU >= {MATCH_IOU}, same class, INT8 score > {result.match_score:g}), {result.int8_detections} INT8 "
-        "detections, "
+        f"{result.matched}/{result.stable} stable f32 detections matched ({result.matched_fraction:.1%}, "
+        f"IoU >= {MATCH_IOU}, same class, INT8 score > {result.match_score:g}; stable: kept by f32 under ±1 "
+        f"grey level, {result.stable} of {result.f32_detections}), {result.int8_detections} INT8 detections, "
         f"mean IoU {result.mean_iou:.3f}, "
         f"score |Δ| mean {result.mean_score_delta:.3f} max {result.max_score_delta:.3f}"
     )
@@ -490,8 +530,13 @@ def check_agreement(result: Agreement, *, force: bool) -> bool:
         return False
     if result.f32_detections == 0:
         why = "the f32 model detects nothing on the calibration images, so they cannot calibrate or check it"
+    elif result.stable == 0:
+        why = (
+            "none of the f32 detections survives a one-grey-level change of the calibration images (near-ties), "
+            "so they cannot check it"
+        )
     else:
-        why = f"only {result.matched_fraction:.0%} of the f32 detections survive quantization"
+        why = f"only {result.matched_fraction:.0%} of the stable f32 detections survive quantization"
     if force:
         return True
     raise ExportError(

@@ -124,7 +124,7 @@ def test_agreement_matches_same_class_overlapping_boxes():
     f32 = [_dets([[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.8], [0, 1])]
     int8 = [_dets([[0, 0, 10, 11], [50, 50, 60, 60]], [0.85, 0.8], [0, 0])]  # second one: wrong class
     result = q.agreement(f32, int8)
-    assert (result.f32_detections, result.int8_detections, result.matched) == (2, 2, 1)
+    assert (result.f32_detections, result.stable, result.int8_detections, result.matched) == (2, 2, 2, 1)
     assert result.mean_iou == pytest.approx(100 / 110)
     assert result.max_score_delta == pytest.approx(0.05, abs=1e-6)
     assert result.matched_fraction == 0.5 and not result.collapsed
@@ -135,13 +135,42 @@ def test_agreement_collapse_fails_unless_forced():
     f32 = [_dets([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], [0.9, 0.8, 0.7], [0, 0, 0])]
     collapsed = q.agreement(f32, [_dets([[0, 0, 10, 10]], [0.9], [0])])
     assert collapsed.collapsed and collapsed.matched_fraction == pytest.approx(1 / 3)
-    with pytest.raises(ExportError, match="33% of the f32 detections"):
+    with pytest.raises(ExportError, match="33% of the stable f32 detections"):
         q.check_agreement(collapsed, force=False)
     assert q.check_agreement(collapsed, force=True)
     nothing = q.agreement([_dets([], [], [])], [_dets([], [], [])])
+    assert nothing.stable == 0
     assert nothing.collapsed and np.isnan(nothing.mean_iou)
     with pytest.raises(ExportError, match="detects nothing"):
         q.check_agreement(nothing, force=False)
+
+
+def test_agreement_judges_only_detections_stable_under_one_grey_level():
+    f32 = [_dets([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70]], [0.9, 0.8, 0.7, 0.6], [0] * 4)]
+    # the f32 model itself loses the last two under a one-grey-level change: near-ties, not judged
+    perturbed = [_dets([[0, 0, 10, 10], [20, 20, 30, 31]], [0.9, 0.8], [0, 0])]
+    int8 = [_dets([[0, 0, 10, 10]], [0.9], [0])]
+    result = q.agreement(f32, int8, perturbed=perturbed)
+    assert (result.f32_detections, result.stable, result.matched) == (4, 2, 1)
+    assert result.matched_fraction == 0.5 and not result.collapsed
+    assert q.agreement(f32, int8).collapsed  # judged on all four: 25 %
+    # INT8 that loses every stable detection is refused, whatever the unstable ones do
+    lost = q.agreement(f32, [_dets([[40, 40, 50, 50], [60, 60, 70, 70]], [0.7, 0.6], [0, 0])], perturbed=perturbed)
+    assert lost.collapsed and lost.matched == 0
+    with pytest.raises(ExportError, match="0% of the stable f32 detections"):
+        q.check_agreement(lost, force=False)
+    unstable = q.agreement(f32, f32, perturbed=[_dets([], [], [])])
+    assert unstable.collapsed and unstable.stable == 0
+    with pytest.raises(ExportError, match="one-grey-level change"):
+        q.check_agreement(unstable, force=False)
+
+
+def test_perturb_image_changes_each_value_by_at_most_one_grey_level():
+    image = np.array([[0, 128, 255]] * 50, dtype=np.uint8)
+    changed = q.perturb_image(image, 3)
+    assert changed.dtype == np.uint8 and changed.shape == image.shape
+    assert np.abs(changed.astype(int) - image).max() == 1 and (changed != image).any()
+    assert np.array_equal(changed, q.perturb_image(image, 3))
 
 
 # ---------------------------------------------------------------------------------------------- trained fixture
