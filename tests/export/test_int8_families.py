@@ -12,8 +12,7 @@ from dataclasses import replace
 
 import pytest
 from conftest import SHAPES
-from nanodet_export import export_checkpoint
-from nanodet_export import families
+from nanodet_export import export_checkpoint, families
 from nanodet_export.adapter import Int8Rule
 from nanodet_export.quantize import Int8Request
 
