@@ -136,4 +136,4 @@ def test_serve_help_lists_its_bounds(capsys) -> None:
         main(["serve", "--help"])
     assert stop.value.code == 0
     out = capsys.readouterr().out
-    assert all(option in out for option in ("--max-batch", "--max-wait-ms", "--max-queue", "--max-pixels"))
+    assert all(option in out for option in ("--max-batch", "--max-wait-ms", "--max-queue", "--max-image-pixels"))
