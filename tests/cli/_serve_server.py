@@ -75,7 +75,7 @@ def png_header(width: int, height: int) -> bytes:
 class Server:
     """``nanodet-infer serve --port 0 ...`` started and waited for; ``url`` is its base URL."""
 
-    def __init__(self, *options: str) -> None:
+    def __init__(self, *options: str, start_timeout: float = START_TIMEOUT_S) -> None:
         self.stderr_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve-{os.getpid()}-{time.monotonic_ns()}.log"
         self._stderr = open(self.stderr_path, "w+b")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -84,7 +84,7 @@ class Server:
              "serve", "--port", "0", "--backend", "onnxruntime", "--threads", "1", *options],
             stdout=subprocess.DEVNULL, stderr=self._stderr, env=env,
         )
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + start_timeout
         while time.monotonic() < deadline:
             match = re.search(rb"on (http://127\.0\.0\.1:\d+)", self.stderr_path.read_bytes())
             if match:
