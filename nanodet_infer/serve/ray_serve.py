@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgumentError, ModelLoadError
+from ..errors import InvalidArgumentError, ModelLoadError, NanoDetError
 from ..scale_out import RAY_CONNECT_TIMEOUT, check_ray_address, native_stderr_silenced, plan_actor_cpus, quiet_ray
 
 APP_NAME = "nanodet-infer"
@@ -182,7 +182,6 @@ def serve_on_ray(args: argparse.Namespace, limits: Any) -> int:
     check_ray_address(args.ray_address, RAY_CONNECT_TIMEOUT if args.ray_timeout is None else args.ray_timeout)
     local = args.ray_address is None
     port = _http_port(args.host, args.port, local)
-    _check_models_load(args, limits)
     try:
         import ray
         from ray import serve
@@ -190,17 +189,27 @@ def serve_on_ray(args: argparse.Namespace, limits: Any) -> int:
         raise InvalidArgumentError(
             f"serve --ray needs the 'ray' extra ({exc.name} is missing): pip install 'nanodet-infer[ray]'"
         ) from None
+    _check_models_load(args, limits)
     verbose = args.verbose
     if not verbose:
         quiet_ray("ray.serve", core=False)
     started_ray = not ray.is_initialized()
     if started_ray:
         ours = signal.getsignal(signal.SIGTERM)
-        with contextlib.nullcontext() if verbose else native_stderr_silenced():
-            ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=not args.no_access_log,
-                     logging_level=logging.INFO if verbose else logging.ERROR)
-        signal.signal(signal.SIGTERM, ours)  # ray.init installs its own (sys.exit) over the CLI's Ctrl-C path
-    deployed = False
+        try:
+            with contextlib.nullcontext() if verbose else native_stderr_silenced():
+                ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=not args.no_access_log,
+                         logging_level=logging.INFO if verbose else logging.ERROR)
+        except ConnectionError as exc:
+            if "Authentication" in repr(exc.__cause__):
+                raise InvalidArgumentError(
+                    f"--ray-address {args.ray_address}: the cluster wants its authentication token; export "
+                    "RAY_AUTH_MODE=token with the token in ~/.ray/auth_token or RAY_AUTH_TOKEN (Ray's token-auth docs)"
+                ) from None
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, ours)  # ray.init installs its own (sys.exit) over the CLI's Ctrl-C path
+    deployed = serving = False
     try:
         cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
         node_cpus = max(float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive"))
@@ -219,29 +228,35 @@ def serve_on_ray(args: argparse.Namespace, limits: Any) -> int:
         deployed = True
         try:
             _bounded(lambda: serve.run(application, name=APP_NAME, route_prefix="/", logging_config=SERVE_LOGGING),
-                     args.start_timeout, f"starting {replicas[0]} replica(s) of {cpus:g} CPU each")
-        except RuntimeError as exc:  # Ray Serve: the deployment failed (a replica constructor kept failing)
+                     args.start_timeout, f"starting {replicas[0]} replica(s) of {cpus:g} CPU each (do the nodes have "
+                     "the CPUs free? `ray status` shows what waits)")
+        except NanoDetError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Ray Serve: the deployment failed (a replica constructor kept failing)
             reason = " ".join(str(exc).split())[-300:]
             raise ModelLoadError(f"the replicas did not start on Ray Serve ({reason}); is every model path "
                                  "readable on every node?") from None
-        scaling = f"{replicas[0]}" if replicas[0] == replicas[1] else f"{replicas[0]}..{replicas[1]} (autoscaling)"
+        scaling = f"{replicas[0]} replica{'s' if replicas[0] > 1 else ''}" if replicas[0] == replicas[1] else (
+            f"{replicas[0]}..{replicas[1]} replicas (autoscaling)")
         names = ", ".join(replica_args.name)
-        print(f"{PROG}: {names} on http://{args.host}:{port} (Ray Serve, {scaling} replicas of {cpus:g} CPU and "
+        print(f"{PROG}: {names} on http://{args.host}:{port} (Ray Serve, {scaling} of {cpus:g} CPU and "
               f"{threads} engine threads; Ctrl-C or SIGTERM to stop)", file=sys.stderr, flush=True)
+        serving = True
         while True:
             time.sleep(3600)
     finally:
-        _tear_down(serve if deployed else None, ray, started_ray and local, args.graceful_timeout)
-        print(f"{PROG}: stopped", file=sys.stderr, flush=True)
+        _tear_down(serve if deployed else None, ray, started_ray, args.graceful_timeout)
+        if serving:
+            print(f"{PROG}: stopped", file=sys.stderr, flush=True)
 
 
-def _tear_down(serve: Any, ray: Any, own_cluster: bool, graceful_timeout: float) -> None:
-    """Delete the application (bounded), then stop Serve and Ray if this process started them; a cluster given by
-    ``--ray-address`` keeps running (this driver only disconnects)."""
+def _tear_down(serve: Any, ray: Any, connected: bool, graceful_timeout: float) -> None:
+    """Delete the application (bounded: its replicas drain for up to ``graceful_timeout``), then, if this process
+    ``connected``, disconnect from Ray: a local Ray it started stops with everything on it (Serve's controller and
+    proxy too), a cluster given by ``--ray-address`` keeps running."""
     with contextlib.suppress(Exception):
         if serve is not None:
             _bounded(lambda: serve.delete(APP_NAME), graceful_timeout + 30, "deleting the Serve application")
-        if own_cluster:
-            _bounded(serve.shutdown if serve is not None else lambda: None, 60, "stopping Ray Serve")
-    with contextlib.suppress(Exception):
-        ray.shutdown()
+    if connected:
+        with contextlib.suppress(Exception):
+            ray.shutdown()

@@ -6,7 +6,10 @@ The option checks run without Ray."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,7 +17,7 @@ import cv2
 import numpy as np
 import psutil
 import pytest
-from _serve_server import Server, background_model, png_header, sample_images, tiny_model
+from _serve_server import REPO, Server, background_model, png_header, sample_images, tiny_model
 from test_serve_http import _expected, _get, _post
 
 from nanodet_infer import Detector
@@ -95,6 +98,25 @@ def test_back_pressure_is_503_with_retry_after(ray_server, files) -> None:
     assert set(statuses) <= {200, 503} and statuses.count(200) >= 1 and statuses.count(503) >= 1, statuses
     assert all({k.lower(): v for k, v in headers.items()}.get("retry-after") == "1"
                for status, headers, _ in answers if status == 503)
+
+
+@pytest.mark.slow
+def test_a_second_serve_on_the_cluster_is_refused_and_leaves_the_first_serving(ray_server, files) -> None:
+    """``--ray-address`` to a running cluster (the module server's own local Ray): the name is taken, so a one-line
+    error and status 2, and the first application still answers (the second driver only disconnects)."""
+    processes = psutil.Process(ray_server.process.pid).children(recursive=True)
+    address = next(arg.split("=", 1)[1] for p in processes for arg in p.cmdline() if arg.startswith("--gcs-address="))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "RAY_AUTH_MODE": "token"}  # the local Ray has token authentication on (its token in ~/.ray/auth_token)
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys; from nanodet_infer.cli import main; sys.exit(main())", "serve",
+         "--ray", "--ray-address", address, "--model", str(files[0]), "--backend", "onnxruntime", "--port", "8999"],
+        capture_output=True, text=True, timeout=180, env=env, check=False,
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines()[-1].endswith("stop that serve --ray first (or: serve shutdown)")
+    assert "Traceback" not in run.stderr, run.stderr
+    assert _post(f"{ray_server.url}/v1/models/tiny/detect", files[1][0].read_bytes())[0] == 200
 
 
 @pytest.mark.slow
