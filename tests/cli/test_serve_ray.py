@@ -163,3 +163,38 @@ def test_an_address_where_nothing_answers_fails_fast(files, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "nothing answers" in err[0], err
     assert time.monotonic() - started < 60  # a bound against a hang, not a speed target
+
+
+@pytest.mark.parametrize(
+    ("cluster", "node", "replicas", "threads", "expected"),
+    [
+        (2, 2, 1, None, 2.0),  # one replica takes the machine
+        (2, 2, 2, None, 1.0),
+        (2, 2, 3, None, 0.666),  # rounded down: 3 x 0.666 fit in 2
+        (2, 2, 1, 1, 1.0),  # never more than its engine threads
+        (64, 16, 1, None, 16.0),  # one replica lives on one node
+        (64, 16, 8, 4, 4.0),
+    ],
+)
+def test_replica_cpus_let_the_most_replicas_fit(cluster, node, replicas, threads, expected) -> None:
+    from nanodet_infer.serve.ray_serve import replica_cpus
+
+    cpus = replica_cpus(cluster, node, replicas, threads)
+    assert cpus == expected
+    assert cpus * replicas <= cluster and cpus <= node
+
+
+def test_deployment_options_fixed_and_autoscaling() -> None:
+    from nanodet_infer.serve.app import Limits
+    from nanodet_infer.serve.ray_serve import deployment_options
+
+    limits = Limits(max_queue=16, max_batch=8, retry_after_s=1)
+    fixed = deployment_options(limits, (2, 2), 1.0, 30.0)
+    assert fixed["num_replicas"] == 2 and "autoscaling_config" not in fixed
+    assert fixed["ray_actor_options"] == {"num_cpus": 1.0}
+    assert fixed["max_ongoing_requests"] == fixed["max_queued_requests"] == 16
+    assert fixed["backpressure_config"] == {"status_code": 503, "retry_after_s": 1}
+    scaling = deployment_options(limits, (1, 4), 0.5, 30.0)
+    assert "num_replicas" not in scaling
+    assert scaling["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "initial_replicas": 1,
+                                             "target_ongoing_requests": 8}
