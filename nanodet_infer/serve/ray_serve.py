@@ -17,8 +17,8 @@ their own ``--max-queue`` bound and 503); each proxy holds at most ``--max-queue
 and answers 503 with ``Retry-After`` beyond that, Ray's own one-line text answer.
 
 Shutdown: SIGTERM / Ctrl-C deletes the application (Ray lets each replica finish its requests for up to
-``--graceful-timeout`` seconds), then stops Serve and Ray when this process started them (never a cluster's: with
-``--ray-address`` only the application is deleted). Ray is imported only here.
+``--graceful-timeout`` seconds), then stops the local Ray this process started, Serve's controller and proxies with
+it (never a cluster's: with ``--ray-address`` only the application is deleted). Ray is imported only here.
 """
 
 from __future__ import annotations
