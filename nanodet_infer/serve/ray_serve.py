@@ -78,10 +78,13 @@ def replica_counts(args: argparse.Namespace) -> tuple[int, int]:
         raise InvalidArgumentError("give --replicas N or --min-replicas N --max-replicas M, not both")
     if (low is None) != (high is None):
         raise InvalidArgumentError("autoscaling needs both --min-replicas and --max-replicas")
-    low, high = (1, 1) if fixed is None and low is None else (fixed, fixed) if fixed is not None else (low, high)
-    for option, value in (("--replicas" if fixed is not None else "--min-replicas", low), ("--max-replicas", high)):
+    counts = {"--replicas": 1 if fixed is None else fixed} if low is None else {"--min-replicas": low,
+                                                                                "--max-replicas": high}
+    for option, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidArgumentError(f"{option} must be an integer >= 1, got {value!r}")
+    if low is None:
+        return counts["--replicas"], counts["--replicas"]
     if high < low:
         raise InvalidArgumentError(f"--max-replicas {high} is below --min-replicas {low}")
     return low, high
