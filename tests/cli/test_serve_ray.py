@@ -43,6 +43,8 @@ def ray_server(files):
                      "--max-replicas", "2", "--max-queue", "2", "--max-batch", "4", "--max-wait-ms", "200",
                      "--max-image-pixels", "1000000", start_timeout=RAY_START_TIMEOUT_S)
     yield running
+    if running.process.poll() is None:  # the SIGTERM test did not run: stop it the same way (Ray's processes go too)
+        running.terminate(timeout=120)
     running.stop()
 
 
