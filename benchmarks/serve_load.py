@@ -1,8 +1,10 @@
 """Load test of ``nanodet-infer serve`` on loopback: throughput and p50 / p99 latency at 1, 4, 16 and 64
-concurrent clients, with and without dynamic batching, side by side in one run.
+concurrent clients, two servers side by side in one run: with and without dynamic batching, or (``--compare ray``)
+the local server and ``serve --ray`` (Ray Serve on a local Ray, ``--replicas``), both batched.
 
 Two servers are started on 127.0.0.1 (ephemeral ports) on the same model: *batched* (``--max-batch`` /
-``--max-wait-ms`` as given) and *unbatched* (``--max-batch 1``). For each concurrency level, the levels and the
+``--max-wait-ms`` as given) and *unbatched* (``--max-batch 1``); with ``--compare ray``, *local* and *ray*, both with
+the batching options given. For each concurrency level, the levels and the
 two servers interleaved, ``--requests`` POSTs of the same image go to ``/v1/models/{name}/detect`` from that many
 client threads (keep-alive connections), bounded by ``--time-limit`` seconds per cell. Every request must end as
 200 or 503 (overload, with ``Retry-After``): the counts are checked to add up, so overload loses nothing.
@@ -10,7 +12,7 @@ client threads (keep-alive connections), bounded by ``--time-limit`` seconds per
 Usage::
 
     python benchmarks/serve_load.py [--model M.onnx] [--requests 256] [--max-batch 8] [--max-wait-ms 5]
-        [--max-queue 64] [--threads N] [--json out.json]
+        [--max-queue 64] [--threads N] [--compare batching|ray] [--replicas N] [--json out.json]
 
 Without ``--model``: the built-in seeded NanoDet-Plus-m 320 (``benchmarks.default_model``) exported with a dynamic
 batch axis (needs torch to build). A model with a static batch of 1 runs its batches image by image.
@@ -159,15 +161,16 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    """One row per concurrency level: both servers' throughput and latencies, and batched / unbatched ratios."""
+def markdown(rows: list[dict[str, Any]], labels: tuple[str, str]) -> str:
+    """One row per concurrency level: both servers' throughput and latencies, and first / second ratios."""
+    one, two = labels
     lines = [
-        "| clients | batched req/s | unbatched req/s | throughput ratio | batched p50 / p99 ms | "
-        "unbatched p50 / p99 ms | p99 ratio | 503s (batched / unbatched) |",
+        f"| clients | {one} req/s | {two} req/s | throughput ratio | {one} p50 / p99 ms | "
+        f"{two} p50 / p99 ms | p99 ratio | 503s ({one} / {two}) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        b, u = row["batched"], row["unbatched"]
+        b, u = row[one], row[two]
         ratio = b["throughput_rps"] / u["throughput_rps"] if u["throughput_rps"] else None
         p99 = b["p99_ms"] / u["p99_ms"] if b["p99_ms"] and u["p99_ms"] else None
         lines.append(
@@ -189,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-queue", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="engine threads (default: the engine's)")
     parser.add_argument("--image-size", default="640,480", help="W,H of the synthetic image sent")
+    parser.add_argument("--compare", choices=("batching", "ray"), default="batching",
+                        help="batched vs unbatched (default), or the local server vs serve --ray (both batched)")
+    parser.add_argument("--replicas", type=int, default=1, help="serve --ray replicas (with --compare ray)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     if args.model is None:
@@ -199,10 +205,19 @@ def main(argv: list[str] | None = None) -> int:
     common = ["--model", args.model, "--max-queue", str(args.max_queue), "--backend", "onnxruntime"]
     if args.threads is not None:
         common += ["--threads", str(args.threads)]
-    servers = {
-        "batched": ServerProcess([*common, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]),
-        "unbatched": ServerProcess([*common, "--max-batch", "1", "--max-wait-ms", "0"]),
-    }
+    batched = [*common, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
+    if args.compare == "ray":
+        options = {"local": batched, "ray": [*batched, "--ray", "--replicas", str(args.replicas)]}
+    else:
+        options = {"batched": batched, "unbatched": [*common, "--max-batch", "1", "--max-wait-ms", "0"]}
+    servers: dict[str, ServerProcess] = {}
+    try:
+        for label, server_options in options.items():
+            servers[label] = ServerProcess(server_options)
+    except BaseException:
+        for server in servers.values():
+            server.stop()
+        raise
     rows = []
     try:
         for clients in (int(v) for v in args.levels.split(",")):
@@ -218,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers.values():
             server.stop()
     print(f"model {Path(args.model).name}, image {width}x{height} JPEG, {os.cpu_count()} CPUs, max batch "
-          f"{args.max_batch}, max wait {args.max_wait_ms:g} ms, max queue {args.max_queue}")
-    print(markdown(rows))
+          f"{args.max_batch}, max wait {args.max_wait_ms:g} ms, max queue {args.max_queue}"
+          + (f", {args.replicas} Ray Serve replica(s)" if args.compare == "ray" else ""))
+    print(markdown(rows, tuple(servers)))
     if args.json is not None:
         write_json(args.json, {"settings": vars(args) | {"json": str(args.json)}, "rows": rows})
     return 0

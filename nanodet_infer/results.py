@@ -254,3 +254,21 @@ def _category_ids(category_ids: Any, class_names: Sequence[str]) -> list[int]:
             "e.g. to_coco(image_id, [1, 2, 3]) for three classes"
         )
     return [int(v) for v in category_ids]
+
+
+BACKGROUND_NAMES = frozenset({"__background__"})
+"""Class names of a background entry (torchvision's COCO category 0, which RetinaNet's head can score)."""
+
+
+def background_ids(class_names: Sequence[str]) -> list[int]:
+    """The class ids whose name marks a background entry (:data:`BACKGROUND_NAMES`)."""
+    return [i for i, name in enumerate(class_names) if name in BACKGROUND_NAMES]
+
+
+def foreground(result: Detections) -> Detections:
+    """``result`` without background detections: ``detect`` and ``serve`` never draw, list or return a background
+    label (``eval`` keeps them, as the reference evaluation does)."""
+    background = background_ids(result.class_names)
+    if not background or not len(result):
+        return result
+    return result[np.flatnonzero(~np.isin(result.class_ids, background))]

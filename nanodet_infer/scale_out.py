@@ -22,6 +22,7 @@ lost or duplicated. An image that cannot be read is reported in :attr:`RayRun.er
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import math
@@ -61,20 +62,23 @@ class RayRun:
     images: int = 0
 
 
-def plan_actor_cpus(cluster_cpus: float, actors: int, threads: int) -> float:
+def plan_actor_cpus(cluster_cpus: float, actors: int, threads: float, *, reserve: float = READ_TASK_RESERVE,
+                    option: str = "--actors") -> float:
     """Logical CPUs each of ``actors`` actors reserves so that the pipeline can never deadlock.
 
-    At most ``threads`` each, and together at most ``cluster_cpus - READ_TASK_RESERVE`` so Ray Data's
-    read/split tasks always find a CPU. Raises :class:`InvalidArgumentError` when the cluster has too few
-    CPUs for that many actors (less than 0.05 CPU each).
+    At most ``threads`` each, and together at most ``cluster_cpus - reserve`` (:data:`READ_TASK_RESERVE`: Ray
+    Data's read/split tasks always find a CPU; Ray Serve's replicas pass 0, its controller and proxies reserve no
+    CPU). Raises :class:`InvalidArgumentError` naming ``option`` when the cluster has too few CPUs for that many
+    actors (less than 0.05 CPU each).
     """
     if actors < 1 or threads < 1:
         raise InvalidArgumentError(f"actors and threads must be >= 1, got {actors} and {threads}")
-    share = min(float(threads), (cluster_cpus - READ_TASK_RESERVE) / actors)
+    share = min(float(threads), (cluster_cpus - reserve) / actors)
     if share < 0.05:
+        kept = f" and {reserve:g} CPU stays free for reading" if reserve else ""
         raise InvalidArgumentError(
-            f"{actors} actors do not fit on a cluster of {cluster_cpus:g} CPUs (each needs at least 0.05 CPU and "
-            f"{READ_TASK_RESERVE:g} CPU stays free for reading); use fewer --actors"
+            f"{actors} actors do not fit on a cluster of {cluster_cpus:g} CPUs (each needs at least 0.05 CPU{kept}); "
+            f"use fewer {option}"
         )
     return math.floor(share * 1000) / 1000  # rounded down: the sum never exceeds the budget
 
@@ -161,7 +165,7 @@ def detect_with_ray(
     ``connect_timeout``: seconds the address may take to answer (:func:`check_ray_address`, checked first).
 
     The model is loaded here first, so a file that does not load fails before any image is read. Ray's own
-    log lines are silenced unless ``verbose`` (:func:`_quiet_ray`).
+    log lines are silenced unless ``verbose`` (:func:`quiet_ray`).
     """
     from .detector import Detector
 
@@ -175,9 +179,9 @@ def detect_with_ray(
     import ray
 
     if not verbose:
-        _quiet_ray()
+        quiet_ray()
     if not ray.is_initialized():
-        with contextlib.nullcontext() if verbose else _native_stderr_silenced():
+        with contextlib.nullcontext() if verbose else native_stderr_silenced():
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.INFO if verbose else logging.ERROR)
     ray.data.DataContext.get_current().enable_progress_bars = progress
@@ -242,24 +246,24 @@ def check_ray_address(address: Any, timeout: float = RAY_CONNECT_TIMEOUT) -> Non
         ) from None
 
 
-RAY_LOGGERS = ("ray", "ray.data")
-
-
-def _quiet_ray() -> None:
-    """Keep Ray's log lines off the terminal: its Python loggers at ERROR, its C++ core at FATAL (the
-    ``RAY_BACKEND_LOG_LEVEL`` a user sets wins). The one error-level line this silences, "has constructor
-    arguments in the object store and max_restarts > 0", is about Ray Data's own actor constructor (it passes
-    its map function to every actor by object reference and defaults to restartable actors) and does not
-    apply here: that reference lives as long as the run, so a restarted actor finds it."""
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    import ray.data  # noqa: F401 (configures its logger on import: set the level after that)
-
-    for name in RAY_LOGGERS:
+def quiet_ray(library: str = "ray.data", *, core: bool = True) -> None:
+    """Keep Ray's log lines off the terminal: the Python loggers of Ray and of ``library`` (``ray.data``,
+    ``ray.serve``, imported here: it configures its logger on import) at ERROR, and with ``core`` its C++ core at
+    FATAL (the ``RAY_BACKEND_LOG_LEVEL`` a user sets wins; every Ray process announces that level on stderr, which
+    reaches the terminal when worker output is forwarded to the driver, as ``serve --ray`` does for its access log).
+    The one error-level line this silences, "has constructor arguments in the object store and max_restarts > 0",
+    is about Ray Data's own actor constructor (it passes its map function to every actor by object reference and
+    defaults to restartable actors) and does not apply here: that reference lives as long as the run, so a
+    restarted actor finds it."""
+    if core:
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    importlib.import_module(library)
+    for name in ("ray", library):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
+def native_stderr_silenced() -> Iterator[None]:
     """File descriptor 2 on ``/dev/null`` for the duration (Ray's C++ core announces its log level on stderr
     when it starts); Python exceptions still propagate and are reported by the caller."""
     sys.stderr.flush()

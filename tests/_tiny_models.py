@@ -183,14 +183,14 @@ def pooled_head(
     *,
     strides: tuple[int, ...],
     num_classes: int,
-    logit: float,
+    logit: float | tuple[float, ...],
     metadata: dict[str, str] | None = None,
 ) -> Path:
     """A RetinaNet-shaped graph for any input size: input ``images [B, 3, H, W]`` (B, H, W symbolic), one anchor
     per location on levels of ``ceil(H / s) x ceil(W / s)`` for each stride ``s`` (torchvision's feature sizes on
-    a canvas that is a multiple of 32), outputs ``cls_logits [B, A, num_classes]`` (every entry ``logit``: a
-    zero-weight 1x1 conv of the max-pooled input plus that bias) and ``bbox_regression [B, A, 4]`` (0: the anchors
-    themselves)."""
+    a canvas that is a multiple of 32), outputs ``cls_logits [B, A, num_classes]`` (every anchor's entries
+    ``logit``, one for all classes or one per class: a zero-weight 1x1 conv of the max-pooled input plus that bias)
+    and ``bbox_regression [B, A, 4]`` (0: the anchors themselves)."""
     nodes, initializers, levels = [], [], {"cls_logits": [], "bbox_regression": []}
     for name, width, bias in (("cls_logits", num_classes, logit), ("bbox_regression", 4, 0.0)):
         initializers += [

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import ImageReadError, InvalidArgumentError, NanoDetError
 from ..paths import atomic_path, check_output_file, check_output_folder, is_within, real, write_json
+from ..results import background_ids, foreground
 from ..safetext import safe_text
 from . import arguments
 from .arguments import PROG, build_parser
@@ -44,25 +45,6 @@ def model_inputs(args: argparse.Namespace) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------- detect
-BACKGROUND_NAMES = frozenset({"__background__"})
-"""Class names of a background entry (torchvision's COCO category 0, which RetinaNet's head can score)."""
-
-
-def background_ids(class_names: Sequence[str]) -> list[int]:
-    """The class ids whose name marks a background entry (:data:`BACKGROUND_NAMES`)."""
-    return [i for i, name in enumerate(class_names) if name in BACKGROUND_NAMES]
-
-
-def foreground(result: Any) -> Any:
-    """``result`` (:class:`~nanodet_infer.Detections`) without background detections: ``detect`` never draws
-    or lists a background label (``eval`` keeps them, as the reference evaluation does)."""
-    background = background_ids(result.class_names)
-    if not background or not len(result):
-        return result
-    import numpy as np
-
-    return result[np.flatnonzero(~np.isin(result.class_ids, background))]
-
 @dataclass
 class _Progress:
     """Running totals of a ``detect`` run."""

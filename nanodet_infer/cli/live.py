@@ -130,8 +130,9 @@ def _check_outputs(args: argparse.Namespace, source: VideoSource, video: Path | 
 def _results(detector: Any, source: VideoSource, workers: int | None) -> Iterator[tuple[Frame, Any]]:
     """``(frame, Detections)``: synchronously on the newest frame in real-time mode, else through
     ``Detector.stream`` (frames in order, ``workers`` at once); background detections dropped, as ``detect``
-    does for files (:func:`.commands.foreground`), so neither the tracker nor the outputs see them."""
-    from .commands import _detect_in_order, foreground
+    does for files (:func:`nanodet_infer.results.foreground`), so neither the tracker nor the outputs see them."""
+    from ..results import foreground
+    from .commands import _detect_in_order
 
     if source.realtime:
         for frame in source.frames():

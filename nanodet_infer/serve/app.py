@@ -11,9 +11,11 @@ Routes (``{name}`` is a served model's name)::
     GET  /metrics                       Prometheus text format
 
 Bounds: request bodies above ``max_body_bytes`` get 413 (checked on ``Content-Length`` and while reading); images
-declaring more than ``max_pixels`` get 413 before decoding; a body not received within ``request_timeout_s`` gets
-408 (slow clients); a model's queue holding ``max_queue`` jobs gets 503 with ``Retry-After``; a request not answered
-within ``request_timeout_s`` gets 504. While draining for shutdown every new request gets 503 and readiness is 503.
+declaring more than ``max_pixels`` get 413 before decoding (bytes that are no image, or an image or tensor the model
+cannot take: 400, as Triton answers a tensor of the wrong shape); a body not received within ``request_timeout_s``
+gets 408 (slow clients); a model's queue holding ``max_queue`` jobs gets 503 with ``Retry-After``; a request not
+answered within ``request_timeout_s`` gets 504. While draining for shutdown every new request gets 503 and readiness
+is 503.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..arguments import check_setting
-from ..errors import ImageReadError, InvalidArgumentError, InvalidImageError, NanoDetError
-from ..results import Detections
+from ..errors import ImageReadError, ImageTooLargeError, InvalidArgumentError, InvalidImageError, NanoDetError
+from ..images import MAX_IMAGE_PIXELS
+from ..results import Detections, foreground
 from .batching import Batcher, Overloaded, SettingsKey, ShuttingDown
 from .image_bytes import decode_image
 from .metrics import Metrics
@@ -46,7 +49,8 @@ ACCESS_LOG = logging.getLogger("nanodet_infer.serve.access")
 """One JSON line per request: time, client, method, path, status, milliseconds, bytes sent."""
 
 SETTINGS = ("score_threshold", "iou_threshold", "max_detections")
-"""Per-request detection settings (query parameters or JSON fields); absent = the model's default."""
+"""Per-request detection settings (query parameters or JSON fields); absent = the model's display default
+(``Detector.display_settings``, what ``detect`` uses)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class Limits:
     """The service's bounds (see the module docstring)."""
 
     max_body_bytes: int = 32 * 2**20
-    max_pixels: int = 50_000_000
+    max_pixels: int = MAX_IMAGE_PIXELS
     max_batch: int = 8
     max_wait_ms: float = 5.0
     max_queue: int = 64
@@ -64,11 +68,13 @@ class Limits:
 
 @dataclass
 class ServedModel:
-    """One model: its name, its :class:`~nanodet_infer.Detector` (owned by ``batcher``) and its queue."""
+    """One model: its name, its :class:`~nanodet_infer.Detector` (owned by ``batcher``), its queue and the settings
+    a request that gives none gets (``Detector.display_settings``: those of ``detect``)."""
 
     name: str
     detector: Any
     batcher: Batcher
+    defaults: dict[str, Any] = field(default_factory=dict)
     tensor_calls: int = 0  # /v2 infer calls running (bounded by ``Limits.max_queue``)
 
 
@@ -126,11 +132,14 @@ async def _read_body(request: Request, limits: Limits) -> bytes:
         raise HTTPError(408, f"body not received within {limits.request_timeout_s:g} s", reason="timeout") from None
 
 
-def _settings(values: dict[str, Any]) -> SettingsKey:
-    """The detector settings of a request, checked like the :class:`Detector` arguments (400 otherwise)."""
+def _settings(values: dict[str, Any], defaults: dict[str, Any]) -> SettingsKey:
+    """The detector settings of a request, checked like the :class:`Detector` arguments (400 otherwise); one not
+    given is the model's default in ``defaults``."""
     checked = {}
     for name in SETTINGS:
         value = values.get(name)
+        if value is None:
+            value = defaults.get(name)
         if isinstance(value, str):
             try:
                 value = int(value) if name == "max_detections" else float(value)
@@ -211,7 +220,7 @@ async def detect(request: Request) -> Response:
     model = _model(state, request.path_params["name"])
     started = time.perf_counter()
     data, options = await _image_and_options(request, state.limits)
-    settings = _settings(options)
+    settings = _settings(options, model.defaults)
     keep = _class_filter(options.get("classes"), model.detector.metadata.class_names)
     decode_started = time.perf_counter()
     image = await asyncio.to_thread(decode_image, data, state.limits.max_pixels)  # off the event loop
@@ -219,6 +228,7 @@ async def detect(request: Request) -> Response:
     queued = time.perf_counter()
     result = await _await_job(state, model, image, settings)
     waited_ms = (time.perf_counter() - queued) * 1000
+    result = foreground(result)  # as detect --json: no background rows
     if keep is not None:
         result = result[np.isin(result.class_ids, sorted(keep))]
     stages = state.metrics.stage_seconds
@@ -439,7 +449,8 @@ class ServiceMiddleware:
 
 async def _handle_error(request: Request, exc: Exception) -> Response:
     """Typed errors → one-line JSON answers: :class:`HTTPError` as it says, an image over the pixel budget 413,
-    other bad input 400, a model that cannot run it 422."""
+    other bad input 400 (bytes that are no image, bad settings, an image or tensor the model cannot take: the same on
+    /v1 and /v2), anything else the model cannot run 422."""
     state: ServiceState = request.app.state.service
     model = request.path_params.get("name", "")
     model = model if model in state.models else ""
@@ -447,10 +458,11 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
         if exc.reason:
             state.metrics.rejections.labels(model, exc.reason).inc()
         return _error(exc.status, str(exc), exc.headers)
-    if isinstance(exc, InvalidImageError):
+    if isinstance(exc, ImageTooLargeError):
         state.metrics.rejections.labels(model, "too_large").inc()
         return _error(413, str(exc))
-    return _error(400 if isinstance(exc, (InvalidArgumentError, ImageReadError)) else 422, str(exc))
+    bad_input = isinstance(exc, (InvalidArgumentError, ImageReadError, InvalidImageError))
+    return _error(400 if bad_input else 422, str(exc))
 
 
 def build_app(models: dict[str, ServedModel], limits: Limits) -> tuple[Any, ServiceState]:

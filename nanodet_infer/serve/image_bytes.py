@@ -13,7 +13,7 @@ import io
 import cv2
 import numpy as np
 
-from ..errors import ImageReadError, InvalidImageError
+from ..errors import ImageReadError, ImageTooLargeError
 from ..image_header import declared_size_of
 
 FORMATS = "JPEG, PNG, BMP, WebP, TIFF or another format OpenCV decodes"
@@ -33,15 +33,16 @@ def image_size_from_header(data: bytes) -> tuple[int, int] | None:
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """Decode ``data`` (encoded image bytes, :data:`FORMATS`) into BGR ``uint8 [H, W, 3]``, exactly as ``cv2.imread``
     reads the same file. Raises :class:`ImageReadError` when the header gives no size or the bytes do not
-    decode, and :class:`InvalidImageError` when ``W * H`` exceeds ``max_pixels`` (checked before decoding)."""
+    decode, and :class:`ImageTooLargeError` (an ``ImageReadError``) when ``W * H`` exceeds ``max_pixels`` (checked
+    before decoding)."""
     size = image_size_from_header(data)
     if size is None:
         raise ImageReadError(f"the body is not a {FORMATS} image (or its header is truncated); send one of those")
     width, height = size
     if width * height > max_pixels:
-        raise InvalidImageError(
+        raise ImageTooLargeError(
             f"the image declares {width}x{height} = {width * height} pixels, over the server's budget of "
-            f"{max_pixels}; send a smaller image (or start the server with a larger --max-pixels)"
+            f"{max_pixels}; send a smaller image (or start the server with a larger --max-image-pixels)"
         )
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.shape[:2] not in ((height, width), (width, height)):  # EXIF may rotate

@@ -1,5 +1,6 @@
 """A real ``nanodet-infer serve`` in a subprocess on 127.0.0.1 (ephemeral port), bounded in time, for the serve tests;
-and the tiny YOLOv7-shaped model it serves (dynamic batch and H/W, 3 classes, seeded weights)."""
+the tiny YOLOv7-shaped model it serves (dynamic batch and H/W, 3 classes, seeded weights) and a RetinaNet-shaped
+one with a background class."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from _tiny_models import tiny_yolov7
+from _tiny_models import pooled_head, tiny_yolov7
 
 from nanodet_infer.families.yolov7.section import UPSTREAM_ANCHORS
 from nanodet_infer.metadata import ModelMetadata
@@ -33,6 +34,24 @@ def tiny_model(path: Path) -> Path:
         input_name="images",
     )
     return tiny_yolov7(path, metadata=meta.to_properties())
+
+
+BACKGROUND_NAMES = ("__background__", "kept", "faint")
+BACKGROUND_LOGITS = (1.0, 2.0, -1.0)
+"""The classes of :func:`background_model` and every anchor's logit for each: scores 0.73 (the background, which
+``detect`` drops), 0.88 and 0.27 (under the display threshold 0.5, above RetinaNet's own 0.05)."""
+
+
+def background_model(path: Path) -> Path:
+    """A RetinaNet-shaped model (``pooled_head``, any input size, 5 levels of one 32-pixel anchor, every detection
+    kept) whose classes include torchvision's ``__background__``: the case where ``detect``'s display defaults and
+    background filter differ from the Detector's own defaults."""
+    meta = ModelMetadata(
+        num_classes=3, class_names=BACKGROUND_NAMES, model_family="retinanet", input_size=(1344, 800),
+        dynamic_hw=True, anchor_sizes=((32.0,),) * 5, anchor_aspect_ratios=((1.0,),) * 5, detections_per_img=10_000,
+    )
+    return pooled_head(path, strides=(8, 16, 32, 64, 128), num_classes=3, logit=BACKGROUND_LOGITS,
+                       metadata=meta.to_properties())
 
 
 def sample_images(folder: Path, count: int = 4) -> list[Path]:
@@ -56,7 +75,7 @@ def png_header(width: int, height: int) -> bytes:
 class Server:
     """``nanodet-infer serve --port 0 ...`` started and waited for; ``url`` is its base URL."""
 
-    def __init__(self, *options: str) -> None:
+    def __init__(self, *options: str, start_timeout: float = START_TIMEOUT_S) -> None:
         self.stderr_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve-{os.getpid()}-{time.monotonic_ns()}.log"
         self._stderr = open(self.stderr_path, "w+b")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -65,7 +84,7 @@ class Server:
              "serve", "--port", "0", "--backend", "onnxruntime", "--threads", "1", *options],
             stdout=subprocess.DEVNULL, stderr=self._stderr, env=env,
         )
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + start_timeout
         while time.monotonic() < deadline:
             match = re.search(rb"on (http://127\.0\.0\.1:\d+)", self.stderr_path.read_bytes())
             if match:

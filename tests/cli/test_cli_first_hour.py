@@ -10,9 +10,8 @@ import pytest
 from conftest import SHAPES
 
 from nanodet_infer.cli import main
-from nanodet_infer.cli.commands import foreground
 from nanodet_infer.cli.drawing import draw_detections, label_origin
-from nanodet_infer.results import Detections
+from nanodet_infer.results import Detections, foreground
 
 MODEL = str(SHAPES / "upstream_export.onnx")
 IMAGES = SHAPES / "images"

@@ -136,4 +136,17 @@ def test_serve_help_lists_its_bounds(capsys) -> None:
         main(["serve", "--help"])
     assert stop.value.code == 0
     out = capsys.readouterr().out
-    assert all(option in out for option in ("--max-batch", "--max-wait-ms", "--max-queue", "--max-pixels"))
+    assert all(option in out for option in ("--max-batch", "--max-wait-ms", "--max-queue", "--max-image-pixels"))
+
+
+def test_serve_and_detect_share_one_pixel_budget() -> None:
+    """One option name and one default for the pixel budget of an image: ``serve``'s and ``detect``'s."""
+    from nanodet_infer.cli.arguments import build_parser as cli_parser
+    from nanodet_infer.cli.arguments import subcommand_parser
+    from nanodet_infer.images import MAX_IMAGE_PIXELS
+    from nanodet_infer.serve.app import Limits
+    from nanodet_infer.serve.command import build_parser
+
+    served = build_parser().parse_args(["--model", "m.onnx"]).max_image_pixels
+    detect = subcommand_parser(cli_parser(), "detect").parse_args(["x.jpg", "--model", "m.onnx"]).max_image_pixels
+    assert served == detect == Limits().max_pixels == MAX_IMAGE_PIXELS

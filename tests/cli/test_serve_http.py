@@ -1,6 +1,7 @@
-"""``nanodet-infer serve`` over real HTTP: /v1 detect (raw, multipart, base64 JSON) equals ``Detector`` exactly,
-KServe v2 with tritonclient's HTTP client and with a request built as the protocol specifies, dynamic
-batching, the bounds (413 before decoding, 400, 404), /metrics, the access log and SIGTERM under load."""
+"""``nanodet-infer serve`` over real HTTP: /v1 detect (raw, multipart, base64 JSON) equals ``Detector`` exactly and
+answers the rows of ``detect --json``, KServe v2 with tritonclient's HTTP client and with a request built as the
+protocol specifies, dynamic batching, the bounds (413 before decoding, 400, 404), /metrics, the access log and SIGTERM
+under load."""
 
 from __future__ import annotations
 
@@ -16,22 +17,23 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 import pytest
-from _serve_server import NAMES, Server, png_header, sample_images, tiny_model
+from _serve_server import NAMES, Server, background_model, png_header, sample_images, tiny_model
 
 from nanodet_infer import Detector
+from nanodet_infer.cli import main
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("serve")
-    return tiny_model(folder / "tiny.onnx"), sample_images(folder)
+    return tiny_model(folder / "tiny.onnx"), sample_images(folder), background_model(folder / "background.onnx")
 
 
 @pytest.fixture(scope="module")
 def server(files):
-    model, _ = files
-    running = Server("--model", str(model), "--max-batch", "4", "--max-wait-ms", "50", "--max-body-bytes", "2000000",
-                     "--max-pixels", "1000000")
+    model, _, background = files
+    running = Server("--model", str(model), "--model", str(background), "--max-batch", "4", "--max-wait-ms", "50",
+                     "--max-body-bytes", "2000000", "--max-image-pixels", "1000000")
     yield running
     running.stop()
 
@@ -78,7 +80,7 @@ def _multipart(data: bytes, fields: dict[str, str]) -> tuple[bytes, str]:
 
 
 def test_detect_in_every_body_form_equals_the_detector(server, files, detector) -> None:
-    _, images = files
+    _, images, _ = files
     url = f"{server.url}/v1/models/tiny/detect"
     for path in images:
         data = path.read_bytes()
@@ -107,7 +109,7 @@ def test_settings_and_class_filter(server, files, detector) -> None:
 
 
 def test_concurrent_requests_are_batched_and_exact(server, files, detector) -> None:
-    _, images = files
+    _, images, _ = files
     wants = [_expected(detector, p, score_threshold=0.3) for p in images]
     jobs = [images[i % len(images)] for i in range(16)]
     with ThreadPoolExecutor(8) as pool:
@@ -137,6 +139,9 @@ def test_bounds_and_bad_requests_are_one_line_errors(server) -> None:
     assert response.status == 413 and "limit" in json.loads(response.read())["error"]
     connection.close()
     assert _post(url, b"not an image")[0] == 400
+    ok, elongated = cv2.imencode(".png", np.zeros((1, 2000, 3), np.uint8))  # decodes; scales to 128x0 at 128x128
+    status, _, raw = _post(url, elongated.tobytes())
+    assert status == 400 and "elongated" in json.loads(raw)["error"]
     assert _post(f"{url}?score_threshold=2", png_header(4, 4))[0] == 400
     assert _post(f"{url}?classes=zebra", png_header(4, 4))[0] == 400
     assert _post(f"{server.url}/v1/models/nope/detect", b"x")[0] == 404
@@ -145,6 +150,28 @@ def test_bounds_and_bad_requests_are_one_line_errors(server) -> None:
     assert 'nanodet_rejections_total{model="tiny",reason="too_large"} 2.0' in metrics
     log_lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     assert any(line["status"] == 413 and line["path"] == "/v1/models/tiny/detect" for line in log_lines)
+
+
+def test_detect_answers_the_rows_of_detect_json(server, files, tmp_path) -> None:
+    """Settings not given are the family's display defaults and background rows are dropped, as for ``detect``: the
+    RetinaNet-shaped model's rows differ from the Detector's own defaults in both ways, /v1 matches ``detect --json``
+    on the same image and settings, row for row."""
+    _, images, background = files
+    detector = Detector(background, backend="onnxruntime", num_threads=1)
+    path = images[1]
+    found = detector(str(path)).labels
+    assert {"__background__", "faint"} <= set(found)  # what the display defaults and foreground() take away
+    for query, options in (("", []), ("?score_threshold=0.2", ["--score-threshold", "0.2"])):
+        out = tmp_path / f"rows{len(options)}.json"
+        assert main(["detect", str(path), "--model", str(background), "--backend", "onnxruntime", "--json", str(out),
+                     "--no-progress", *options]) == 0
+        want = [{k: v for k, v in row.items() if k not in ("file_name", "path")} for row in json.loads(out.read_text())]
+        status, _, raw = _post(f"{server.url}/v1/models/background/detect{query}", path.read_bytes())
+        assert status == 200, raw
+        answer = json.loads(raw)
+        assert answer["coco"] == want and len(want) > 0
+        labels = {row["class_name"] for row in answer["detections"]}
+        assert labels == ({"kept", "faint"} if options else {"kept"})
 
 
 def test_kserve_v2_with_tritonclient(server, files, detector) -> None:
@@ -179,11 +206,15 @@ def test_kserve_v2_json_request_as_the_protocol_specifies(server, files, detecto
     np.testing.assert_array_equal(got, detector.backend.run(tensor)[0])
     bad = json.dumps({"inputs": [{"name": "images", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": [1.0]}]})
     assert _post(f"{server.url}/v2/models/tiny/infer", bad.encode(), "application/json")[0] == 400
+    channels = json.dumps({"inputs": [{"name": "images", "shape": [1, 4, 8, 8], "datatype": "FP32",
+                                       "data": [0.0] * 256}]})  # a tensor the model cannot take: 400, as on /v1
+    status, _, raw = _post(f"{server.url}/v2/models/tiny/infer", channels.encode(), "application/json")
+    assert status == 400 and "does not fit the model input" in json.loads(raw)["error"]
     assert _get(f"{server.url}/v2/health/live") == (200, b'{"live":true}')
 
 
 def test_sigterm_under_load_finishes_in_flight_and_loses_nothing(files) -> None:
-    model, images = files
+    model, images, _ = files
     running = Server("--model", str(model), "--max-batch", "4", "--max-wait-ms", "400")
     data = images[0].read_bytes()
     outcomes: list[object] = []
@@ -217,7 +248,7 @@ def test_sigterm_under_load_finishes_in_flight_and_loses_nothing(files) -> None:
 
 
 def test_slow_client_gets_408_and_the_server_keeps_serving(files) -> None:
-    model, images = files
+    model, images, _ = files
     running = Server("--model", str(model), "--request-timeout", "1")
     try:
         parts = urllib.parse.urlsplit(f"{running.url}/v1/models/tiny/detect")

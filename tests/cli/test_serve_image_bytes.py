@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from _serve_server import png_header
 
-from nanodet_infer.errors import ImageReadError, InvalidImageError
+from nanodet_infer.errors import ImageReadError, ImageTooLargeError
 from nanodet_infer.serve.image_bytes import decode_image, image_size_from_header
 
 
@@ -30,7 +30,7 @@ def test_lossless_webp_header() -> None:
 
 
 def test_over_the_pixel_budget_is_refused_before_decoding() -> None:
-    with pytest.raises(InvalidImageError, match="100000x100000"):
+    with pytest.raises(ImageTooLargeError, match="100000x100000"):
         decode_image(png_header(100_000, 100_000), max_pixels=50_000_000)
 
 
