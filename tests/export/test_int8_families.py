@@ -25,10 +25,11 @@ IMAGES = SHAPES / "images"
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared, pytest.mark.usefixtures("one_torch_thread")]
 
-# yolov7-s on OpenVINO, RetinaNet and DETR pass too (docs/export.md) but take 1.5-7 minutes each on 2 shared
-# cores: they are measured by benchmarks/int8_families.py, not in the default suite
+# RetinaNet and DETR pass too (docs/export.md) but take minutes each on 2 cores: they are measured by
+# benchmarks/int8_families.py, not in the default suite (these cases: ~55 s together on an idle machine)
 CASES = [
     ("yolov7-s/yolov7-s.pt", "onnx"),
+    ("yolov7-s/yolov7-s.pt", "openvino"),
     ("yolov7-w6-aux-s/yolov7-w6-aux-s.pt", "onnx"),
     ("tv-ssdlite320/model.pth", "onnx"),
     ("tv-ssdlite320/model.pth", "openvino"),
