@@ -208,6 +208,17 @@ def load_archive(path: Path, *, trust: bool = False, allowed: Sequence[type] = (
         raise _corrupt(path, exc) from exc
 
 
+def weights_entry(obj: Any, key: str, path: Path, fix: str) -> tuple[Mapping[Any, Any], bool]:
+    """The weights a loaded checkpoint ``obj`` holds: ``(obj[key], True)`` when it is a mapping under ``key``
+    (e.g. ``{"state_dict": ...}``), ``(obj, False)`` when ``obj`` is itself a mapping of tensors; else
+    :class:`CheckpointError` saying ``path`` holds no state dict and ``fix``."""
+    if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+        return obj[key], True
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, False
+    raise CheckpointError(f"{path} holds no state dict of tensors; {fix}")
+
+
 def float32_weights(state_dict: Mapping[str, torch.Tensor], source: object) -> tuple[dict[str, torch.Tensor], str]:
     """``state_dict`` with floating tensors cast to float32, after :func:`~.tensor_bounds.check_tensors` (so a
     view that declares more than its storage never allocates), and the stored float dtypes joined by ``/``."""

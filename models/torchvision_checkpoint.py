@@ -27,7 +27,7 @@ from torch import nn
 
 from nanodet_infer.errors import CheckpointError
 
-from .checkpoint import SCRIPT_ARGS, file_sha256, float32_weights, key_problems, load_archive
+from .checkpoint import SCRIPT_ARGS, file_sha256, float32_weights, key_problems, load_archive, weights_entry
 from .torchvision_common import NormChoice
 from .torchvision_retinanet import RetinaNet
 from .torchvision_ssd import ssd300_vgg16, ssdlite320_mobilenet_v3_large
@@ -97,14 +97,10 @@ def read_torchvision_checkpoint(path: str | Path, *, trust: bool = False) -> Tor
 
 
 def _extract(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], Literal["state_dict", "train.py"]]:
-    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-        weights, fmt = obj["model"], "train.py"
-    elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        weights, fmt = obj, "state_dict"
-    else:
-        raise CheckpointError(
-            f"{path} holds no torchvision state dict; pass torch.save(model.state_dict()) or train.py's checkpoint"
-        )
+    weights, nested = weights_entry(
+        obj, "model", path, "pass torch.save(model.state_dict()) or torchvision's train.py checkpoint"
+    )
+    fmt: Literal["state_dict", "train.py"] = "train.py" if nested else "state_dict"
     weights = {str(k).removeprefix("module."): v for k, v in weights.items()}
     if not weights or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise CheckpointError(

@@ -18,7 +18,7 @@ from torch import nn
 
 from nanodet_infer.errors import CheckpointError, ModelLoadError
 
-from ..checkpoint import SHOWN, file_sha256, key_problems, load_archive
+from ..checkpoint import SHOWN, file_sha256, key_problems, load_archive, weights_entry
 from ..tensor_bounds import check_tensors
 
 AUX_PREFIXES = ("aux_fpn.", "aux_head.")
@@ -104,14 +104,8 @@ def _likely_cause(expected: Mapping[str, torch.Tensor], given: Mapping[str, torc
 
 
 def _extract(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], Literal["lightning", "pth", "state_dict"], bool]:
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        weights, fmt = obj["state_dict"], "pth"
-    elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        weights, fmt = obj, "state_dict"
-    else:
-        raise CheckpointError(
-            f"{path} holds no state_dict of tensors; pass the .ckpt or .pth written by NanoDet training"
-        )
+    weights, nested = weights_entry(obj, "state_dict", path, "pass the .ckpt or .pth written by NanoDet training")
+    fmt: Literal["lightning", "pth", "state_dict"] = "pth" if nested else "state_dict"
     used_ema = any(str(k).startswith(EMA_PREFIX) for k in weights)
     if used_ema or any(str(k).startswith(MODEL_PREFIX) for k in weights):
         prefix = EMA_PREFIX if used_ema else MODEL_PREFIX

@@ -115,3 +115,8 @@ class Server:
             self.process.wait()
         self._stderr.close()
         self.stderr_path.unlink(missing_ok=True)
+
+
+def serve_files(folder: Path) -> tuple[Path, list[Path], Path]:
+    """The served test files in ``folder``: the tiny model, the sample images and the background-class model."""
+    return tiny_model(folder / "tiny.onnx"), sample_images(folder), background_model(folder / "background.onnx")

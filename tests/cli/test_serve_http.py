@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 import pytest
-from _serve_server import NAMES, Server, background_model, png_header, sample_images, tiny_model
+from _serve_server import NAMES, Server, png_header, serve_files
 
 from nanodet_infer import Detector
 from nanodet_infer.cli import main
@@ -25,8 +25,7 @@ from nanodet_infer.cli import main
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("serve")
-    return tiny_model(folder / "tiny.onnx"), sample_images(folder), background_model(folder / "background.onnx")
+    return serve_files(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")

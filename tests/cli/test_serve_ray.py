@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import psutil
 import pytest
-from _serve_server import REPO, Server, background_model, png_header, sample_images, tiny_model
+from _serve_server import REPO, Server, png_header, serve_files
 from test_serve_http import _expected, _get, _post
 
 from nanodet_infer import Detector
@@ -28,8 +28,7 @@ RAY_START_TIMEOUT_S = 240
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("serve-ray")
-    return tiny_model(folder / "tiny.onnx"), sample_images(folder), background_model(folder / "background.onnx")
+    return serve_files(tmp_path_factory.mktemp("serve-ray"))
 
 
 @pytest.fixture(scope="module")
