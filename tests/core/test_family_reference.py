@@ -32,7 +32,9 @@ def test_reference_pipeline_matches_the_runtime(family: str, shared_fixtures: Pa
     from nanodet_infer.images import load_image
 
     checkpoint = shared_fixtures / CHECKPOINTS[family]
-    onnx_path = export_checkpoint(checkpoint, tmp_path / "model.onnx").path
+    # the export's own parity check is tested with each family; DETR at a 512 eval size keeps this test short
+    options = {"min_size": 512, "max_size": 853} if family == "detr" else {}
+    onnx_path = export_checkpoint(checkpoint, tmp_path / "model.onnx", check=False, **options).path
     detector = Detector(onnx_path, backend="onnxruntime", num_threads=1)
     pipeline = FamilyPipeline(deploy_model(checkpoint), detector)
     assert pipeline.label.startswith("PyTorch deploy model + ")
