@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from ..errors import InvalidArgumentError, MetadataError
 from .facts import Fact, check_facts
 
 if TYPE_CHECKING:
@@ -127,6 +128,29 @@ class Family(ABC):
         self, outputs: Sequence[np.ndarray], plan: Any, spec: ModelSpec, settings: Settings
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One image's outputs (batch axis removed) → ``(xyxy [K, 4], scores [K], class_ids [K])`` original pixels."""
+
+
+class MetadataOnlyFamily(Family):
+    """A :class:`Family` whose models always carry their facts (no foreign export exists to run): no
+    :attr:`foreign_facts`, any fact keyword is refused, and a model without metadata is refused. ``display_name``
+    (default: :attr:`name`) names the family in those messages."""
+
+    foreign_facts = ()
+    display_name: ClassVar[str | None] = None
+
+    def check_facts(self, facts: Mapping[str, Any]) -> dict[str, Any]:
+        if facts:
+            raise InvalidArgumentError(
+                f"unknown keyword argument(s) {sorted(facts)}; {self.display_name or self.name} models carry their "
+                "facts in their metadata (export them with nanodet-export)"
+            )
+        return {}
+
+    def foreign_metadata(self, backend: Backend, facts: Mapping[str, Any]) -> ModelMetadata:
+        raise MetadataError(
+            f"the model carries no nanodet metadata; {self.display_name or self.name} models must be exported with "
+            "nanodet-export"
+        )
 
 
 class LayoutModuleFamily(Family):

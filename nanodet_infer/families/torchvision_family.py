@@ -23,7 +23,7 @@ from ..backends.base import Backend, format_shape
 from ..errors import IncompatibleModelError, InvalidArgumentError, MetadataError
 from ..metadata import ModelMetadata
 from ..model_spec import ModelSpec, output_index
-from .base import Family, Settings
+from .base import MetadataOnlyFamily, Settings
 from .torchvision_common import DetectionParams, ResizePlan, boxes_to_original, transform
 from .torchvision_section import torchvision_mean_std
 
@@ -51,11 +51,10 @@ DISPLAY_SCORE_THRESHOLD = 0.5
 boxes above 0.5 or higher); evaluation keeps the builder's."""
 
 
-class TorchvisionFamily(Family):
+class TorchvisionFamily(MetadataOnlyFamily):
     """The shared part of the ``ssd`` and ``retinanet`` families (see the module docstring)."""
 
     default_settings = {"multi_label": True}
-    foreign_facts = ()
     resize_rule: str
     """How torchvision resizes for this family (the only ``keep_ratio`` it honours), for error messages."""
 
@@ -74,18 +73,6 @@ class TorchvisionFamily(Family):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The family's ``postprocess_detections``: boxes in network-input pixels, scores, labels."""
 
-    def check_facts(self, facts: Mapping[str, Any]) -> dict[str, Any]:
-        if facts:
-            raise InvalidArgumentError(
-                f"unknown keyword argument(s) {sorted(facts)}; {self.name} models carry their facts in their "
-                "metadata (export them with nanodet-export)"
-            )
-        return {}
-
-    def foreign_metadata(self, backend: Backend, facts: Mapping[str, Any]) -> ModelMetadata:
-        raise MetadataError(
-            f"the model carries no nanodet metadata; {self.name} models must be exported with nanodet-export"
-        )
 
     def check_settings(self, settings: Settings, metadata: ModelMetadata) -> None:
         if settings.keep_ratio != self.model_keep_ratio(metadata):

@@ -197,3 +197,16 @@ def test_detector_runs_a_family_it_does_not_know(tmp_path, toy_family) -> None:
 def test_a_family_refuses_facts_it_does_not_take(tmp_path, toy_family) -> None:
     with pytest.raises(InvalidArgumentError, match="the toy family takes no model facts"):
         Detector(tmp_path / "missing.onnx", model_family="toy", num_classes=3)
+
+
+@pytest.mark.parametrize(("family", "label"), [("ssd", "ssd"), ("retinanet", "retinanet"), ("detr", "DETR")])
+def test_metadata_only_families_refuse_facts_and_models_without_metadata(family, label) -> None:
+    from nanodet_infer.families.base import MetadataOnlyFamily
+
+    chosen = get_family(family)
+    assert isinstance(chosen, MetadataOnlyFamily) and chosen.foreign_facts == ()
+    assert chosen.check_facts({}) == {}
+    with pytest.raises(InvalidArgumentError, match=rf"\['num_classes'\]; {label} models carry their facts"):
+        chosen.check_facts({"num_classes": 3})
+    with pytest.raises(MetadataError, match=f"{label} models must be exported with nanodet-export"):
+        chosen.foreign_metadata(None, {})

@@ -25,7 +25,7 @@ from ...backends.base import Backend, format_shape
 from ...errors import IncompatibleModelError, InvalidArgumentError, MetadataError
 from ...metadata import ModelMetadata
 from ...model_spec import ModelSpec, output_index
-from ..base import Family, Settings
+from ..base import MetadataOnlyFamily, Settings
 from .postprocess import post_process, select
 from .preprocess import DetrPlan, eval_size, preprocess
 
@@ -40,23 +40,12 @@ class DetrLayout:
     boxes_index: int
 
 
-class Detr(Family):
+class Detr(MetadataOnlyFamily):
     """facebookresearch/detr (see the module docstring)."""
 
     name = "detr"
     default_settings = {"score_threshold": DEMO_SCORE_THRESHOLD, "iou_threshold": 0.5, "multi_label": False}
-    foreign_facts = ()
-
-    def check_facts(self, facts: Mapping[str, Any]) -> dict[str, Any]:
-        if facts:
-            raise InvalidArgumentError(
-                f"unknown keyword argument(s) {sorted(facts)}; DETR models carry their facts in their metadata "
-                "(export them with nanodet-export)"
-            )
-        return {}
-
-    def foreign_metadata(self, backend: Backend, facts: Mapping[str, Any]) -> ModelMetadata:
-        raise MetadataError("the model carries no nanodet metadata; DETR models must be exported with nanodet-export")
+    display_name = "DETR"
 
     def model_settings(self, metadata: ModelMetadata) -> Mapping[str, Any]:
         return {**self.default_settings, "max_detections": metadata.num_queries}
