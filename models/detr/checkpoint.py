@@ -29,7 +29,7 @@ import torch
 from nanodet_infer.errors import CheckpointError
 
 from ..checkpoint import SCRIPT_ARGS, file_sha256, float32_weights, key_problems, load_archive
-from .backbone import BLOCKS, BOTTLENECK
+from ..torchvision_resnet import BLOCKS, BOTTLENECK
 from .model import DETR, DetrArchitecture, build_detr
 
 SUPPORTED = (

@@ -1,6 +1,6 @@
 """The DETR detector (``models/detr.py`` ``DETR`` + ``Joiner``), official state-dict keys, eval only.
 
-Keys: ``backbone.0.body.*`` (:mod:`.backbone`), ``input_proj``, ``transformer.*`` (:mod:`.transformer`),
+Keys: ``backbone.0.body.*`` (:mod:`~..torchvision_resnet`), ``input_proj``, ``transformer.*`` (:mod:`.transformer`),
 ``query_embed.weight [Q, D]``, ``class_embed`` (``Linear(D, C + 1)``, the last logit is no-object),
 ``bbox_embed.layers.{0,1,2}`` (MLP ``D → D → D → 4``, ReLU between). There is no key for the positional
 encoding (sine, :func:`.transformer.sine_position_encoding`).
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import ResNetBody
+from ..torchvision_resnet import ResNetBody
 from .transformer import Transformer, sine_position_encoding
 
 
@@ -42,7 +42,7 @@ class DetrArchitecture:
 
 
 class Backbone(nn.Module):
-    """``backbone.0``: the ResNet ``body`` (layer4 output)."""
+    """``backbone.0``: the ResNet ``body`` (:class:`~..torchvision_resnet.ResNetBody`; DETR uses its C5)."""
 
     def __init__(self, name: str, dilation: bool) -> None:
         super().__init__()
@@ -89,7 +89,7 @@ class DETR(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None = None, last_only: bool = False
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(pred_logits, pred_boxes)`` of every decoder layer (``aux_outputs`` and the last), or only the last."""
-        features = self.backbone[0].body(x)
+        features = self.backbone[0].body(x)[-1]  # C5
         if mask is None:
             key_padding_mask = None
             not_mask = torch.ones_like(features[:, 0])

@@ -9,65 +9,12 @@ Output: P3..P7, 256 channels each; spatial sizes ceil-halve from P3 = H/8.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..torchvision_common import conv_norm_act
-
-Norm = Callable[[int], nn.Module]
-_BLOCKS = (3, 4, 6, 3)
-
-
-class Bottleneck(nn.Module):
-    """torchvision's ResNet ``Bottleneck`` (expansion 4)."""
-
-    def __init__(self, cin: int, width: int, stride: int, norm: Norm) -> None:
-        super().__init__()
-        cout = width * 4
-        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-        self.bn1 = norm(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = norm(width)
-        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
-        self.bn3 = norm(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), norm(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return self.relu(self.bn3(self.conv3(out)) + identity)
-
-
-class ResNet50Body(nn.Module):
-    """``x [N, 3, H, W]`` → C3, C4, C5 (``layer2..4``; what ``IntermediateLayerGetter`` returns)."""
-
-    def __init__(self, norm: Norm) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = norm(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        cin = 64
-        for index, (blocks, width) in enumerate(zip(_BLOCKS, (64, 128, 256, 512), strict=True), start=1):
-            layer = []
-            for b in range(blocks):
-                layer.append(Bottleneck(cin, width, 2 if b == 0 and index > 1 else 1, norm))
-                cin = width * 4
-            setattr(self, f"layer{index}", nn.Sequential(*layer))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        c2 = self.layer1(x)
-        c3 = self.layer2(c2)
-        c4 = self.layer3(c3)
-        return [c3, c4, self.layer4(c4)]
+from ..torchvision_resnet import Norm, ResNetBody
 
 
 class LastLevelP6P7(nn.Module):
@@ -112,8 +59,8 @@ class BackboneWithFPN(nn.Module):
 
     def __init__(self, norm: Norm) -> None:
         super().__init__()
-        self.body = ResNet50Body(norm)
+        self.body = ResNetBody("resnet50", norm=norm)
         self.fpn = FeaturePyramidNetwork()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.fpn(self.body(x))
+        return self.fpn(self.body(x)[1:])  # C3..C5

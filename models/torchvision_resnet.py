@@ -1,26 +1,30 @@
-"""DETR's backbone in the official layout: ``backbone.0.body.{conv1,bn1,layer1..4}.*``.
+"""torchvision's ResNet body in its key layout: ``{conv1,bn1,layer1..4}.*`` without ``avgpool``/``fc``.
 
-torchvision ResNet-18/34 (``BasicBlock``) or ResNet-50/101 (``Bottleneck``, stride on the 3x3 conv, "v1.5")
-without ``avgpool``/``fc``, every norm a :class:`~..torchvision_common.FrozenBatchNorm2d` (eps 1e-5, as DETR's; no
-``num_batches_tracked``). ``dilation=True`` (DC5) replaces layer4's stride by dilation 2, as torchvision's
-``replace_stride_with_dilation=[False, False, True]``. Output: layer4's map, stride 32 (16 with DC5),
-``ceil(H / 32) x ceil(W / 32)``.
+ResNet-18/34 (``BasicBlock``) or ResNet-50/101 (``Bottleneck``, stride on the 3x3 conv, "v1.5"), each norm made
+by ``norm`` (default :class:`~.torchvision_common.FrozenBatchNorm2d`, eps 1e-5). ``dilation=True`` (DC5) replaces
+layer4's stride by dilation 2, as torchvision's ``replace_stride_with_dilation=[False, False, True]``. Output: the
+four stage maps C2..C5, strides 4, 8, 16, 32 (C5 at 16 with DC5). DETR's backbone (``backbone.0.body``, C5) and
+RetinaNet's (``body``, C3..C5 into the FPN) are this module.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from ..torchvision_common import FrozenBatchNorm2d
+from .torchvision_common import FrozenBatchNorm2d
+
+Norm = Callable[[int], nn.Module]
 
 BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 """Blocks per stage of each supported backbone."""
 BOTTLENECK = frozenset({"resnet50", "resnet101"})
 
 
-def _downsample(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), FrozenBatchNorm2d(cout))
+def _downsample(cin: int, cout: int, stride: int, norm: Norm) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), norm(cout))
 
 
 class BasicBlock(nn.Module):
@@ -28,14 +32,14 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, cin: int, width: int, stride: int, dilation: int) -> None:
+    def __init__(self, cin: int, width: int, stride: int, dilation: int, norm: Norm) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, width, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
-        self.bn1 = FrozenBatchNorm2d(width)
+        self.bn1 = norm(width)
         self.conv2 = nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = FrozenBatchNorm2d(width)
+        self.bn2 = norm(width)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _downsample(cin, width, stride) if stride != 1 or cin != width else None
+        self.downsample = _downsample(cin, width, stride, norm) if stride != 1 or cin != width else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -48,17 +52,17 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, cin: int, width: int, stride: int, dilation: int) -> None:
+    def __init__(self, cin: int, width: int, stride: int, dilation: int, norm: Norm) -> None:
         super().__init__()
         cout = width * 4
         self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-        self.bn1 = FrozenBatchNorm2d(width)
+        self.bn1 = norm(width)
         self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = FrozenBatchNorm2d(width)
+        self.bn2 = norm(width)
         self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
-        self.bn3 = FrozenBatchNorm2d(cout)
+        self.bn3 = norm(cout)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _downsample(cin, cout, stride) if stride != 1 or cin != cout else None
+        self.downsample = _downsample(cin, cout, stride, norm) if stride != 1 or cin != cout else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -68,13 +72,14 @@ class Bottleneck(nn.Module):
 
 
 class ResNetBody(nn.Module):
-    """``x [B, 3, H, W]`` → layer4's map ``[B, C, H/32, W/32]`` (C = 512 for R18/34, 2048 for R50/101)."""
+    """``x [B, 3, H, W]`` → ``[C2, C3, C4, C5]``, the maps of layer1..4 (C5 ``[B, C, H/32, W/32]``; C = 512 for
+    R18/34, 2048 for R50/101; ``num_channels`` is C)."""
 
-    def __init__(self, name: str, dilation: bool = False) -> None:
+    def __init__(self, name: str, dilation: bool = False, norm: Norm = FrozenBatchNorm2d) -> None:
         super().__init__()
         block = Bottleneck if name in BOTTLENECK else BasicBlock
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = FrozenBatchNorm2d(64)
+        self.bn1 = norm(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         cin, current_dilation = 64, 1
@@ -83,12 +88,16 @@ class ResNetBody(nn.Module):
             previous_dilation = current_dilation
             if index == 4 and dilation:
                 current_dilation, stride = current_dilation * stride, 1
-            layer = [block(cin, width, stride, previous_dilation)]
+            layer = [block(cin, width, stride, previous_dilation, norm)]
             cin = width * block.expansion
-            layer += [block(cin, width, 1, current_dilation) for _ in range(1, blocks)]
+            layer += [block(cin, width, 1, current_dilation, norm) for _ in range(1, blocks)]
             setattr(self, f"layer{index}", nn.Sequential(*layer))
         self.num_channels = cin
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        stages = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            stages.append(x)
+        return stages
