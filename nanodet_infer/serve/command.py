@@ -21,6 +21,7 @@ from ..arguments import check_positive_int
 from ..cli.arguments import add_foreign_model_options, foreign_facts
 from ..errors import BackendUnavailableError, InvalidArgumentError
 from ..images import MAX_IMAGE_PIXELS
+from ..safetext import safe_text
 
 PROG = "nanodet-infer serve"
 
@@ -193,7 +194,7 @@ def serve(args: argparse.Namespace) -> int:
                             timeout_graceful_shutdown=args.graceful_timeout, timeout_keep_alive=5,
                             limit_concurrency=limits.max_queue * len(models) + 64)
     server = DrainingServer(config)
-    names = ", ".join(models)
+    names = ", ".join(safe_text(name) for name in models)  # file stems or --name: untrusted text
     print(f"{PROG}: {names} on http://{host}:{port} (Ctrl-C or SIGTERM to stop)", file=sys.stderr, flush=True)
     try:
         server.run(sockets=[sock])

@@ -44,7 +44,11 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             f"the image declares {width}x{height} = {width * height} pixels, over the server's budget of "
             f"{max_pixels}; send a smaller image (or start the server with a larger --max-image-pixels)"
         )
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # OpenCV's own limits (OPENCV_IO_MAX_IMAGE_PIXELS), a decoder failing: 400, not 500
+        reason = " ".join(str(exc).split())[-160:]
+        raise ImageReadError(f"the body could not be decoded by OpenCV ({reason})") from None
     if image is None or image.shape[:2] not in ((height, width), (width, height)):  # EXIF may rotate
         raise ImageReadError(f"the body is not a decodable {FORMATS} image (empty, truncated or corrupt)")
     return image

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError, ModelLoadError, NanoDetError
+from ..safetext import safe_text
 from ..scale_out import RAY_CONNECT_TIMEOUT, check_ray_address, native_stderr_silenced, plan_actor_cpus, quiet_ray
 
 APP_NAME = "nanodet-infer"
@@ -241,7 +242,7 @@ def serve_on_ray(args: argparse.Namespace, limits: Any) -> int:
                                  "readable on every node?") from None
         scaling = f"{replicas[0]} replica{'s' if replicas[0] > 1 else ''}" if replicas[0] == replicas[1] else (
             f"{replicas[0]}..{replicas[1]} replicas (autoscaling)")
-        names = ", ".join(replica_args.name)
+        names = ", ".join(safe_text(name) for name in replica_args.name)  # file stems or --name
         print(f"{PROG}: {names} on http://{args.host}:{port} (Ray Serve, {scaling} of {cpus:g} CPU and "
               f"{threads} engine threads; Ctrl-C or SIGTERM to stop)", file=sys.stderr, flush=True)
         serving = True

@@ -261,3 +261,13 @@ def test_slow_client_gets_408_and_the_server_keeps_serving(files) -> None:
         assert _post(f"{running.url}/v1/models/tiny/detect", images[0].read_bytes())[0] == 200
     finally:
         running.stop()
+
+
+def test_a_model_name_with_control_characters_is_printed_escaped(files) -> None:
+    model, _, _ = files
+    running = Server("--model", str(model), "--name", "tiny\x1b[2J\u202e")
+    try:
+        started = running.log().splitlines()[0]
+        assert "\x1b" not in started and "\u202e" not in started and "tiny" in started
+    finally:
+        running.stop()

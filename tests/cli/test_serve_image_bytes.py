@@ -9,18 +9,29 @@ import pytest
 from _serve_server import png_header
 
 from nanodet_infer.errors import ImageReadError, ImageTooLargeError
+from nanodet_infer.images import load_image
 from nanodet_infer.serve.image_bytes import decode_image, image_size_from_header
 
 
 @pytest.mark.parametrize("suffix", [".jpg", ".png", ".bmp", ".webp"])
 @pytest.mark.parametrize("size", [(1, 1), (37, 23), (640, 480)])
-def test_header_size_matches_the_decoded_image(suffix, size) -> None:
+def test_header_size_matches_the_decoded_image(suffix, size, tmp_path) -> None:
     width, height = size
     image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     data = cv2.imencode(suffix, image)[1].tobytes()
     assert image_size_from_header(data) == (width, height)
     decoded = decode_image(data, max_pixels=width * height)
-    np.testing.assert_array_equal(decoded, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+    (tmp_path / f"image{suffix}").write_bytes(data)  # the same bytes as a file, read as detect reads files
+    np.testing.assert_array_equal(decoded, load_image(tmp_path / f"image{suffix}"))
+
+
+def test_an_opencv_failure_is_an_image_read_error(monkeypatch) -> None:
+    def fail(*args):
+        raise cv2.error("OpenCV(5.0.0) imgcodecs: image too large")
+
+    monkeypatch.setattr(cv2, "imdecode", fail)
+    with pytest.raises(ImageReadError, match="could not be decoded by OpenCV"):
+        decode_image(cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes(), max_pixels=100)
 
 
 def test_lossless_webp_header() -> None:
