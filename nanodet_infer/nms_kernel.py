@@ -10,17 +10,15 @@ two); it only changes the speed of small candidate sets, where numpy's per-call 
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from .kernels import ENABLED
 
 try:
     from . import _nms_kernel
 except ImportError:  # not built (no compiler at install time): the numpy path runs
     _nms_kernel = None
 
-ENABLED = os.environ.get("NANODET_NO_KERNEL", "") in ("", "0")
-"""Whether compiled kernels may run (``NANODET_NO_KERNEL=1`` turns this one and the bilinear resize's off)."""
 AVAILABLE = _nms_kernel is not None and ENABLED
 """Whether :func:`greedy_nms_ordered` runs (the extension is built and not turned off)."""
 

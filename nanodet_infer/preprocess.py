@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from .errors import InvalidArgumentError, InvalidImageError
-from .nms_kernel import ENABLED
+from .kernels import ENABLED
 
 try:
     from . import _preprocess_kernel

@@ -27,8 +27,8 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..kernels import ENABLED
 from ..nms import greedy_nms, max_coordinate
-from ..nms_kernel import ENABLED
 from ..preprocess import _preprocess_kernel, lookup_into
 from .torchvision_section import BBOX_XFORM_CLIP
 
