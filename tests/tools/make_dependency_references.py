@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from nanodet_infer.families.nanodet_plus.resize import plan_input  # noqa: E402
+from nanodet_infer.paths import atomic_path  # noqa: E402
 
 OUT = ROOT / "tests" / "data" / "dependency_references.json"
 IMAGES = sorted((ROOT / "tests" / "data" / "shapes-m-256" / "images").glob("*.jpg"))[:8]
@@ -70,7 +71,8 @@ def main() -> None:
         name: digest(cv2.warpPerspective(cv2.imread(str(path)), matrix, size))
         for name, path, matrix, size in warp_cases()
     }
-    OUT.write_text(json.dumps(refs, indent=1, sort_keys=True) + "\n")
+    with atomic_path(OUT) as temporary:  # a Ctrl-C never leaves the checked-in references half-written
+        temporary.write_text(json.dumps(refs, indent=1, sort_keys=True) + "\n")
     print(f"wrote {OUT.relative_to(ROOT)} entries for OpenCV {version}")
 
 
