@@ -7,11 +7,9 @@ from __future__ import annotations
 import os
 import re
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import cv2
@@ -64,12 +62,6 @@ def sample_images(folder: Path, count: int = 4) -> list[Path]:
         cv2.imwrite(str(path), image)
         paths.append(path)
     return paths
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG whose IHDR declares ``width x height`` and no pixel data follows (a decoder bomb's header)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
 
 
 class Server:

@@ -8,13 +8,12 @@ import json
 import os
 import signal
 import socket
-import struct
 import time
-import zlib
 from pathlib import Path
 
 import cv2
 import pytest
+from _images import write_png_declaring
 from _slow_cli import start_stalled_detect
 from conftest import SHAPES
 
@@ -27,21 +26,12 @@ IMAGES = sorted((SHAPES / "images").glob("*.jpg"))
 FOREIGN = ["--model", MODEL, "--backend", "onnxruntime", "--class-names", "circle,rectangle,triangle"]
 
 
-def _png_bomb(path: Path, side: int = 100_000) -> Path:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
-    return path
-
-
 def test_a_bomb_in_a_folder_is_one_warning_and_the_run_goes_on(tmp_path: Path, capsys) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()
     for image in IMAGES[:3]:
         (folder / image.name).write_bytes(image.read_bytes())
-    _png_bomb(folder / "val_00001b.png")
+    write_png_declaring(folder / "val_00001b.png", 100_000, 100_000)
     out_json = tmp_path / "rows.json"
     assert main(["detect", str(folder), *FOREIGN, "--json", str(out_json), "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -154,7 +144,7 @@ def test_bench_inputs_are_bounded_and_typed(tmp_path: Path, monkeypatch) -> None
     os.mkfifo(folder / "pipe.jpg")  # cv2.imread would block on it forever
     monkeypatch.setattr(bench, "MAX_BENCH_IMAGES", 3)
     assert len(bench.load_images(folder)) == 3
-    _png_bomb(folder / "0a.png")
+    write_png_declaring(folder / "0a.png", 100_000, 100_000)
     with pytest.raises(ImageTooLargeError):
         bench.load_images(folder)
     (tmp_path / "empty").mkdir()

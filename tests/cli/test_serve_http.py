@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 import pytest
-from _serve_server import NAMES, Server, png_header, serve_files
+from _images import png_declaring
+from _serve_server import NAMES, Server, serve_files
 
 from nanodet_infer import Detector
 from nanodet_infer.cli import main
@@ -126,7 +127,7 @@ def test_concurrent_requests_are_batched_and_exact(server, files, detector) -> N
 
 def test_bounds_and_bad_requests_are_one_line_errors(server) -> None:
     url = f"{server.url}/v1/models/tiny/detect"
-    status, _, raw = _post(url, png_header(20000, 20000))
+    status, _, raw = _post(url, png_declaring(20000, 20000))
     assert status == 413 and "pixels" in json.loads(raw)["error"]
     # a body declared over the limit is refused before it is received (the client sends only the headers)
     parts = urllib.parse.urlsplit(url)
@@ -141,8 +142,8 @@ def test_bounds_and_bad_requests_are_one_line_errors(server) -> None:
     ok, elongated = cv2.imencode(".png", np.zeros((1, 2000, 3), np.uint8))  # decodes; scales to 128x0 at 128x128
     status, _, raw = _post(url, elongated.tobytes())
     assert status == 400 and "elongated" in json.loads(raw)["error"]
-    assert _post(f"{url}?score_threshold=2", png_header(4, 4))[0] == 400
-    assert _post(f"{url}?classes=zebra", png_header(4, 4))[0] == 400
+    assert _post(f"{url}?score_threshold=2", png_declaring(4, 4))[0] == 400
+    assert _post(f"{url}?classes=zebra", png_declaring(4, 4))[0] == 400
     assert _post(f"{server.url}/v1/models/nope/detect", b"x")[0] == 404
     assert _post(url, b"{", "application/json")[0] == 400
     metrics = _get(f"{server.url}/metrics")[1].decode()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from _serve_server import png_header
+from _images import png_declaring
 
 from nanodet_infer.errors import ImageReadError, ImageTooLargeError
 from nanodet_infer.images import load_image
@@ -42,11 +42,11 @@ def test_lossless_webp_header() -> None:
 
 def test_over_the_pixel_budget_is_refused_before_decoding() -> None:
     with pytest.raises(ImageTooLargeError, match="100000x100000"):
-        decode_image(png_header(100_000, 100_000), max_pixels=50_000_000)
+        decode_image(png_declaring(100_000, 100_000), max_pixels=50_000_000)
 
 
 # a Windows icon: a format whose size the header parser does not read (GIF's, like cv2.imread's formats, it does)
-@pytest.mark.parametrize("data", [b"", b"\0\0\1\0\1\0....", b"\xff\xd8\xff", png_header(4, 4), b"BM" + b"\0" * 40])
+@pytest.mark.parametrize("data", [b"", b"\0\0\1\0\1\0....", b"\xff\xd8\xff", png_declaring(4, 4), b"BM" + b"\0" * 40])
 def test_unreadable_bytes_are_image_read_errors(data) -> None:
     with pytest.raises(ImageReadError):
         decode_image(data, max_pixels=10**6)

@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 import psutil
 import pytest
-from _serve_server import REPO, Server, png_header, serve_files
+from _images import png_declaring
+from _serve_server import REPO, Server, serve_files
 from test_serve_http import _expected, _get, _post
 
 from nanodet_infer import Detector
@@ -83,10 +84,10 @@ def test_v1_and_v2_answer_as_the_detector(ray_server, files, detector, tmp_path)
 @pytest.mark.slow
 def test_bounds_answer_as_the_local_server(ray_server) -> None:
     url = f"{ray_server.url}/v1/models/tiny/detect"
-    status, _, raw = _post(url, png_header(20000, 20000))
+    status, _, raw = _post(url, png_declaring(20000, 20000))
     assert status == 413 and "pixels" in json.loads(raw)["error"]
     assert _post(url, b"not an image")[0] == 400
-    assert _post(f"{url}?score_threshold=2", png_header(4, 4))[0] == 400
+    assert _post(f"{url}?score_threshold=2", png_declaring(4, 4))[0] == 400
     assert _post(f"{ray_server.url}/v1/models/nope/detect", b"x")[0] == 404
 
 

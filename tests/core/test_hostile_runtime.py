@@ -8,12 +8,12 @@ import copyreg
 import pickle
 import struct
 import threading
-import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from _images import write_png_declaring
 from conftest import SHAPES
 
 from nanodet_infer import Detector
@@ -31,17 +31,6 @@ IMAGES = sorted((SHAPES / "images").glob("*.jpg"))[:6]
 @pytest.fixture(scope="module")
 def detector() -> Detector:
     return Detector(MODEL, num_threads=1, score_threshold=0.05, class_names=NAMES)
-
-
-def png_declaring(path: Path, width: int, height: int) -> Path:
-    """A ~100-byte PNG whose IHDR declares ``width`` x ``height`` (its data is a tiny deflate stream)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
-    return path
 
 
 # ------------------------------------------------------------------------------------------ header sizes
@@ -72,12 +61,12 @@ def test_declared_size_of_lossless_webp_and_bigger_jpeg_metadata(tmp_path: Path)
 
 
 def test_png_bomb_is_refused_from_its_header_before_decoding(tmp_path: Path, monkeypatch) -> None:
-    bomb = png_declaring(tmp_path / "bomb.png", 100_000, 100_000)
+    bomb = write_png_declaring(tmp_path / "bomb.png", 100_000, 100_000)
     assert bomb.stat().st_size < 1024
     monkeypatch.setattr(cv2, "imread", lambda *a: pytest.fail("a bomb was decoded"))
     with pytest.raises(ImageTooLargeError, match=r"100000x100000.*--max-image-pixels"):
         load_image(bomb)
-    big = png_declaring(tmp_path / "big.png", 30_000, 30_000)  # 900 MP: 2.7 GB decoded
+    big = write_png_declaring(tmp_path / "big.png", 30_000, 30_000)  # 900 MP: 2.7 GB decoded
     with pytest.raises(ImageTooLargeError, match="max_image_pixels"):
         load_image(big)
     assert isinstance(ImageTooLargeError("x"), ImageReadError)
@@ -99,7 +88,7 @@ def test_the_budget_is_a_detector_argument(tmp_path: Path) -> None:
 
 def test_opencv_own_limit_is_a_typed_error(tmp_path: Path) -> None:
     # above OpenCV's 2**30-pixel cap: with the budget raised, cv2.imread itself raises cv2.error
-    bomb = png_declaring(tmp_path / "bomb.png", 100_000, 100_000)
+    bomb = write_png_declaring(tmp_path / "bomb.png", 100_000, 100_000)
     with pytest.raises(ImageReadError, match="OpenCV"):
         load_image(bomb, max_pixels=10**11)
 

@@ -4,11 +4,10 @@ one typed error or are passed over; nothing hangs, nothing is decoded beyond the
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
+from _images import png_declaring
 from conftest import SHAPES
 from nanodet_export.quantize import find_calibration_images
 
@@ -37,11 +36,7 @@ def test_symlink_loops_and_fifos_are_passed_over_without_hanging(tmp_path: Path)
 def test_a_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
     folder = _folder(tmp_path)
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10**5, 10**5, 8, 2,
-                                                                                      0, 0, 0)) + chunk(b"IEND", b""))
+    (folder / "a.png").write_bytes(png_declaring(10**5, 10**5))
     with pytest.raises(ImageTooLargeError, match="100000x100000"):
         find_calibration_images(folder, None)
 
