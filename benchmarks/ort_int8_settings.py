@@ -7,21 +7,24 @@
 exporter's own setting (:func:`nanodet_export.quantize.quantize_onnx`: QDQ, uint8 activations, int8 per-channel
 weights with ``reduce_range``, the family's float nodes), the same with the depthwise convolutions also kept in
 float, the QOperator format, int8 activations, and no float nodes at all. One session per file (1 thread), runs
-interleaved, medians; the max |Δ| of the outputs against f32 on the first calibration input.
+interleaved, medians (``int8_families.bare_times``); the max |Δ| of the outputs against f32 on the first calibration
+input.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def variants(float_nodes: list[str], depthwise: list[str]) -> dict[str, dict[str, Any]]:
@@ -47,6 +50,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from nanodet_export.adapter import Int8Rule
+    from nanodet_export.parity import onnxruntime_runner
     from nanodet_export.quantize import (
         calibration_inputs,
         find_calibration_images,
@@ -56,6 +60,8 @@ def main() -> None:
     )
     from onnxruntime.quantization import CalibrationDataReader, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from benchmarks.int8_families import bare_times
 
     detector = load_detector(args.model, "onnxruntime")
     inputs = list(calibration_inputs(find_calibration_images(args.calib_images, args.calib_count), detector))
@@ -80,30 +86,15 @@ def main() -> None:
         for label, options in variants(float_nodes, depthwise).items():
             files[label] = Path(work) / f"{len(files)}.onnx"
             quantize_static(str(prepared), str(files[label]), Reader(), **options)
-        session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = session_options.inter_op_num_threads = 1
-        sessions = {k: ort.InferenceSession(str(p), session_options, providers=["CPUExecutionProvider"])
-                    for k, p in files.items()}
-        x = {name: inputs[0]}
-        for session in sessions.values():
-            for _ in range(5):
-                session.run(None, x)
-        times: dict[str, list[float]] = {k: [] for k in sessions}
-        for _ in range(args.runs):
-            for k, session in sessions.items():
-                start = time.perf_counter()
-                session.run(None, x)
-                times[k].append((time.perf_counter() - start) * 1e3)
-        reference = sessions["f32"].run(None, x)
-        f32 = statistics.median(times["f32"])
+        outputs = tuple(o.name for o in graph.graph.output)
+        medians = bare_times(files, "onnxruntime", inputs[0], args.runs, outputs)  # interleaved, after warm-up
+        results = {k: onnxruntime_runner(p, outputs)(inputs[0]) for k, p in files.items()}
         print(f"onnxruntime {ort.__version__}, 1 thread, {args.runs} interleaved runs, input {inputs[0].shape}; "
               f"{len(depthwise)} depthwise convs, {len(float_nodes)} family float nodes")
         print("| setting | ms (median) | vs f32 | max abs diff vs f32 |\n|---|---|---|---|")
-        for k, session in sessions.items():
-            median = statistics.median(times[k])
-            diff = max(float(np.abs(o - r).max()) for o, r in zip(session.run(None, x), reference, strict=True))
-            print(f"| {k} | {median:.2f} | {f32 / median:.2f}x | {diff:.3g} |")
-
+        for k, median in medians.items():
+            diff = max(float(np.abs(results[k][o] - results["f32"][o]).max()) for o in outputs)
+            print(f"| {k} | {median:.2f} | {medians['f32'] / median:.2f}x | {diff:.3g} |")
 
 if __name__ == "__main__":
     main()
