@@ -20,6 +20,7 @@ import torch
 from nanodet_models.detr import read_detr_checkpoint
 from nanodet_models.detr.model import DetrArchitecture
 from nanodet_models.sniff import pickle_names
+from nanodet_models.torchvision_common import COCO_V91_NAMES
 from torch import nn
 
 from nanodet_infer.errors import InvalidArgumentError
@@ -29,7 +30,6 @@ from nanodet_infer.metadata import ModelMetadata
 from .. import onnx_export, parity
 from ..adapter import TRUST_CHECKPOINT, CommonArgs, ExportAdapter, Option, ParityRule, Prepared
 from ..writer import PRODUCER
-from .coco import COCO_91_NAMES
 
 NAME = "detr"
 LOGITS, BOXES = "pred_logits", "pred_boxes"
@@ -52,6 +52,10 @@ class Deploy(nn.Module):
             return self.model(x)
 
 
+#: DETR's 91 class indices = COCO category ids: torchvision's COCO names with "N/A" for index 0 (DETR has no
+#: background class there; its no-object logit is the extra last one).
+DETR_COCO_NAMES: tuple[str, ...] = ("N/A", *COCO_V91_NAMES[1:])
+
 def recognise(path: Path) -> bool:
     """Whether the pickle of ``path`` names facebookresearch/detr's keys (nothing is executed)."""
     strings = pickle_names(path).strings
@@ -67,15 +71,15 @@ def prepare(
     trust_checkpoint: bool = False,
 ) -> Prepared:
     """Read a DETR checkpoint, infer its architecture and return the deploy model with its metadata."""
-    checkpoint = read_detr_checkpoint(ckpt, trust=trust_checkpoint)
-    arch = checkpoint.config.arch
-    if common.dynamic is False:
+    if common.dynamic is False:  # refused before the checkpoint is read
         raise InvalidArgumentError(
             "DETR is exported with dynamic H/W only (each image keeps its own eval size); drop --static"
         )
+    checkpoint = read_detr_checkpoint(ckpt, trust=trust_checkpoint)
+    arch = checkpoint.config.arch
     names = common.class_names
     if names is None:
-        names = COCO_91_NAMES if arch.num_classes == 91 else tuple(f"class_{i}" for i in range(arch.num_classes))
+        names = DETR_COCO_NAMES if arch.num_classes == 91 else tuple(f"class_{i}" for i in range(arch.num_classes))
     if len(names) != arch.num_classes:
         raise InvalidArgumentError(
             f"{len(names)} class names given for a DETR with {arch.num_classes} classes (plus no-object); "

@@ -28,9 +28,8 @@ import torch
 
 from nanodet_infer.errors import CheckpointError, UnsafeCheckpointError
 
-from ..checkpoint import check_archive, file_sha256
+from ..checkpoint import check_archive, file_sha256, float32_weights
 from ..sniff import pickle_names
-from ..tensor_bounds import check_tensors
 from .model import MODULES, YOLOv7, check_model_dict, estimate_parameters
 
 UPSTREAM_MODULES = {
@@ -277,8 +276,7 @@ def _state_dict(root: StandIn, path: Path) -> dict[str, torch.Tensor]:
             if not isinstance(tensor, torch.Tensor):
                 raise CheckpointError(f"{path}: {prefix}{name} is a {type(tensor).__name__}, not a tensor")
             raw[prefix + str(name)] = tensor.detach()
-    check_tensors(raw, path)
-    return {k: t.float() if t.is_floating_point() else t for k, t in raw.items()}
+    return float32_weights(raw, path)[0]
 
 
 def load_yolov7_weights(model: YOLOv7, checkpoint: YOLOv7Checkpoint) -> None:
