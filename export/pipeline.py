@@ -62,9 +62,11 @@ def export_prepared(
     onnx_export.embed_metadata(graph, properties)
     rule = adapter.parity
     samples = prepared.samples if options.check else []
+    torch_run = parity.remembering(parity.torch_runner(prepared.deploy, prepared.output_names))  # run once per sample
     noise = None
     if rule.measure_noise and samples:
-        noise = parity.reference_noise(prepared.deploy, samples, prepared.output_names, fp16=options.fp16)
+        noise = parity.reference_noise(prepared.deploy, samples, prepared.output_names, fp16=options.fp16,
+                                       run=torch_run)
     quantized: dict[str, Any] = {}
 
     def quantize_files(temps: tuple[Path, ...]) -> None:
@@ -80,7 +82,7 @@ def export_prepared(
         properties,
         out,
         options,
-        reference=rule.view(parity.torch_runner(prepared.deploy, prepared.output_names)),
+        reference=rule.view(torch_run),
         samples=samples,
         verify=lambda found: check_round_trip(metadata, found),
         view=rule.view,
