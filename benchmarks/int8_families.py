@@ -111,6 +111,10 @@ def measure(name: str, ckpt: Path, options: dict[str, Any], args: argparse.Names
             "score_delta_mean": round(agreement.mean_score_delta, 3),
             "score_threshold": agreement.score_threshold,
             "float_layers": len(int8.metadata.calibration["float_layers"]),
+            "restored": len(int8.int8.restored),  # operations accuracy control restored to float
+            "plain_matched": (
+                None if int8.int8.plain is None else f"{int8.int8.plain.matched}/{int8.int8.plain.stable}"
+            ),
             "f32_ms": round(ms["f32"], 2),
             "int8_ms": round(ms["int8"], 2),
             "speedup": round(ms["f32"] / ms["int8"], 2),

@@ -28,7 +28,7 @@ from nanodet_infer.safetext import safe_text
 
 from .api import FORMATS, PRODUCER, ExportReport, export_checkpoint, family_options
 from .families import EXPORT_ADAPTERS
-from .quantize import DEFAULT_CALIB_COUNT, Int8Report, Int8Request, agreement_line
+from .quantize import DEFAULT_CALIB_COUNT, RESTORE_TARGET, Int8Report, Int8Request, agreement_line
 from .staging import output_files
 
 EXIT_OK, EXIT_EXPORT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"use the first N images of --calib-images by name (default: all, at most {DEFAULT_CALIB_COUNT})",
     )
     int8.add_argument(
-        "--force-int8", action="store_true", help="write the INT8 model even when the agreement check fails"
+        "--force-int8",
+        action="store_true",
+        help="write the plain INT8 model even when the agreement check fails (no accuracy control)",
     )
     int8.add_argument("--eval-ann", metavar="ANN.json", help="COCO annotations: print f32 vs INT8 mAP")
     int8.add_argument("--eval-images", metavar="DIR", help="the images --eval-ann refers to")
@@ -247,10 +249,22 @@ def _int8_lines(report: Int8Report, facts: Mapping[str, Any]) -> list[str]:
     kept = ", ".join(facts.get("float_layers", ())) or "-"
     lines = [
         f"  int8         {facts.get('method', '?')}; {facts.get('count', '?')} calibration images "
-        f"(sha256 {report.calibration.sha256[:16]}); convs kept in float: {kept}",
+        f"(sha256 {report.calibration.sha256[:16]}); kept in float: {kept}",
         f"  agreement    {agreement_line(report.agreement)}"
         + ("  [COLLAPSED, written because of --force-int8]" if report.forced else ""),
     ]
+    if report.plain is not None:
+        what = (
+            f"restored {len(report.restored)} operations to float, the most sensitive first (listed under int8)"
+            if report.restored
+            else "met it without restoring an operation"
+        )
+        lines.insert(
+            1,
+            f"  restored     the plain INT8 model matched {report.plain.matched}/{report.plain.stable} stable f32 "
+            f"detections ({report.plain.matched_fraction:.0%}); quantized again with accuracy control (target "
+            f"{RESTORE_TARGET:.0%}), which {what}",
+        )
     if report.mean_ap:
         header = "  mAP          " + "  ".join(f"{name:>6}" for name in report.mean_ap)
         settings = report.eval_settings or {}

@@ -15,8 +15,12 @@ Flow (driven by :func:`nanodet_export.api.export_checkpoint` with ``int8=``):
    the head tail).
 4. :func:`agreement` — detections of the INT8 model against the f32 model on the calibration images, at
    the family's default score threshold, judged on the f32 detections that survive a one-grey-level change
-   of the images (:func:`perturb_image`; near-ties flip under any change); a collapse fails the export unless forced
-   (:func:`check_agreement`). The optional mAP comparison runs at the family's evaluation settings.
+   of the images (:func:`perturb_image`; near-ties flip under any change).
+5. A collapse with stable detections, not forced: :func:`restore_accuracy` quantizes again with NNCF's accuracy
+   control, restoring the most sensitive operations to float until :data:`RESTORE_TARGET` of the stable
+   detections are matched (the metric is this agreement, :class:`AgreementJudge`), and the check runs again.
+   What still collapses fails the export unless forced (:func:`check_agreement`). The optional mAP comparison
+   runs at the family's evaluation settings.
 
 The head tail is every node between the outputs and the last convolutions (the class/box convs
 themselves, the reshapes, the concat and the sigmoid): outputs that share one activation scale (scores in
@@ -39,6 +43,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from nanodet_infer.detector import Inference
 from nanodet_infer.errors import ExportError, ImageReadError, InvalidArgumentError, NanoDetError
 from nanodet_infer.images import load_image
 from nanodet_infer.metadata import ModelMetadata
@@ -67,6 +72,15 @@ EVAL_SETTINGS = {"score_threshold": 0.05, "iou_threshold": 0.6, "max_detections"
 
 ONNX_METHOD = "onnxruntime quantize_static QDQ, activations uint8 MinMax, weights int8 per-channel reduce_range"
 OPENVINO_METHOD = "nncf.quantize preset PERFORMANCE, fast bias correction"
+
+#: When the INT8 model fails the agreement check, NNCF's accuracy control restores its most sensitive layers to
+#: float, ranked and checked by the agreement itself, until this fraction of the stable f32 detections is matched.
+RESTORE_TARGET = 0.7
+RESTORE_METHOD = {
+    # asymmetric uint8 activations: ONNX Runtime's fast U8S8 path (int8 activations ran at half f32's speed)
+    "onnx": "nncf.quantize_with_accuracy_control (ONNX) preset MIXED, fast bias correction",
+    "openvino": "nncf.quantize_with_accuracy_control preset PERFORMANCE, fast bias correction",
+}
 
 
 @dataclass(frozen=True)
@@ -143,6 +157,11 @@ class Int8Report:
     without ``eval_ann``."""
     eval_settings: dict[str, Any] | None = None
     """The family's evaluation settings the mAP was computed at (None without ``eval_ann``)."""
+    plain: Agreement | None = None
+    """The agreement of the plain INT8 model when it collapsed and layers were restored (``agreement`` is then the
+    restored model's); None when the plain model passed or was forced."""
+    restored: tuple[str, ...] = ()
+    """Operations restored to float by accuracy control, besides the family's rule (:func:`restore_accuracy`)."""
 
 
 def check_request(request: Int8Request, *, fp16: bool) -> Calibration:
@@ -251,20 +270,36 @@ def quantize_export(
             openvino_export.save(ov_model, int8[0], fp16=False)
         score = reference.score_threshold
         low = load_detector(f32[0], backend, score_threshold=score * MATCH_FACTOR)
-        result = agreement(
-            [reference(image) for image in calibration.paths],
-            run_detector(int8[0], backend, calibration.paths, score_threshold=score * MATCH_FACTOR),
-            score_threshold=score,
-            perturbed=[low(perturb_image(load_image(path), seed)) for seed, path in enumerate(calibration.paths)],
-        )
-        forced = check_agreement(result, force=request.force)
+        judge = AgreementJudge(reference, low, calibration.paths)
+        result = judge.check_file(int8[0], backend)
+        plain, restored = None, ()
+        if result.collapsed and result.stable and not request.force:  # restore the most sensitive layers to float
+            plain = result
+            model, names = restore_accuracy(f32[0], fmt, inputs, judge, metadata.input_name, rule)
+            restored = tuple(names)
+            quantized = metadata.replace(
+                precision="int8",
+                calibration=calibration_facts(
+                    calibration, RESTORE_METHOD[fmt] + f", {len(restored)} operations restored to float",
+                    [*float_convs, *restored],
+                ),
+            )
+            if fmt == "onnx":
+                del model.metadata_props[:]
+                embed_metadata(model, quantized.to_properties())
+                onnx.save(model, str(int8[0]))
+            else:
+                openvino_export.set_properties(model, quantized.to_properties())
+                openvino_export.save(model, int8[0], fp16=False)
+            result = judge.check_file(int8[0], backend)
+        forced = check_agreement(result, force=request.force, restored=len(restored) if plain else None)
         mean_ap, settings = {}, None
         if request.eval_ann is not None and request.eval_images is not None:
             settings = reference.evaluation_settings
             mean_ap = compare_map(f32[0], int8[0], backend, request.eval_ann, request.eval_images, settings)
         for path, target in zip(int8, staged, strict=True):
             shutil.move(path, target)
-    return quantized, Int8Report(calibration, result, forced, mean_ap, settings)
+    return quantized, Int8Report(calibration, result, forced, mean_ap, settings, plain, restored)
 
 
 def quantize_file(source: str | Path, out: str | Path, request: Int8Request) -> Int8Report:
@@ -435,6 +470,88 @@ def quantize_openvino(
     return quantized, float_convs
 
 
+# ---------------------------------------------------------------------------------------------- accuracy control
+def restore_accuracy(
+    source: Path,
+    fmt: str,
+    inputs: Callable[[], Iterator[np.ndarray]],
+    judge: AgreementJudge,
+    input_name: str,
+    rule: Int8Rule | None = None,
+) -> tuple[Any, list[str]]:
+    """Quantize the f32 file ``source`` again with NNCF's accuracy control: operations are restored to float, the
+    most sensitive first (ranked by ``judge``'s agreement on each calibration image), until the agreement reaches
+    :data:`RESTORE_TARGET`. Returns the model (``onnx.ModelProto`` or ``openvino.Model``) and the names of the
+    operations restored; it may still fall short (NNCF stops when nothing is left to restore), which the caller's
+    check then reports.
+
+    Cost: one run of the calibration images per quantized layer group to rank them, plus one per restoring step.
+    """
+    import nncf
+
+    samples = list(inputs())
+    if fmt == "onnx":
+        model = onnx.load(str(source))
+        float_nodes = onnx_float_nodes(model, rule)[0]
+        data, preset = [{input_name: x} for x in samples], nncf.QuantizationPreset.MIXED
+    else:
+        import openvino as ov
+
+        model = ov.Core().read_model(str(source))
+        float_nodes = openvino_float_nodes(model, rule)[0]
+        data, preset = samples, nncf.QuantizationPreset.PERFORMANCE
+
+    def validate(candidate: Any, indices: Iterator[int]) -> tuple[float, list[float]]:
+        return judge.metric(_inference(candidate, input_name), list(indices))
+
+    with _quiet(), _reverted_operations() as reverted:
+        restored = nncf.quantize_with_accuracy_control(
+            model,
+            nncf.Dataset(data),
+            nncf.Dataset(list(range(len(samples)))),
+            validate,
+            max_drop=1.0 - RESTORE_TARGET,  # the f32 model agrees with itself: metric 1
+            preset=preset,
+            subset_size=len(samples),
+            fast_bias_correction=True,
+            ignored_scope=nncf.IgnoredScope(names=float_nodes),
+        )
+    return restored, reverted
+
+
+def _inference(model: Any, input_name: str) -> Inference:
+    """The inference of a model NNCF hands to its validation function: an ``onnx.ModelProto`` (run on ONNX Runtime,
+    1 thread) or an ``openvino.CompiledModel``."""
+    if isinstance(model, onnx.ModelProto):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return lambda x: session.run(None, {input_name: x})
+    return lambda x: list(model(x).values())
+
+
+@contextlib.contextmanager
+def _reverted_operations() -> Iterator[list[str]]:
+    """Collect the names of the operations NNCF's accuracy restorer reverts to float (from the report it prints
+    at the end; nncf is pinned, and the tests of the restoring path would notice a change)."""
+    from nncf.quantization.algorithms.accuracy_control.algorithm import QuantizationAccuracyRestorer
+
+    names: list[str] = []
+    original = QuantizationAccuracyRestorer._print_report
+
+    def record(report: Any, max_num_iterations: int) -> None:
+        names.extend(node.node_name for node in report.reverted_operations)
+        original(report, max_num_iterations)
+
+    QuantizationAccuracyRestorer._print_report = staticmethod(record)
+    try:
+        yield names
+    finally:
+        QuantizationAccuracyRestorer._print_report = staticmethod(original)
+
+
 # ---------------------------------------------------------------------------------------------- checks
 def agreement(
     reference: list[Detections],
@@ -476,6 +593,38 @@ def agreement(
         max_score_delta=float(np.max(deltas)) if deltas else nan,
         score_threshold=score_threshold,
     )
+
+
+class AgreementJudge:
+    """:func:`agreement` of candidate INT8 models against one f32 model on the calibration images.
+
+    ``reference``: the f32 runtime detector at the family's threshold; ``low``: the same model at
+    :data:`MATCH_FACTOR` x that threshold (candidates are detected with this one's settings). The f32 detections
+    and their one-grey-level perturbation (:func:`perturb_image`) are computed once.
+    """
+
+    def __init__(self, reference: Any, low: Any, images: Sequence[Path]) -> None:
+        self._low = low
+        self._images = tuple(images)
+        self._score = reference.score_threshold
+        self._want = [reference(image) for image in self._images]
+        self._perturbed = [low(perturb_image(load_image(path), seed)) for seed, path in enumerate(self._images)]
+
+    def check_file(self, path: Path, backend: str) -> Agreement:
+        """The agreement of the model file ``path`` (run by the runtime on ``backend``) on every image."""
+        got = run_detector(path, backend, self._images, score_threshold=self._low.score_threshold)
+        return self._judge(range(len(self._images)), got)
+
+    def metric(self, run: Inference, indices: list[int]) -> tuple[float, list[float]]:
+        """NNCF's validation metric of a candidate given by its inference ``run``: the matched fraction on the
+        images ``indices``, and per image."""
+        got = [self._low.detect_with(run, self._images[i]) for i in indices]
+        per_image = [self._judge([i], [g]).matched_fraction for i, g in zip(indices, got, strict=True)]
+        return self._judge(indices, got).matched_fraction, per_image
+
+    def _judge(self, indices: Sequence[int], got: list[Detections]) -> Agreement:
+        want, perturbed = [self._want[i] for i in indices], [self._perturbed[i] for i in indices]
+        return agreement(want, got, score_threshold=self._score, perturbed=perturbed)
 
 
 def _matches(want: Detections, got: Detections) -> list[tuple[int, int, float]]:
@@ -524,8 +673,10 @@ def agreement_line(result: Agreement) -> str:
     )
 
 
-def check_agreement(result: Agreement, *, force: bool) -> bool:
-    """Raise :class:`ExportError` on a collapse unless ``force``; returns whether a collapse was forced."""
+def check_agreement(result: Agreement, *, force: bool, restored: int | None = None) -> bool:
+    """Raise :class:`ExportError` on a collapse unless ``force``; returns whether a collapse was forced.
+
+    ``restored``: how many layers accuracy control restored to float before this check (None: it did not run)."""
     if not result.collapsed:
         return False
     if result.f32_detections == 0:
@@ -537,6 +688,8 @@ def check_agreement(result: Agreement, *, force: bool) -> bool:
         )
     else:
         why = f"only {result.matched_fraction:.0%} of the stable f32 detections survive quantization"
+        if restored is not None:
+            why += f", even with {restored} operations restored to float by accuracy control"
     if force:
         return True
     raise ExportError(

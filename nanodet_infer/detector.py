@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,9 @@ from .images import MAX_IMAGE_PIXELS, ImageInput, load_image
 from .metadata import ModelMetadata
 from .model_spec import resolve_model_spec
 from .results import Detections, StageTimings
+
+Inference = Callable[[np.ndarray], Sequence[np.ndarray]]
+"""An engine's inference: network input float32 ``[B, 3, H, W]`` → the model's outputs (batch axis first)."""
 
 MAX_BATCH = 32
 """Default ``max_batch`` of :meth:`Detector.detect_batch`: at most this many images per inference (dynamic batch)."""
@@ -272,6 +275,17 @@ class Detector:
         current settings), as :meth:`detect` feeds it to the model; for benchmarks and debugging."""
         return self._prepare(0, image, self._settings).tensor
 
+    def detect_with(self, run: Inference, image: ImageInput) -> Detections:
+        """Detect objects in one image with another engine's inference ``run`` in place of the detector's backend.
+
+        ``run`` takes the network input, float32 ``[1, 3, H, W]`` (this detector's preprocessing and settings), and
+        returns the model's outputs as this model gives them (same order and layout, batch axis first); the
+        family's post-process then maps them to original-image pixels. For checking another build of the same
+        model (the exporter ranks candidate INT8 graphs with it) without writing each to a file.
+        """
+        settings = self._settings
+        return self._run_batch([self._prepare(0, image, settings)], settings, run)[0]
+
     def detect_batch(self, images: Iterable[ImageInput], max_batch: int = MAX_BATCH) -> list[Detections]:
         """Detect objects in several images (a list, or any iterable); one :class:`Detections` per image, in order.
 
@@ -388,7 +402,7 @@ class Detector:
         self, images: Iterator[ImageInput], workers: int, settings: Settings, backend: Backend
     ) -> Iterator[Detections]:
         def detect(image: ImageInput) -> Detections:
-            return self._run_batch([self._prepare(0, image, settings)], settings, backend)[0]
+            return self._run_batch([self._prepare(0, image, settings)], settings, backend.run)[0]
 
         pending: deque[tuple[Future[Detections], int]] = deque()
         held = 0  # bytes of the array images waiting in ``pending``
@@ -438,14 +452,14 @@ class Detector:
         return _Prepared(index, plan, tensor, (time.perf_counter() - start) * 1e3)
 
     def _run_batch(
-        self, group: list[_Prepared], settings: Settings, backend: Backend | None = None
+        self, group: list[_Prepared], settings: Settings, run: Inference | None = None
     ) -> dict[int, Detections]:
-        """One inference on ``group`` (all on one canvas; on ``backend``, default the detector's), then the family's
-        post-process per image; keyed by index."""
+        """One inference on ``group`` (all on one canvas; by ``run``, default the detector's backend), then the
+        family's post-process per image; keyed by index."""
         spec = self._spec
         batch = group[0].tensor[None] if len(group) == 1 else np.stack([item.tensor for item in group])
         start = time.perf_counter()
-        outputs = (backend or self._backend).run(batch)
+        outputs = (run or self._backend.run)(batch)
         inference_ms = (time.perf_counter() - start) * 1e3 / len(group)
         if any(output.ndim < 1 or output.shape[0] != len(group) for output in outputs):
             raise IncompatibleModelError(

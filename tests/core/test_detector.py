@@ -67,6 +67,22 @@ def test_array_input_equals_path_input(detector):
     np.testing.assert_array_equal(detector(rgb_view).xyxy, by_path.xyxy)
 
 
+def test_detect_with_another_inference_runs_the_same_pipeline(detector):
+    calls = []
+
+    def run(tensor):
+        calls.append(tensor.shape)
+        return detector.backend.run(tensor)
+
+    own, other = detector(IMAGES[2]), detector.detect_with(run, IMAGES[2])
+    assert calls == [(1, 3, 256, 256)]
+    np.testing.assert_array_equal(own.xyxy, other.xyxy)
+    np.testing.assert_array_equal(own.scores, other.scores)
+    # the outputs of another engine are post-processed by this detector: no box without candidates
+    silent = detector.detect_with(lambda x: [np.zeros_like(o) for o in detector.backend.run(x)], IMAGES[2])
+    assert len(own) > 0 and len(silent) == 0
+
+
 def test_batch_on_static_batch_model_equals_single_calls(detector):
     batch = detector.detect_batch(IMAGES[:6])
     assert len(batch) == 6

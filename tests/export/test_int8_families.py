@@ -2,19 +2,21 @@
 
 Each case exports the shared checkpoint quantized, calibrated and checked on the 20 ``shapes-m-256`` images
 (the agreement check runs inside the export and must pass), for the families and formats affordable in the
-default suite (docs/export.md, "Per family", has the measured table of all). A deliberately collapsed head
-(YOLOv7's one output quantized with one activation scale) must still be refused.
+default suite (docs/export.md, "Per family", has the measured table of all). A precision-sensitive model
+(the seeded YOLOv7-tiny) passes once accuracy control has restored its most sensitive operations to float; a
+collapse that restoring cannot repair is refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import onnx
 import pytest
 from conftest import SHAPES
-from nanodet_export import export_checkpoint, families
+from nanodet_export import export_checkpoint, families, quantize
 from nanodet_export.adapter import Int8Rule
-from nanodet_export.quantize import Int8Request
+from nanodet_export.quantize import RESTORE_TARGET, Int8Request
 
 from nanodet_infer import Detector
 from nanodet_infer.errors import ExportError
@@ -48,13 +50,35 @@ def test_int8_export_passes_the_agreement_check_unforced(shared_fixtures, tmp_pa
     assert detector.metadata.calibration["float_layers"]  # the family's head tail stays float
 
 
-def test_a_collapsed_head_is_refused(shared_fixtures, tmp_path, monkeypatch):
-    # without the head tail in float, YOLOv7's one output (box pixels next to probabilities) shares one scale
+def test_a_precision_sensitive_model_is_restored_by_accuracy_control(shared_fixtures, tmp_path):
+    # the seeded, narrow YOLOv7-tiny keeps ~25% of its stable detections through plain INT8 (bf16 alone: 84%)
+    out = tmp_path / "m.onnx"
+    report = export_checkpoint(
+        shared_fixtures / "yolov7-tiny-s/yolov7-tiny-s.pt", out, int8=Int8Request(calib_images=IMAGES, calib_count=8)
+    ).int8
+    assert report.plain is not None and report.plain.collapsed and report.plain.stable > 0
+    assert report.restored and not report.forced
+    assert report.agreement.stable == report.plain.stable and report.agreement.matched_fraction >= RESTORE_TARGET
+    calibration = Detector(out, num_threads=1).metadata.calibration
+    assert "accuracy_control" in calibration["method"]
+    assert set(report.restored) <= set(calibration["float_layers"])
+
+
+def test_a_collapse_that_restoring_cannot_repair_is_refused(shared_fixtures, tmp_path, monkeypatch):
+    # without the head tail in float, YOLOv7's one output (box pixels next to probabilities) shares one scale;
+    # the restoring step is replaced by one that gives the same collapsed model back
     adapter = families.EXPORT_ADAPTERS["yolov7"]
     monkeypatch.setitem(families.EXPORT_ADAPTERS, "yolov7", replace(adapter, int8=Int8Rule(head_tail=False)))
+
+    def no_repair(source, fmt, inputs, judge, input_name, rule):
+        collapsed = tmp_path / "collapsed.onnx"
+        quantize.quantize_onnx(source, collapsed, inputs, input_name, rule)
+        return onnx.load(str(collapsed)), []
+
+    monkeypatch.setattr(quantize, "restore_accuracy", no_repair)
     out = tmp_path / "out" / "m.onnx"
     out.parent.mkdir()
-    with pytest.raises(ExportError, match=r"only 0% of the stable f32 detections survive"):
+    with pytest.raises(ExportError, match=r"only 0% .* survive quantization, even with 0 operations restored"):
         export_checkpoint(
             shared_fixtures / "yolov7-s/yolov7-s.pt", out, int8=Int8Request(calib_images=IMAGES, calib_count=5)
         )
