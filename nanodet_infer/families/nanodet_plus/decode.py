@@ -12,6 +12,7 @@ from functools import lru_cache
 import numpy as np
 
 from ...errors import InvalidArgumentError
+from . import decode_kernel
 
 _SIDE_SIGNS = np.array([-1, -1, 1, 1], dtype=np.float32)  # distance signs of x1, y1, x2, y2
 
@@ -62,14 +63,7 @@ def integral(box_dist: np.ndarray, reg_max: int) -> np.ndarray:
     a NaN logit makes a side undefined (NaN); :func:`nanodet_infer.nms.greedy_nms` drops candidates whose box is not
     finite. No warnings are emitted.
     """
-    logits = np.asarray(box_dist, dtype=np.float32).reshape(-1, 4, reg_max + 1)
-    # Bin-major [reg_max+1, K, 4]: every step below is an element-wise op on contiguous [K, 4] planes.
-    bins = logits.transpose(2, 0, 1).copy()
-    peak = bins.max(axis=0)  # a max is exact: the same value in any order
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf (fixed below), huge finite differences
-        weights = np.exp(bins - peak)
-    if np.isinf(peak).any():  # inf - inf gave NaN: the maximal bins get exp(0) = 1, as with a finite peak
-        weights[bins == peak] = 1.0
+    weights = bin_weights(box_dist, reg_max)
     scaled = weights * _bin_values(reg_max)
     # Sums are spelled out bin by bin (not .sum(axis)) so their order never depends on K.
     total = weights[0].copy()
@@ -79,6 +73,20 @@ def integral(box_dist: np.ndarray, reg_max: int) -> np.ndarray:
         expected += scaled[b]
     expected /= total
     return expected
+
+
+def bin_weights(box_dist: np.ndarray, reg_max: int) -> np.ndarray:
+    """The softmax numerators of each side's bins, bin-major: float32 ``[reg_max+1, K, 4]``, ``exp(logit - max over
+    the side's bins)`` (the maximal bins get 1 when the maximum is infinite, see :func:`integral`)."""
+    logits = np.asarray(box_dist, dtype=np.float32).reshape(-1, 4, reg_max + 1)
+    # Bin-major: every step is an element-wise op on contiguous [K, 4] planes.
+    bins = logits.transpose(2, 0, 1).copy()
+    peak = bins.max(axis=0)  # a max is exact: the same value in any order
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf (fixed below), huge finite differences
+        weights = np.exp(bins - peak)
+    if np.isinf(peak).any():  # inf - inf gave NaN: the maximal bins get exp(0) = 1, as with a finite peak
+        weights[bins == peak] = 1.0
+    return weights
 
 
 @lru_cache(maxsize=8)
@@ -106,7 +114,11 @@ def distance2bbox(points: np.ndarray, distances: np.ndarray, max_size: Sequence[
 
 
 def decode_boxes(box_dist: np.ndarray, priors: np.ndarray, reg_max: int, canvas_size: Sequence[int]) -> np.ndarray:
-    """Decode ``[K, 4*(reg_max+1)]`` logits at ``priors`` ``[K, 3]`` → float32 ``[K, 4]`` xyxy canvas pixels."""
+    """Decode ``[K, 4*(reg_max+1)]`` logits at ``priors`` ``[K, 3]`` → float32 ``[K, 4]`` xyxy canvas pixels.
+
+    With the compiled kernel (:mod:`.decode_kernel`) everything after the ``exp`` runs in C, same arithmetic."""
+    if decode_kernel.AVAILABLE:
+        return decode_kernel.dfl_boxes(bin_weights(box_dist, reg_max), priors, canvas_size)
     distances = integral(box_dist, reg_max)
     distances *= priors[:, 2:3]
     return distance2bbox(priors[:, :2], distances, canvas_size)

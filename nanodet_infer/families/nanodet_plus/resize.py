@@ -26,6 +26,7 @@ import numpy as np
 
 from ...errors import InvalidArgumentError, InvalidImageError
 from ...preprocess import canvas_out, check_image, normalize_into
+from . import decode_kernel
 from .warp import DEFAULT_ARITHMETIC, warp_perspective
 
 
@@ -134,6 +135,8 @@ def boxes_to_original(xyxy: np.ndarray, plan: InputPlan) -> np.ndarray:
     Upstream's ``warp_boxes(boxes, inv(warp_matrix), W, H)``: transform the 4 corners (float64), take their
     min/max, clip x to ``[0, W]`` and y to ``[0, H]``. Returns float32 ``[K, 4]``.
     """
+    if decode_kernel.AVAILABLE and getattr(xyxy, "dtype", None) == np.float32:  # the same float64 arithmetic in C
+        return decode_kernel.warp_boxes(xyxy, plan.inverse, plan.src_size)
     boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
     if len(boxes) == 0:
         return np.zeros((0, 4), dtype=np.float32)
