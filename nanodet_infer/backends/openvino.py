@@ -63,7 +63,10 @@ class OpenVinoBackend(Backend):
                 "keep the .bin next to the .xml"
             )
         check_model(model_path, allow_control_flow=allow_control_flow)
-        config: dict[str, str] = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
+        # No pinning: each process pins its threads from the first core on, unaware of the others, so two
+        # 1-thread detectors in two processes (Ray actors, serve replicas, parallel CLI runs) shared one core and
+        # ran at half speed each; unpinned they scale (docs/benchmark.md, "Processes side by side").
+        config: dict[str, str] = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "ENABLE_CPU_PINNING": "NO"}
         if num_threads is not None:
             config["INFERENCE_NUM_THREADS"] = str(num_threads)
         if streams > 1:

@@ -113,6 +113,13 @@ def test_openvino_precision_hint(precision):
     np.testing.assert_allclose(reduced[..., 3:], expected[..., 3:], rtol=0, atol=0.6)
 
 
+@pytest.mark.parametrize("options", [{"num_threads": 1}, {}, {"num_threads": 1, "streams": 2}])
+def test_openvino_threads_are_not_pinned(options):
+    # pinned, two 1-thread detectors in two processes both took the first core (half speed each)
+    backend = create_backend(UPSTREAM, "openvino", **options)
+    assert backend._compiled.get_property("ENABLE_CPU_PINNING") is False
+
+
 def test_auto_prefers_openvino():
     assert create_backend(UPSTREAM).name == "openvino"
 
