@@ -305,7 +305,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Measurement]]:
     doc = {
         "schema": report.SCHEMA,
         "environment": environment(torch),
-        "model": {"name": name, "path": str(model_path), "default": args.model is None,
+        "model": {"name": name, "path": str(model_path), "default": args.model is None and args.checkpoint is None,
                   "input_size": list(first_detector.metadata.input_size),
                   "num_classes": first_detector.metadata.num_classes},
         "settings": {"image": image_label, "image_size": [int(images[0].shape[1]), int(images[0].shape[0])],
