@@ -35,6 +35,7 @@ import io
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from nanodet_infer.backends.base import engine_message
 from nanodet_infer.detector import Inference
 from nanodet_infer.errors import ExportError, ImageReadError, InvalidArgumentError, NanoDetError
 from nanodet_infer.images import load_image
@@ -76,6 +78,8 @@ OPENVINO_METHOD = "nncf.quantize preset PERFORMANCE, fast bias correction"
 #: When the INT8 model fails the agreement check, NNCF's accuracy control restores its most sensitive layers to
 #: float, ranked and checked by the agreement itself, until this fraction of the stable f32 detections is matched.
 RESTORE_TARGET = 0.7
+#: Accuracy control is refused when it would take longer than this (seconds, estimated, :func:`check_restore_cost`).
+RESTORE_BUDGET_S = 900.0
 RESTORE_METHOD = {
     # asymmetric uint8 activations: ONNX Runtime's fast U8S8 path (int8 activations ran at half f32's speed)
     "onnx": "nncf.quantize_with_accuracy_control (ONNX) preset MIXED, fast bias correction",
@@ -275,7 +279,17 @@ def quantize_export(
         plain, restored = None, ()
         if result.collapsed and result.stable and not request.force:  # restore the most sensitive layers to float
             plain = result
-            model, names = restore_accuracy(f32[0], fmt, inputs, judge, metadata.input_name, rule)
+            check_restore_cost(result, judge.pass_seconds, len(float_weight_layers(f32[0], fmt)))
+            try:
+                model, names = restore_accuracy(f32[0], fmt, inputs, judge, metadata.input_name, rule)
+            except NanoDetError:
+                raise
+            except Exception as exc:  # NNCF's own errors: a one-line refusal, not a traceback
+                raise ExportError(
+                    f"INT8 agreement check failed ({result.matched_fraction:.0%} of the stable f32 detections survive "
+                    f"quantization) and accuracy control could not run: {engine_message(exc)}"
+                    "; nothing was written (pass --force-int8 to write the plain INT8 model anyway)"
+                ) from exc
             restored = tuple(names)
             quantized = metadata.replace(
                 precision="int8",
@@ -519,6 +533,35 @@ def restore_accuracy(
     return restored, reverted
 
 
+def float_weight_layers(source: Path, fmt: str) -> list[str]:
+    """The layers with weights (convolutions, matrix products) of the f32 file ``source``: what accuracy control
+    ranks, one quantizer group each at most."""
+    if fmt == "onnx":
+        graph = onnx.load(str(source), load_external_data=False).graph
+        return [node.name for node in graph.node if node.op_type in _WEIGHTED_ONNX]
+    import openvino as ov
+
+    model = ov.Core().read_model(str(source))
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in _WEIGHTED_OPENVINO]
+
+
+_WEIGHTED_ONNX = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_WEIGHTED_OPENVINO = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
+
+
+def check_restore_cost(result: Agreement, pass_seconds: float, layers: int) -> None:
+    """Refuse accuracy control when its estimated time, about 1.25 passes over the calibration images per layer
+    (ranking each quantizer group, then the restoring steps), exceeds :data:`RESTORE_BUDGET_S`."""
+    estimate = 1.25 * layers * pass_seconds
+    if estimate > RESTORE_BUDGET_S:
+        raise ExportError(
+            f"INT8 agreement check failed: only {result.matched_fraction:.0%} of the stable f32 detections survive "
+            f"quantization, and restoring layers to float would take about {estimate / 60:.0f} min ({layers} layers, "
+            f"{pass_seconds:.1f} s per pass over the calibration images); nothing was written (use fewer calibration "
+            "images with --calib-count, or pass --force-int8 to write the plain INT8 model)"
+        )
+
+
 def _inference(model: Any, input_name: str) -> Inference:
     """The inference of a model NNCF hands to its validation function: an ``onnx.ModelProto`` (run on ONNX Runtime,
     1 thread) or an ``openvino.CompiledModel``."""
@@ -607,7 +650,10 @@ class AgreementJudge:
         self._low = low
         self._images = tuple(images)
         self._score = reference.score_threshold
+        start = time.perf_counter()
         self._want = [reference(image) for image in self._images]
+        self.pass_seconds = time.perf_counter() - start
+        """How long one pass of the f32 model over the images took (what each accuracy-control step costs)."""
         self._perturbed = [low(perturb_image(load_image(path), seed)) for seed, path in enumerate(self._images)]
 
     def check_file(self, path: Path, backend: str) -> Agreement:

@@ -83,3 +83,25 @@ def test_a_collapse_that_restoring_cannot_repair_is_refused(shared_fixtures, tmp
             shared_fixtures / "yolov7-s/yolov7-s.pt", out, int8=Int8Request(calib_images=IMAGES, calib_count=5)
         )
     assert list(out.parent.iterdir()) == []
+
+
+def test_accuracy_control_that_would_take_too_long_or_fails_is_refused(shared_fixtures, tmp_path, monkeypatch):
+    import nncf
+
+    checkpoint = shared_fixtures / "yolov7-tiny-s/yolov7-tiny-s.pt"
+    request = Int8Request(calib_images=IMAGES, calib_count=3)
+    out = tmp_path / "out" / "m.onnx"
+    out.parent.mkdir()
+    with monkeypatch.context() as patch:  # the estimate (layers x one pass over the images) exceeds the budget
+        patch.setattr(quantize, "RESTORE_BUDGET_S", 0.0)
+        with pytest.raises(ExportError, match=r"restoring layers to float would take about \d+ min \(58 layers"):
+            export_checkpoint(checkpoint, out, int8=request)
+    assert list(out.parent.iterdir()) == []
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no\n  quantizer")
+
+    monkeypatch.setattr(nncf, "quantize_with_accuracy_control", broken)
+    with pytest.raises(ExportError, match=r"accuracy control could not run: no quantizer; nothing was written"):
+        export_checkpoint(checkpoint, out, int8=request)
+    assert list(out.parent.iterdir()) == []
