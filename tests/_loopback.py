@@ -4,6 +4,8 @@
   cameras do; it can be stopped and started again on the same port (reconnect tests).
 - :func:`ffmpeg_mpegts`: ffmpeg (the Debian package; a missing binary fails the test) encoding a test
   pattern and sending MPEG-TS over UDP, or serving it over TCP.
+- :class:`RtspServer`: a minimal RTSP server (RFC 2326: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN) sending an
+  ffmpeg-made MPEG-TS file as RTP/MP2T (RFC 2250), interleaved over the RTSP connection or over UDP.
 - :class:`SilentServer`: accepts TCP connections and never sends a byte (a peer that never answers).
 - :func:`moving_shapes`: the synthetic frames, shapes moving on known paths.
 """
@@ -95,6 +97,138 @@ class MjpegServer:
 
     def __enter__(self) -> MjpegServer:
         return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class RtspServer:
+    """``rtsp://127.0.0.1:PORT/live``: serves ``seconds`` of ffmpeg's 160x120 test pattern at ``fps`` (mpeg2video in
+    MPEG-TS, made once into ``folder``) as RTP payload type 33, paced in real time, to one client at a time.
+
+    Transport as the client asks: ``RTP/AVP/TCP;interleaved=a-b`` (RTP framed with ``$`` on the RTSP connection)
+    or ``RTP/AVP;unicast;client_port=a-b`` (RTP datagrams to the client's port). ``transports`` records each
+    SETUP's choice. The stream ends after the file; every socket closes on :meth:`stop`.
+    """
+
+    PACKET = 7 * 188  # MPEG-TS packets per RTP packet: 1316 bytes, under a 1500-byte MTU
+
+    def __init__(self, folder, seconds: float = 6.0, fps: int = 30) -> None:
+        path = folder / "rtsp-source.ts"
+        if not path.exists():  # made once per folder
+            subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i",
+                            f"testsrc=size=160x120:rate={fps}", "-t", str(seconds), "-c:v", "mpeg2video", "-g", "10",
+                            "-f", "mpegts", str(path)], check=True, timeout=60)
+        data = path.read_bytes()
+        self._chunks = [data[i : i + self.PACKET] for i in range(0, len(data), self.PACKET)]
+        self._seconds = seconds
+        self.transports: list[str] = []
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(4)
+        self.port = self._listener.getsockname()[1]
+        self.url = f"rtsp://127.0.0.1:{self.port}/live"
+        self._stopped = threading.Event()
+        self._sockets: list[socket.socket] = [self._listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                connection = self._listener.accept()[0]
+            except OSError:
+                return
+            self._sockets.append(connection)
+            threading.Thread(target=self._session, args=(connection,), daemon=True).start()
+
+    def _session(self, connection: socket.socket) -> None:
+        lock = threading.Lock()  # RTSP replies and interleaved RTP share the connection
+        reader = connection.makefile("rb")
+        send: Callable[[bytes], None] | None = None
+
+        def reply(cseq: str, *headers: str, body: bytes = b"") -> None:
+            lines = ["RTSP/1.0 200 OK", f"CSeq: {cseq}", *headers]
+            if body:
+                lines.append(f"Content-Length: {len(body)}")
+            with lock:
+                connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+
+        try:
+            while not self._stopped.is_set():
+                first = reader.read(1)
+                if not first:
+                    return
+                if first == b"$":  # the client's interleaved RTCP: skip it
+                    header = reader.read(3)
+                    reader.read(int.from_bytes(header[1:3], "big"))
+                    continue
+                request = [(first + reader.readline()).decode().strip()]
+                while line := reader.readline().decode().strip():
+                    request.append(line)
+                method = request[0].split()[0]
+                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in request[1:])}
+                cseq = headers.get("cseq", "0")
+                if method == "OPTIONS":
+                    reply(cseq, "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER")
+                elif method == "DESCRIBE":
+                    sdp = (b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=test pattern\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                           b"m=video 0 RTP/AVP 33\r\na=rtpmap:33 MP2T/90000\r\na=control:track1\r\n")
+                    reply(cseq, "Content-Type: application/sdp", f"Content-Base: {self.url}/", body=sdp)
+                elif method == "SETUP":
+                    transport = headers.get("transport", "")
+                    if "TCP" in transport:
+                        channel = int(transport.split("interleaved=")[1].split("-")[0])
+
+                        def send(packet: bytes, channel: int = channel) -> None:
+                            with lock:
+                                connection.sendall(b"$" + bytes([channel]) + len(packet).to_bytes(2, "big") + packet)
+
+                        answer = f"RTP/AVP/TCP;unicast;interleaved={channel}-{channel + 1}"
+                        self.transports.append("tcp")
+                    else:
+                        client = int(transport.split("client_port=")[1].split("-")[0])
+                        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                        rtp.bind(("127.0.0.1", 0))
+                        self._sockets.append(rtp)
+
+                        def send(packet: bytes, client: int = client, rtp: socket.socket = rtp) -> None:
+                            rtp.sendto(packet, ("127.0.0.1", client))
+
+                        port = rtp.getsockname()[1]
+                        answer = f"RTP/AVP;unicast;client_port={client}-{client + 1};server_port={port}-{port + 1}"
+                        self.transports.append("udp")
+                    reply(cseq, f"Transport: {answer}", "Session: 12345678;timeout=60")
+                elif method == "PLAY":
+                    reply(cseq, "Session: 12345678", "Range: npt=0.000-")
+                    if send is not None:
+                        threading.Thread(target=self._play, args=(send,), daemon=True).start()
+                else:  # TEARDOWN, GET_PARAMETER (keep-alive)
+                    reply(cseq, "Session: 12345678")
+        except (OSError, ValueError, IndexError):
+            return
+
+    def _play(self, send: Callable[[bytes], None]) -> None:
+        start = time.monotonic()
+        step = self._seconds / len(self._chunks)
+        for index, chunk in enumerate(self._chunks):
+            if self._stopped.is_set():
+                return
+            timestamp = int(index * step * 90000) & 0xFFFFFFFF
+            header = bytes([0x80, 33]) + (index & 0xFFFF).to_bytes(2, "big") + timestamp.to_bytes(4, "big")
+            try:
+                send(header + b"\x4e\x44\x49\x31" + chunk)  # SSRC "NDI1"
+            except OSError:
+                return
+            time.sleep(max(0.0, start + (index + 1) * step - time.monotonic()))
+
+    def stop(self) -> None:
+        self._stopped.set()
+        for sock in self._sockets:
+            sock.close()
+
+    def __enter__(self) -> RtspServer:
+        return self
 
     def __exit__(self, *exc) -> None:
         self.stop()

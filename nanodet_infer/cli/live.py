@@ -52,7 +52,11 @@ def add_live_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--reconnects", type=int, default=5,
                        help="times to reopen a camera or stream that dropped, waiting 0.5 s, 1 s, 2 s ... 8 s "
                        "between tries (default 5; 0: none)")
-    group.add_argument("--rtsp-tcp", action="store_true", help="RTSP over TCP (interleaved) instead of UDP")
+    rtsp = group.add_mutually_exclusive_group()
+    rtsp.add_argument("--rtsp-tcp", dest="rtsp_transport", action="store_const", const="tcp", default=None,
+                      help="RTSP with RTP interleaved over its TCP connection (what OpenCV's FFmpeg does by default)")
+    rtsp.add_argument("--rtsp-udp", dest="rtsp_transport", action="store_const", const="udp",
+                      help="RTSP with RTP over UDP (lower latency on a clean LAN; blocked by most NATs and firewalls)")
     group.add_argument("--jsonl", type=Path, default=None,
                        help="write one JSON line per frame as it is processed (source, frame, timestamp, rows)")
     group.add_argument("--track", action="store_true",
@@ -164,7 +168,7 @@ def open_source(args: argparse.Namespace) -> VideoSource:
         raise InvalidArgumentError("--ray reads image files only; drop it for a camera, stream or sequence")
     return VideoSource(args.paths[0], realtime=args.realtime, read_timeout=args.read_timeout,
                        reconnects=args.reconnects, max_frames=args.max_frames, duration=args.duration,
-                       rtsp_transport="tcp" if args.rtsp_tcp else None, max_image_pixels=args.max_image_pixels)
+                       rtsp_transport=args.rtsp_transport, max_image_pixels=args.max_image_pixels)
 
 
 def _quiet_video_logs() -> None:

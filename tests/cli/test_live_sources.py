@@ -1,5 +1,6 @@
 """``detect`` and :class:`VideoSource` on real streams served on 127.0.0.1 by the test itself: an MJPEG HTTP server,
-ffmpeg sending MPEG-TS over UDP and TCP, a peer that never answers, a dead port; plus image patterns.
+ffmpeg sending MPEG-TS over UDP and TCP, an RTSP server (RTP over TCP or UDP), a peer that never answers, a dead port;
+plus image patterns.
 
 Every loop is bounded in frames (``max_frames``) and time (``read_timeout``, process timeouts)."""
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from _loopback import MjpegServer, SilentServer, ffmpeg_mpegts, free_port, moving_shapes, stop
+from _loopback import MjpegServer, RtspServer, SilentServer, ffmpeg_mpegts, free_port, moving_shapes, stop
 from conftest import SHAPES
 
 from nanodet_infer.cli import main
@@ -120,6 +121,24 @@ def test_tcp_mpegts_every_frame() -> None:
     finally:
         stop(sender)
     assert [f.index for f in frames] == list(range(40)) and source.stats.dropped == 0
+
+
+@pytest.mark.parametrize(("flags", "transport"), [([], "tcp"), (["--rtsp-tcp"], "tcp"), (["--rtsp-udp"], "udp")])
+def test_rtsp_every_frame_over_each_transport(tmp_path, flags, transport) -> None:
+    out = tmp_path / "rtsp.jsonl"
+    with RtspServer(tmp_path) as server:
+        assert main(["detect", server.url, *MODEL_ARGS, *flags, "--every-frame", "--jsonl", str(out),
+                     "--max-frames", "20", "--read-timeout", "5"]) == 0
+    assert server.transports == [transport]  # what the client asked for in SETUP (default: OpenCV's, TCP)
+    lines = _lines(out)
+    assert [line["frame"] for line in lines] == list(range(20))
+    assert all(line["image_size"] == [160, 120] and line["source"] == server.url for line in lines)
+
+
+def test_both_rtsp_transports_are_refused_together(capsys) -> None:
+    with pytest.raises(SystemExit) as caught:  # argparse's usage error, exit 2
+        main(["detect", "rtsp://127.0.0.1:9/live", *MODEL_ARGS, "--rtsp-tcp", "--rtsp-udp"])
+    assert caught.value.code == 2 and "--rtsp-udp: not allowed with argument --rtsp-tcp" in capsys.readouterr().err
 
 
 def test_realtime_drops_stale_frames_every_frame_does_not() -> None:
