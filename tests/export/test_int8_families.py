@@ -54,7 +54,7 @@ def test_a_precision_sensitive_model_is_restored_by_accuracy_control(shared_fixt
     # the seeded, narrow YOLOv7-tiny keeps ~25% of its stable detections through plain INT8 (bf16 alone: 84%)
     out = tmp_path / "m.onnx"
     report = export_checkpoint(
-        shared_fixtures / "yolov7-tiny-s/yolov7-tiny-s.pt", out, int8=Int8Request(calib_images=IMAGES, calib_count=8)
+        shared_fixtures / "yolov7-tiny-s/yolov7-tiny-s.pt", out, int8=Int8Request(calib_images=IMAGES, calib_count=4)
     ).int8
     assert report.plain is not None and report.plain.collapsed and report.plain.stable > 0
     assert report.restored and not report.forced
