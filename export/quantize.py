@@ -267,11 +267,7 @@ def quantize_export(
         else:
             ov_model, float_convs = quantize_openvino(f32[0], inputs, rule)
         quantized = metadata.replace(precision="int8", calibration=calibration_facts(calibration, method, float_convs))
-        if fmt == "onnx":
-            embed_onnx_metadata(int8[0], quantized.to_properties())
-        else:
-            openvino_export.set_properties(ov_model, quantized.to_properties())
-            openvino_export.save(ov_model, int8[0], fp16=False)
+        save_quantized(onnx.load(str(int8[0])) if fmt == "onnx" else ov_model, int8[0], quantized)
         score = reference.score_threshold
         low = load_detector(f32[0], backend, score_threshold=score * MATCH_FACTOR)
         judge = AgreementJudge(reference, low, calibration.paths)
@@ -298,13 +294,7 @@ def quantize_export(
                     [*float_convs, *restored],
                 ),
             )
-            if fmt == "onnx":
-                del model.metadata_props[:]
-                embed_metadata(model, quantized.to_properties())
-                onnx.save(model, str(int8[0]))
-            else:
-                openvino_export.set_properties(model, quantized.to_properties())
-                openvino_export.save(model, int8[0], fp16=False)
+            save_quantized(model, int8[0], quantized)
             result = judge.check_file(int8[0], backend)
         forced = check_agreement(result, force=request.force, restored=len(restored) if plain else None)
         mean_ap, settings = {}, None
@@ -430,12 +420,17 @@ def quantize_onnx(
     return float_convs
 
 
-def embed_onnx_metadata(path: Path, properties: dict[str, str]) -> None:
-    """Replace the ``metadata_props`` of the ONNX file at ``path`` with ``properties``."""
-    model = onnx.load(str(path))
-    del model.metadata_props[:]
-    embed_metadata(model, properties)
-    onnx.save(model, str(path))
+def save_quantized(model: Any, path: Path, metadata: ModelMetadata) -> None:
+    """Write a quantized ``model`` (``onnx.ModelProto`` or ``openvino.Model``) to ``path`` with ``metadata`` as its
+    only embedded properties (an IR's weights uncompressed: they are int8 already)."""
+    properties = metadata.to_properties()
+    if isinstance(model, onnx.ModelProto):
+        del model.metadata_props[:]
+        embed_metadata(model, properties)
+        onnx.save(model, str(path))
+    else:
+        openvino_export.set_properties(model, properties)
+        openvino_export.save(model, path, fp16=False)
 
 
 # ---------------------------------------------------------------------------------------------- OpenVINO
