@@ -275,9 +275,8 @@ def quantize_export(
         plain, restored = None, ()
         if result.collapsed and result.stable and not request.force:  # restore the most sensitive layers to float
             plain = result
-            check_restore_cost(result, judge.pass_seconds, len(float_weight_layers(f32[0], fmt)))
             try:
-                model, names = restore_accuracy(f32[0], fmt, inputs, judge, metadata.input_name, rule)
+                model, names = restore_accuracy(f32[0], fmt, inputs, judge, metadata.input_name, rule, plain=result)
             except NanoDetError:
                 raise
             except Exception as exc:  # NNCF's own errors: a one-line refusal, not a traceback
@@ -487,27 +486,33 @@ def restore_accuracy(
     judge: AgreementJudge,
     input_name: str,
     rule: Int8Rule | None = None,
+    *,
+    plain: Agreement,
 ) -> tuple[Any, list[str]]:
     """Quantize the f32 file ``source`` again with NNCF's accuracy control: operations are restored to float, the
     most sensitive first (ranked by ``judge``'s agreement on each calibration image), until the agreement reaches
     :data:`RESTORE_TARGET`. Returns the model (``onnx.ModelProto`` or ``openvino.Model``) and the names of the
     operations restored; it may still fall short (NNCF stops when nothing is left to restore), which the caller's
-    check then reports.
+    check then reports. ``plain``: the collapsed agreement of the plain INT8 model (for the refusal's message).
 
-    Cost: one run of the calibration images per quantized layer group to rank them, plus one per restoring step.
+    Cost: one run of the calibration images per quantized layer group to rank them, plus one per restoring step;
+    refused before it starts when the estimate is over budget (:func:`check_restore_cost`).
     """
     import nncf
 
-    samples = list(inputs())
     if fmt == "onnx":
         model = onnx.load(str(source))
         float_nodes = onnx_float_nodes(model, rule)[0]
-        data, preset = [{input_name: x} for x in samples], nncf.QuantizationPreset.MIXED
     else:
         import openvino as ov
 
         model = ov.Core().read_model(str(source))
         float_nodes = openvino_float_nodes(model, rule)[0]
+    check_restore_cost(plain, judge.pass_seconds, len(float_weight_layers(model)))
+    samples = list(inputs())
+    if fmt == "onnx":
+        data, preset = [{input_name: x} for x in samples], nncf.QuantizationPreset.MIXED
+    else:
         data, preset = samples, nncf.QuantizationPreset.PERFORMANCE
 
     def validate(candidate: Any, indices: Iterator[int]) -> tuple[float, list[float]]:
@@ -528,20 +533,16 @@ def restore_accuracy(
     return restored, reverted
 
 
-def float_weight_layers(source: Path, fmt: str) -> list[str]:
-    """The layers with weights (convolutions, matrix products) of the f32 file ``source``: what accuracy control
-    ranks, one quantizer group each at most."""
-    if fmt == "onnx":
-        graph = onnx.load(str(source), load_external_data=False).graph
-        return [node.name for node in graph.node if node.op_type in _WEIGHTED_ONNX]
-    import openvino as ov
-
-    model = ov.Core().read_model(str(source))
+def float_weight_layers(model: Any) -> list[str]:
+    """The layers with weights (convolutions, matrix products) of an f32 ``onnx.ModelProto`` or ``openvino.Model``:
+    what accuracy control ranks, one quantizer group each at most."""
+    if isinstance(model, onnx.ModelProto):
+        return [node.name for node in model.graph.node if node.op_type in _WEIGHTED_ONNX]
     return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in _WEIGHTED_OPENVINO]
 
 
 _WEIGHTED_ONNX = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-_WEIGHTED_OPENVINO = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
+_WEIGHTED_OPENVINO = {*(_OPENVINO_TYPES.get(op, op) for op in _WEIGHTED_ONNX), "GroupConvolution"}
 
 
 def check_restore_cost(result: Agreement, pass_seconds: float, layers: int) -> None:

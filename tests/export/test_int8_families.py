@@ -70,7 +70,7 @@ def test_a_collapse_that_restoring_cannot_repair_is_refused(shared_fixtures, tmp
     adapter = families.EXPORT_ADAPTERS["yolov7"]
     monkeypatch.setitem(families.EXPORT_ADAPTERS, "yolov7", replace(adapter, int8=Int8Rule(head_tail=False)))
 
-    def no_repair(source, fmt, inputs, judge, input_name, rule):
+    def no_repair(source, fmt, inputs, judge, input_name, rule, **_):
         collapsed = tmp_path / "collapsed.onnx"
         quantize.quantize_onnx(source, collapsed, inputs, input_name, rule)
         return onnx.load(str(collapsed)), []

@@ -20,11 +20,16 @@ def test_kernel_is_built() -> None:
 
 
 def _both(monkeypatch: pytest.MonkeyPatch, call):  # noqa: ANN001, ANN202
-    results = []
+    """``call()`` on the numpy path, then on the kernel path (which must really call a kernel)."""
+    results, calls = [], []
     for flag in (False, True):
         with monkeypatch.context() as patch:
             patch.setattr(decode_kernel, "AVAILABLE", flag)
+            for name in ("dfl_boxes", "warp_boxes"):
+                kernel = getattr(decode_kernel, name)
+                patch.setattr(decode_kernel, name, lambda *a, _k=kernel, _f=flag: calls.append(_f) or _k(*a))
             results.append(call())
+    assert calls and all(calls), calls  # kernels ran, and only on the kernel path
     return results
 
 
